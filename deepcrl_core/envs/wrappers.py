@@ -1,0 +1,139 @@
+"""Wrappers kept apart from the physics: episode limit, auto-reset, batching.
+
+Training envs are ``VmapWrapper(AutoResetWrapper(EpisodeWrapper(env, episode_length)))``
+(:func:`wrap_for_training`); evaluation envs skip the auto-reset (:func:`wrap_for_eval`).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from deepcrl_core.envs.base import Env, State
+
+
+class Wrapper(Env):
+  """Delegates everything it does not override to the wrapped env."""
+
+  def __init__(self, env: Env):
+    self.env = env
+
+  def __getattr__(self, name):
+    if name == "env":  # not yet set (e.g. during unpickling)
+      raise AttributeError(name)
+    return getattr(self.env, name)
+
+  @property
+  def state_size(self):
+    return self.env.state_size
+
+  @property
+  def goal_indices(self):
+    return self.env.goal_indices
+
+  @property
+  def action_size(self):
+    return self.env.action_size
+
+  @property
+  def success_radius(self):
+    return self.env.success_radius
+
+  @property
+  def dt(self):
+    return self.env.dt
+
+  @property
+  def unwrapped(self) -> Env:
+    return self.env.unwrapped
+
+  def reset(self, key):
+    return self.env.reset(key)
+
+  def step(self, state, action):
+    return self.env.step(state, action)
+
+
+class EpisodeWrapper(Wrapper):
+  """Ends episodes after ``episode_length`` steps.
+
+  ``info["steps"]`` counts steps in the episode; ``info["truncation"]`` is 1.0 when the episode
+  ended by the time limit rather than by the env's own termination.
+  """
+
+  def __init__(self, env: Env, episode_length: int):
+    super().__init__(env)
+    if episode_length <= 0:
+      raise ValueError(f"episode_length must be positive, got {episode_length}")
+    self.episode_length = int(episode_length)
+
+  def reset(self, key):
+    state = self.env.reset(key)
+    info = dict(state.info, steps=jnp.zeros((), jnp.int32), truncation=jnp.zeros(()))
+    return state.replace(info=info)
+
+  def step(self, state, action):
+    state = self.env.step(state, action)
+    steps = state.info["steps"] + 1
+    out_of_time = steps >= self.episode_length
+    truncation = jnp.where(out_of_time & (state.done < 0.5), 1.0, 0.0)
+    done = jnp.maximum(state.done, out_of_time.astype(state.done.dtype))
+    info = dict(state.info, steps=steps, truncation=truncation)
+    return state.replace(done=done, info=info)
+
+
+class AutoResetWrapper(Wrapper):
+  """Starts a fresh episode (new start state and goal) in place of a finished one.
+
+  On the step where ``done`` becomes 1 the returned ``obs``/``data`` already belong to the new
+  episode, while ``done``, ``reward`` and ``metrics`` describe the step that ended the old one.
+  ``info["traj_id"]`` increments with each new episode of the slot, so consecutive stored
+  observations with equal ids belong to one episode. Each slot carries its own ``info["rng"]``.
+  """
+
+  _MANAGED = ("rng", "traj_id", "truncation")
+
+  def reset(self, key):
+    key, reset_key = jax.random.split(key)
+    state = self.env.reset(reset_key)
+    info = dict(state.info, rng=key, traj_id=jnp.zeros((), jnp.int32))
+    return state.replace(info=info)
+
+  def step(self, state, action):
+    rng, reset_key = jax.random.split(state.info["rng"])
+    stepped = self.env.step(state.replace(done=jnp.zeros_like(state.done)), action)
+    fresh = self.env.reset(reset_key)
+    done = stepped.done > 0.5
+
+    def pick(new, old):
+      return jnp.where(jnp.reshape(done, done.shape + (1,) * (old.ndim - done.ndim)), new, old)
+
+    data = jax.tree.map(pick, fresh.data, stepped.data)
+    obs = pick(fresh.obs, stepped.obs)
+    info = {}
+    for k, v in stepped.info.items():
+      if k in self._MANAGED or k not in fresh.info:
+        info[k] = v
+      else:
+        info[k] = jax.tree.map(pick, fresh.info[k], v)
+    info["rng"] = rng
+    info["traj_id"] = state.info["traj_id"] + done.astype(jnp.int32)
+    return stepped.replace(data=data, obs=obs, info=info)
+
+
+class VmapWrapper(Wrapper):
+  """Batches ``reset``/``step`` over a leading env axis (``reset`` takes keys ``[num_envs]``)."""
+
+  def reset(self, keys):
+    return jax.vmap(self.env.reset)(keys)
+
+  def step(self, state, action):
+    return jax.vmap(self.env.step)(state, action)
+
+
+def wrap_for_training(env: Env, episode_length: int) -> Env:
+  return VmapWrapper(AutoResetWrapper(EpisodeWrapper(env, episode_length)))
+
+
+def wrap_for_eval(env: Env, episode_length: int) -> Env:
+  return VmapWrapper(EpisodeWrapper(env, episode_length))
