@@ -1,0 +1,367 @@
+"""Run configuration: the base ``ml_collections`` config, override strings and validation.
+
+Config files under ``configs/`` define ``get_config(overrides: str = "")`` by calling
+:func:`make_config` with their task's settings, so ``configs/humanoid.py:depth=64,batch=1024``
+works with ``ml_collections.config_flags``. Overrides are comma-separated ``key=value`` pairs
+where ``key`` is a dotted field (``network.width``) or a shortcut (:data:`SHORTCUTS`).
+:func:`validate` reports every problem of a config at once, before anything compiles.
+"""
+
+from __future__ import annotations
+
+import ast
+from typing import Any, Dict, List, Optional, Sequence
+
+import ml_collections
+
+# Shortcut keys accepted in override strings.
+SHORTCUTS: Dict[str, Sequence[str]] = {
+    "depth": ("network.depth",),
+    "actor_depth": ("network.actor_depth",),
+    "critic_depth": ("network.critic_depth",),
+    "width": ("network.width",),
+    "batch": ("train.batch_size",),
+    "batch_size": ("train.batch_size",),
+    "env": ("env.name",),
+    "eval_env": ("env.eval_name",),
+    "seed": ("seed",),
+    "num_envs": ("train.num_envs",),
+    "impl": ("network.kernel_impl",),
+    "remat": ("network.remat",),
+    "env_steps": ("train.total_env_steps",),
+    "epochs": ("train.num_epochs",),
+}
+
+LEARNING_RATE = 3e-4
+
+
+class ConfigError(ValueError):
+  """A config (or an override string) is invalid; the message lists every problem."""
+
+  def __init__(self, problems: Sequence[str]):
+    self.problems = list(problems)
+    super().__init__(format_problems(self.problems))
+
+
+def format_problems(problems: Sequence[str]) -> str:
+  if len(problems) == 1:
+    return f"invalid config: {problems[0]}"
+  return "invalid config:\n" + "\n".join(f"  - {p}" for p in problems)
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Defaults shared by every task: the paper's CRL hyperparameters (REFERENCE.md §1)."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  c.env = ml_collections.ConfigDict()
+  c.env.name = "pointmass"
+  c.env.eval_name = ""          # "" = evaluate on env.name
+  c.env.episode_length = 1000
+  c.env.kwargs = ml_collections.ConfigDict()   # passed to envs.make(name, **kwargs)
+
+  c.network = ml_collections.ConfigDict()
+  c.network.depth = 4            # Dense layers inside residual blocks (multiple of 4)
+  c.network.actor_depth = 0      # 0 = use network.depth
+  c.network.critic_depth = 0     # 0 = use network.depth
+  c.network.width = 256
+  c.network.repr_dim = 64        # size of phi(s, a) and psi(g)
+  c.network.remat = False        # rematerialise each residual block in the backward pass
+  c.network.kernel_impl = "auto"  # auto | pallas | interpret | xla
+
+  c.loss = ml_collections.ConfigDict()
+  c.loss.energy = "l2"           # l2 | l2_sq | dot | cosine
+  c.loss.variant = "forward"     # forward | backward | symmetric
+  c.loss.logsumexp_penalty = 0.1
+  c.loss.target_entropy_scale = 0.5   # target entropy = -scale * action_size
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.actor_lr = LEARNING_RATE
+  c.optim.critic_lr = LEARNING_RATE
+  c.optim.alpha_lr = LEARNING_RATE
+
+  c.train = ml_collections.ConfigDict()
+  c.train.num_envs = 512
+  c.train.unroll_length = 62           # env steps per env per training step
+  c.train.sgd_steps = 800              # gradient steps per training step (after each unroll)
+  c.train.batch_size = 512
+  c.train.gamma = 0.99
+  c.train.prefill_steps = 1000         # random-action env steps per env before training
+  c.train.train_steps_per_epoch = 10   # training steps fused into one jitted epoch
+  c.train.total_env_steps = 100_000_000
+  c.train.num_epochs = 0               # 0 = derive from total_env_steps
+  c.train.max_seconds = 0.0            # stop after this wall-clock budget (0 = no limit)
+
+  c.replay = ml_collections.ConfigDict()
+  c.replay.capacity = 10_000           # time steps kept per env
+  c.replay.window_length = 1000        # length of the episode windows sampled for relabelling
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.num_envs = 128
+  c.eval.every = 1                     # evaluate every N epochs
+
+  c.checkpoint = ml_collections.ConfigDict()
+  c.checkpoint.every = 1               # epochs between checkpoints (0 = only at the end)
+  c.checkpoint.keep = 2
+  c.checkpoint.include_replay = True   # exact resume needs the replay buffer and env states
+
+  c.log = ml_collections.ConfigDict()
+  c.log.tensorboard = True
+  c.log.print_every = 1
+
+  c.profile = ml_collections.ConfigDict()
+  c.profile.trace_epoch = -1           # capture a jax.profiler trace of this epoch (-1 = off)
+  return c
+
+
+def parse_overrides(overrides: str) -> List[tuple]:
+  """``"a=1,b.c=x"`` -> ``[("a", 1), ("b.c", "x")]``; raises ConfigError listing bad items."""
+  pairs, problems = [], []
+  text = (overrides or "").strip()
+  if not text:
+    return pairs
+  for item in _split_top_level(text):
+    item = item.strip()
+    if not item:
+      problems.append(f"malformed override string {overrides!r}: empty item")
+      continue
+    if "=" not in item:
+      problems.append(f"malformed override {item!r}: expected key=value")
+      continue
+    key, value = item.split("=", 1)
+    key = key.strip()
+    if not key or not all(part.isidentifier() for part in key.split(".")):
+      problems.append(f"malformed override {item!r}: bad key {key!r}")
+      continue
+    pairs.append((key, _parse_value(value.strip())))
+  if problems:
+    raise ConfigError(problems)
+  return pairs
+
+
+def _split_top_level(text: str) -> List[str]:
+  """Splits on commas that are not inside brackets or quotes."""
+  items, depth, quote, start = [], 0, "", 0
+  for i, ch in enumerate(text):
+    if quote:
+      if ch == quote:
+        quote = ""
+    elif ch in "'\"":
+      quote = ch
+    elif ch in "([{":
+      depth += 1
+    elif ch in ")]}":
+      depth -= 1
+    elif ch == "," and depth == 0:
+      items.append(text[start:i])
+      start = i + 1
+  items.append(text[start:])
+  return items
+
+
+def _parse_value(value: str) -> Any:
+  lowered = value.lower()
+  if lowered in ("true", "false"):
+    return lowered == "true"
+  try:
+    return ast.literal_eval(value)
+  except (ValueError, SyntaxError):
+    return value
+
+
+def _lookup(config: ml_collections.ConfigDict, path: str):
+  parent = config
+  parts = path.split(".")
+  for part in parts[:-1]:
+    if not isinstance(parent, ml_collections.ConfigDict) or part not in parent:
+      return None, parts[-1]
+    parent = parent[part]
+  if not isinstance(parent, ml_collections.ConfigDict) or parts[-1] not in parent:
+    return None, parts[-1]
+  return parent, parts[-1]
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: str) -> ml_collections.ConfigDict:
+  """Applies an override string in place; raises ConfigError listing every bad key/value."""
+  problems = []
+  for key, value in parse_overrides(overrides):
+    paths = SHORTCUTS.get(key, (key,))
+    for path in paths:
+      parent, leaf = _lookup(config, path)
+      if parent is None:
+        problems.append(f"unknown override key {key!r} (shortcuts: {', '.join(sorted(SHORTCUTS))}; "
+                        "or a dotted field such as network.width)")
+        continue
+      if isinstance(parent[leaf], ml_collections.ConfigDict):
+        problems.append(f"override key {key!r} names a group, not a field")
+        continue
+      try:
+        parent[leaf] = _coerce(parent[leaf], value)
+      except (TypeError, ValueError) as e:
+        problems.append(f"bad value for {key!r}: {value!r} ({e})")
+  if problems:
+    raise ConfigError(problems)
+  return config
+
+
+def _coerce(current: Any, value: Any) -> Any:
+  if isinstance(current, bool):
+    if isinstance(value, bool):
+      return value
+    if value in (0, 1):
+      return bool(value)
+    raise TypeError("expected true/false")
+  if isinstance(current, int) and not isinstance(current, bool):
+    if isinstance(value, bool) or not (isinstance(value, int) or
+                                       (isinstance(value, float) and value.is_integer())):
+      raise TypeError("expected an integer")
+    return int(value)
+  if isinstance(current, float):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+      raise TypeError("expected a number")
+    return float(value)
+  if isinstance(current, str):
+    return str(value)
+  return value
+
+
+def make_config(overrides: str = "", **task_settings) -> ml_collections.ConfigDict:
+  """Base config + a task's settings (``network__width=...`` for ``network.width``) + user
+  overrides. Raises ConfigError when an override is malformed or unknown (listing the config's
+  other problems too); otherwise returns the config unvalidated: call :func:`validate` once all
+  overrides (including ``--config.x=y`` flags) are in.
+  """
+  config = base_config()
+  for key, value in task_settings.items():
+    parent, leaf = _lookup(config, key.replace("__", "."))
+    if parent is None:
+      raise KeyError(f"task setting {key!r} is not a config field")
+    parent[leaf] = value
+  try:
+    apply_overrides(config, overrides)
+  except ConfigError as e:
+    # Report the config's other problems in the same message, so one run shows them all.
+    raise ConfigError(e.problems + validation_problems(config)) from None
+  return config
+
+
+def actor_depth(config) -> int:
+  return config.network.actor_depth or config.network.depth
+
+
+def critic_depth(config) -> int:
+  return config.network.critic_depth or config.network.depth
+
+
+def eval_env_name(config) -> str:
+  return config.env.eval_name or config.env.name
+
+
+def num_epochs(config) -> int:
+  """Epochs to run: ``train.num_epochs`` or enough to reach ``train.total_env_steps``."""
+  if config.train.num_epochs > 0:
+    return int(config.train.num_epochs)
+  per_epoch = env_steps_per_epoch(config)
+  prefill = config.train.prefill_steps * config.train.num_envs
+  return max(1, -(-(config.train.total_env_steps - prefill) // per_epoch))
+
+
+def env_steps_per_epoch(config) -> int:
+  t = config.train
+  return t.num_envs * t.unroll_length * t.train_steps_per_epoch
+
+
+def validation_problems(config) -> List[str]:
+  """Every problem with ``config`` (empty when valid). Checks nothing that needs compiling."""
+  from deepcrl_core import envs  # pylint: disable=g-import-not-at-top
+  from kernels import IMPLS, ENERGIES, VARIANTS  # pylint: disable=g-import-not-at-top
+  problems = []
+  for field in ("name", "eval_name"):
+    name = config.env[field]
+    if field == "eval_name" and not name:
+      continue
+    if not envs.is_registered(name):
+      problems.append(f"env.{field}: {envs.unknown_env_message(name)}")
+  net = config.network
+  for key in ("depth", "actor_depth", "critic_depth"):
+    d = net[key]
+    if key != "depth" and d == 0:
+      continue
+    if not isinstance(d, int) or d <= 0 or d % 4:
+      problems.append(f"network.{key} must be a positive multiple of 4 (depth counts the Dense "
+                      f"layers inside residual blocks of 4), got {d!r}")
+  positive = {
+      "network.width": net.width, "network.repr_dim": net.repr_dim,
+      "env.episode_length": config.env.episode_length,
+      "train.num_envs": config.train.num_envs, "train.unroll_length": config.train.unroll_length,
+      "train.sgd_steps": config.train.sgd_steps, "train.batch_size": config.train.batch_size,
+      "train.train_steps_per_epoch": config.train.train_steps_per_epoch,
+      "replay.capacity": config.replay.capacity,
+      "replay.window_length": config.replay.window_length,
+      "eval.num_envs": config.eval.num_envs, "eval.every": config.eval.every,
+      "checkpoint.keep": config.checkpoint.keep,
+      "optim.actor_lr": config.optim.actor_lr, "optim.critic_lr": config.optim.critic_lr,
+      "optim.alpha_lr": config.optim.alpha_lr,
+  }
+  for key, value in positive.items():
+    if not value > 0:
+      problems.append(f"{key} must be positive, got {value!r}")
+  for key, value in {"train.prefill_steps": config.train.prefill_steps,
+                     "train.num_epochs": config.train.num_epochs,
+                     "train.total_env_steps": config.train.total_env_steps,
+                     "checkpoint.every": config.checkpoint.every,
+                     "train.max_seconds": config.train.max_seconds}.items():
+    if value < 0:
+      problems.append(f"{key} must be >= 0, got {value!r}")
+  if not 0.0 < config.train.gamma < 1.0:
+    problems.append(f"train.gamma must be in (0, 1), got {config.train.gamma!r}")
+  if net.kernel_impl not in IMPLS:
+    problems.append(f"network.kernel_impl must be one of {IMPLS}, got {net.kernel_impl!r}")
+  if config.loss.energy not in ENERGIES + ("cosine",):
+    problems.append(f"loss.energy must be one of {ENERGIES + ('cosine',)}, got {config.loss.energy!r}")
+  if config.loss.variant not in VARIANTS:
+    problems.append(f"loss.variant must be one of {VARIANTS}, got {config.loss.variant!r}")
+  if config.loss.logsumexp_penalty < 0:
+    problems.append(f"loss.logsumexp_penalty must be >= 0, got {config.loss.logsumexp_penalty!r}")
+  # Replay geometry: windows must fit in what the buffer holds, and a training step's batches
+  # must fit in what is sampled.
+  rp, tr = config.replay, config.train
+  if rp.capacity > 0 and rp.window_length > rp.capacity:
+    problems.append(f"replay.window_length ({rp.window_length}) exceeds replay.capacity "
+                    f"({rp.capacity} steps per env)")
+  filled = tr.prefill_steps + tr.unroll_length
+  if rp.window_length > 0 and tr.unroll_length > 0 and rp.window_length > filled:
+    problems.append(f"replay.window_length ({rp.window_length}) exceeds the steps per env stored "
+                    f"before the first update (train.prefill_steps + train.unroll_length = "
+                    f"{filled}); raise prefill_steps or shorten the window")
+  if tr.num_envs > 0 and rp.capacity > 0 and tr.batch_size > tr.num_envs * rp.capacity:
+    problems.append(f"train.batch_size ({tr.batch_size}) is larger than the replay buffer can hold "
+                    f"(train.num_envs x replay.capacity = {tr.num_envs * rp.capacity})")
+  return problems
+
+
+def validate(config) -> None:
+  """Raises ConfigError listing every problem of ``config``."""
+  problems = validation_problems(config)
+  if problems:
+    raise ConfigError(problems)
+
+
+def resolved_dict(config) -> Dict[str, Any]:
+  """Plain dict of ``config`` with derived values filled in (for run directories)."""
+  d = config.to_dict()
+  d["network"]["actor_depth"] = actor_depth(config)
+  d["network"]["critic_depth"] = critic_depth(config)
+  d["env"]["eval_name"] = eval_env_name(config)
+  d["train"]["num_epochs"] = num_epochs(config)
+  return d
+
+
+def get_config_for(task_settings: Optional[dict] = None):
+  """Returns a ``get_config(overrides)`` for a config file with ``task_settings``."""
+  settings = dict(task_settings or {})
+
+  def get_config(overrides: str = ""):
+    return make_config(overrides, **settings)
+
+  return get_config

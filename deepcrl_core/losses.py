@@ -1,0 +1,90 @@
+"""CRL losses as pure functions of parameters and a batch of relabelled transitions.
+
+* critic: InfoNCE over the in-batch energy matrix (``loss.variant``: forward / backward /
+  symmetric; ``loss.energy``: l2 = ``-||phi - psi||`` (default), l2_sq, dot, cosine) plus
+  ``logsumexp_penalty * mean(logsumexp^2)``, computed by :func:`kernels.infonce_loss`.
+* actor: ``mean(alpha * log pi(a|s,g) - Q(s, a, g))`` with ``a ~ pi`` and ``Q`` the energy of
+  ``phi(s, a)`` against ``psi(g)`` for the batch's own goals.
+* alpha: ``mean(alpha * stop_grad(-log pi - target_entropy))``, ``alpha = exp(log_alpha)``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+import kernels
+from deepcrl_core import networks as nets
+
+
+class LossConfig(NamedTuple):
+  energy: str = "l2"
+  variant: str = "forward"
+  logsumexp_penalty: float = 0.1
+  target_entropy: float = -1.0
+  kernel_impl: str = "auto"
+
+
+class Transitions(NamedTuple):
+  """A batch: ``state [B, state_size]``, ``action [B, action_size]``, ``goal [B, goal_size]``."""
+  state: jax.Array
+  action: jax.Array
+  goal: jax.Array
+
+  @property
+  def obs(self):
+    return jnp.concatenate([self.state, self.goal], axis=-1)
+
+
+def _normalize(x):
+  return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(jnp.square(x), -1, keepdims=True), 1e-12))
+
+
+def _kernel_energy(energy: str, phi, psi):
+  """Maps ``cosine`` onto the kernels' ``dot`` energy of normalised representations."""
+  if energy == "cosine":
+    return "dot", _normalize(phi), _normalize(psi)
+  return energy, phi, psi
+
+
+def energy(phi, psi, energy_name: str = "l2"):
+  """Row-wise energies ``[B]`` of ``phi [B, D]`` against ``psi [B, D]``."""
+  name, phi, psi = _kernel_energy(energy_name, phi, psi)
+  return kernels.pairwise_energy(phi, psi, name)
+
+
+def infonce(phi, psi, cfg: LossConfig):
+  name, phi, psi = _kernel_energy(cfg.energy, phi, psi)
+  return kernels.infonce_loss(phi, psi, energy=name, variant=cfg.variant,
+                              logsumexp_penalty=cfg.logsumexp_penalty, impl=cfg.kernel_impl)
+
+
+def critic_loss(critic_params, networks: nets.Networks, batch: Transitions, cfg: LossConfig):
+  phi, psi = networks.critic.apply(critic_params, batch.state, batch.action, batch.goal)
+  loss, aux = infonce(phi, psi, cfg)
+  metrics = {
+      "critic_loss": loss,
+      "critic_accuracy": aux["accuracy"],
+      "logsumexp": jnp.mean(aux["logsumexp"]),
+      "logits_pos": jnp.mean(aux["positive"]),
+  }
+  return loss, metrics
+
+
+def actor_loss(actor_params, critic_params, log_alpha, networks: nets.Networks,
+               batch: Transitions, key, cfg: LossConfig):
+  mean, log_std = networks.actor.apply(actor_params, batch.obs)
+  action, log_prob = nets.tanh_gaussian_sample(key, mean, log_std)
+  phi, psi = networks.critic.apply(critic_params, batch.state, action, batch.goal)
+  q = energy(phi, psi, cfg.energy)
+  alpha = jnp.exp(jax.lax.stop_gradient(log_alpha))
+  loss = jnp.mean(alpha * log_prob - q)
+  return loss, {"actor_loss": loss, "entropy": -jnp.mean(log_prob), "q": jnp.mean(q),
+                "log_prob": log_prob}
+
+
+def alpha_loss(log_alpha, log_prob, target_entropy: float):
+  alpha = jnp.exp(log_alpha)
+  return jnp.mean(alpha * jax.lax.stop_gradient(-log_prob - target_entropy))

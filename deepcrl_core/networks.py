@@ -1,0 +1,143 @@
+"""Haiku networks of deep CRL: residual trunks, the critic's two encoders and the actor.
+
+Trunk (REFERENCE.md §1): ``Dense -> LayerNorm -> Swish``, then ``depth / 4`` residual blocks of
+``4 x (Dense -> LayerNorm -> Swish)`` plus skip, then an output ``Dense``. The blocks' weights
+are stacked (``[depth/4, 4, width, width]``) and applied by :func:`kernels.fused_residual_stack`
+(a ``lax.scan``), so compile time does not grow with depth; ``remat=True`` rematerialises
+each block in the backward pass so activation memory does not either. Dense weights use
+variance scaling 1/3, fan-in, uniform; biases zero; LayerNorm eps 1e-5 with scale and offset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import NamedTuple
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+
+import kernels
+
+LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+INIT_SCALE = 1.0 / 3.0
+
+
+def _dense(size: int, name: str) -> hk.Linear:
+  return hk.Linear(size, name=name,
+                   w_init=hk.initializers.VarianceScaling(INIT_SCALE, "fan_in", "uniform"))
+
+
+def _stacked_uniform(fan_in: int):
+  """Variance-scaling(1/3, fan_in, uniform) for weights stacked as ``[..., fan_in, fan_out]``."""
+  limit = math.sqrt(3.0 * INIT_SCALE / fan_in)
+  return hk.initializers.RandomUniform(-limit, limit)
+
+
+class ResidualTrunk(hk.Module):
+  """``[batch, in] -> [batch, output_size]`` residual MLP of ``depth`` block layers."""
+
+  def __init__(self, depth: int, width: int, output_size: int, *, kernel_impl: str = "auto",
+               remat: bool = False, name: str | None = None):
+    super().__init__(name=name)
+    if depth <= 0 or depth % 4:
+      raise ValueError(f"depth must be a positive multiple of 4, got {depth}")
+    self.depth, self.width, self.output_size = depth, width, output_size
+    self.kernel_impl, self.remat = kernel_impl, remat
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    w = self.width
+    h = _dense(w, "input")(x)
+    h = hk.LayerNorm(axis=-1, create_scale=True, create_offset=True, eps=1e-5, name="input_ln")(h)
+    h = jax.nn.swish(h)
+    n = self.depth // kernels.residual_block.LAYERS_PER_BLOCK
+    blocks = {
+        "w": hk.get_parameter("blocks_w", (n, 4, w, w), init=_stacked_uniform(w)),
+        "b": hk.get_parameter("blocks_b", (n, 4, w), init=jnp.zeros),
+        "scale": hk.get_parameter("blocks_scale", (n, 4, w), init=jnp.ones),
+        "offset": hk.get_parameter("blocks_offset", (n, 4, w), init=jnp.zeros),
+    }
+    h = kernels.fused_residual_stack(h, blocks, impl=self.kernel_impl, remat=self.remat)
+    return _dense(self.output_size, "output")(h)
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkSpec:
+  state_size: int
+  goal_size: int
+  action_size: int
+  actor_depth: int
+  critic_depth: int
+  width: int
+  repr_dim: int = 64
+  kernel_impl: str = "auto"
+  remat: bool = False
+
+
+class Networks(NamedTuple):
+  """Pure functions: ``actor.apply(params, obs) -> (mean, log_std)``;
+  ``critic.apply(params, state, action, goal) -> (phi, psi)``."""
+  actor: hk.Transformed
+  critic: hk.Transformed
+  spec: NetworkSpec
+
+
+def make_networks(spec: NetworkSpec) -> Networks:
+  def actor_fn(obs):
+    out = ResidualTrunk(spec.actor_depth, spec.width, 2 * spec.action_size,
+                        kernel_impl=spec.kernel_impl, remat=spec.remat, name="actor")(obs)
+    mean, raw_log_std = jnp.split(out, 2, axis=-1)
+    # tanh rescaling of log std into [LOG_STD_MIN, LOG_STD_MAX].
+    log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (jnp.tanh(raw_log_std) + 1.0)
+    return mean, log_std
+
+  def critic_fn(state, action, goal):
+    phi = ResidualTrunk(spec.critic_depth, spec.width, spec.repr_dim,
+                        kernel_impl=spec.kernel_impl, remat=spec.remat,
+                        name="sa_encoder")(jnp.concatenate([state, action], axis=-1))
+    psi = ResidualTrunk(spec.critic_depth, spec.width, spec.repr_dim,
+                        kernel_impl=spec.kernel_impl, remat=spec.remat, name="goal_encoder")(goal)
+    return phi, psi
+
+  return Networks(hk.without_apply_rng(hk.transform(actor_fn)),
+                  hk.without_apply_rng(hk.transform(critic_fn)), spec)
+
+
+def init_params(networks: Networks, key: jax.Array):
+  """Returns ``(actor_params, critic_params)``."""
+  s = networks.spec
+  k_actor, k_critic = jax.random.split(key)
+  obs = jnp.zeros((1, s.state_size + s.goal_size))
+  actor_params = networks.actor.init(k_actor, obs)
+  critic_params = networks.critic.init(k_critic, jnp.zeros((1, s.state_size)),
+                                       jnp.zeros((1, s.action_size)), jnp.zeros((1, s.goal_size)))
+  return actor_params, critic_params
+
+
+# --- tanh-Gaussian policy -------------------------------------------------------------------
+
+def tanh_gaussian_sample(key, mean, log_std):
+  """Samples ``a = tanh(u)``, ``u ~ N(mean, exp(log_std))``; returns ``(a, log_prob)``.
+
+  ``log_prob`` includes the tanh change of variables:
+  ``log N(u) - sum log(1 - tanh(u)^2)``, with ``log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u))``.
+  """
+  u = mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape, mean.dtype)
+  return jnp.tanh(u), tanh_gaussian_log_prob(u, mean, log_std)
+
+
+def tanh_gaussian_log_prob(u, mean, log_std):
+  """Log density of ``tanh(u)`` where ``u ~ N(mean, exp(log_std))`` (summed over the last axis)."""
+  z = (u - mean) * jnp.exp(-log_std)
+  normal = -0.5 * jnp.square(z) - log_std - 0.5 * math.log(2 * math.pi)
+  log_det = 2.0 * (math.log(2.0) - u - jax.nn.softplus(-2.0 * u))
+  return jnp.sum(normal - log_det, axis=-1)
+
+
+def deterministic_action(mean):
+  return jnp.tanh(mean)
+
+
+def param_count(params) -> int:
+  return int(sum(x.size for x in jax.tree.leaves(params)))
