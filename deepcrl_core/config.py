@@ -33,10 +33,26 @@ SHORTCUTS: Dict[str, Sequence[str]] = {
 }
 
 LEARNING_RATE = 3e-4
+SAMPLERS = ("transitions", "windows")
+
+# Env steps of the paper's runs per task (REFERENCE.md §2); "ant" (open arena) is not in the
+# paper's table and gets the locomotion budget.
+PAPER_ENV_STEPS = {
+    "ant": 100_000_000, "ant_u4_maze": 100_000_000, "ant_u5_maze": 400_000_000,
+    "ant_big_maze": 100_000_000, "ant_hardest_maze": 200_000_000, "humanoid": 100_000_000,
+    "humanoid_u_maze": 400_000_000, "humanoid_big_maze": 400_000_000,
+    "arm_push_easy": 100_000_000, "arm_push_hard": 100_000_000, "arm_binpick_hard": 100_000_000,
+}
+MAZES_WITH_EVAL_LAYOUT = ("ant_u4_maze", "ant_u5_maze", "ant_big_maze", "ant_hardest_maze",
+                          "humanoid_u_maze", "humanoid_big_maze")
 
 
-class ConfigError(ValueError):
-  """A config (or an override string) is invalid; the message lists every problem."""
+class ConfigError(Exception):
+  """A config (or an override string) is invalid; the message lists every problem.
+
+  Deliberately not a ValueError: ``ml_collections.config_flags`` rewraps ValueErrors raised by
+  ``get_config`` into a traceback dump, while this one reaches the launcher intact.
+  """
 
   def __init__(self, problems: Sequence[str]):
     self.problems = list(problems)
@@ -94,7 +110,8 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.replay = ml_collections.ConfigDict()
   c.replay.capacity = 10_000           # time steps kept per env
-  c.replay.window_length = 1000        # length of the episode windows sampled for relabelling
+  c.replay.sampling = "transitions"    # transitions (i.i.d.) | windows (the published scheme)
+  c.replay.window_length = 1000        # window length for sampling="windows"
 
   c.eval = ml_collections.ConfigDict()
   c.eval.num_envs = 128
@@ -321,6 +338,8 @@ def validation_problems(config) -> List[str]:
     problems.append(f"loss.energy must be one of {ENERGIES + ('cosine',)}, got {config.loss.energy!r}")
   if config.loss.variant not in VARIANTS:
     problems.append(f"loss.variant must be one of {VARIANTS}, got {config.loss.variant!r}")
+  if config.replay.sampling not in SAMPLERS:
+    problems.append(f"replay.sampling must be one of {SAMPLERS}, got {config.replay.sampling!r}")
   if config.loss.logsumexp_penalty < 0:
     problems.append(f"loss.logsumexp_penalty must be >= 0, got {config.loss.logsumexp_penalty!r}")
   # Replay geometry: windows must fit in what the buffer holds, and a training step's batches
@@ -355,6 +374,28 @@ def resolved_dict(config) -> Dict[str, Any]:
   d["env"]["eval_name"] = eval_env_name(config)
   d["train"]["num_epochs"] = num_epochs(config)
   return d
+
+
+def paper_task_config(task: str, overrides: str = "", **task_settings):
+  """The paper's setup for ``task`` (REFERENCE.md §1-2): 512 envs x 62-step unrolls, 800 SGD
+  steps of batch 512 per unroll (1 gradient step per ~40 env steps), width 256, depth 4
+  (``depth=...`` to scale), Adam 3e-4, gamma 0.99, 10k steps per env of replay, 1k prefill,
+  1000-step episodes, evaluation on 128 envs (far-goal layout for mazes) every ~2M env steps.
+  """
+  if task not in PAPER_ENV_STEPS:
+    raise KeyError(f"{task!r} is not one of the paper's tasks: {sorted(PAPER_ENV_STEPS)}")
+  settings = dict(
+      env__name=task,
+      env__eval_name=f"{task}_eval" if task in MAZES_WITH_EVAL_LAYOUT else "",
+      env__episode_length=1000,
+      network__depth=4, network__width=256, network__repr_dim=64,
+      train__num_envs=512, train__unroll_length=62, train__sgd_steps=800, train__batch_size=512,
+      train__prefill_steps=1000, train__train_steps_per_epoch=63,
+      train__total_env_steps=PAPER_ENV_STEPS[task],
+      replay__capacity=10_000, replay__window_length=1000, eval__num_envs=128,
+  )
+  settings.update(task_settings)
+  return make_config(overrides, **settings)
 
 
 def get_config_for(task_settings: Optional[dict] = None):

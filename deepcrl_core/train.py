@@ -89,6 +89,19 @@ def make_train_step(c: Components) -> Callable:
   state_size, goal_idx = c.env.state_size, c.env.goal_indices
 
   def sgd_steps(ts, buf, key):
+    if cfg.replay.sampling == "windows":
+      # The published scheme: windows -> relabel within each -> shuffle -> minibatches.
+      w = cfg.replay.window_length
+      needed = t.sgd_steps * t.batch_size
+      k_win, k_rel, k_perm = jax.random.split(key, 3)
+      windows = replay.sample_windows(buf, k_win, -(-needed // w), w)
+      flat = replay.relabel_windows(windows, k_rel, t.gamma, goal_idx, state_size)
+      order = jax.random.permutation(k_perm, flat.obs.shape[0])[:needed]
+      batches = jax.tree.map(
+          lambda x: x[order].reshape((t.sgd_steps, t.batch_size) + x.shape[1:]), flat)
+      return jax.lax.scan(
+          lambda ts, b: c.agent.sgd_step(ts, _to_transitions(b, state_size)), ts, batches)
+
     def one(ts, k):
       batch = replay.sample(buf, k, t.batch_size, t.gamma, goal_idx, state_size)
       return c.agent.sgd_step(ts, _to_transitions(batch, state_size))

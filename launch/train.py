@@ -57,5 +57,31 @@ def main(argv):
   return 0
 
 
+def parse_flags(argv):
+  """Parses the flags so that config problems end the run with a message, not a traceback."""
+  from deepcrl_core.config import ConfigError
+  try:
+    remaining = flags.FLAGS(argv)
+    _CONFIG.value.env.name  # surfaces a config file that failed to load
+    return remaining
+  except ConfigError as e:  # from --config=file.py:overrides
+    _exit(str(e))
+  except (AttributeError, KeyError) as e:  # --config.some.field=... naming no field
+    _exit(f"invalid config: a --config.* flag names a field the config does not have: {e}")
+  except OSError as e:  # missing or unreadable config file
+    _exit(f"invalid config: {e}")
+  except flags.Error as e:
+    _exit(f"invalid flags: {e}")
+
+
+def _exit(message: str) -> None:
+  print(message, file=sys.stderr)
+  sys.exit(2)
+
+
+def run():
+  app.run(main, flags_parser=parse_flags)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  run()

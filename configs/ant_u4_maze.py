@@ -1,0 +1,7 @@
+"""The paper's ant_u4_maze task (REFERENCE.md §1-2); scale with e.g. `configs/ant_u4_maze.py:depth=64`."""
+
+from deepcrl_core.config import paper_task_config
+
+
+def get_config(overrides: str = ""):
+  return paper_task_config("ant_u4_maze", overrides)
