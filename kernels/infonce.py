@@ -18,7 +18,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from kernels._dispatch import check_impl, resolve_impl
+from kernels._dispatch import check_impl, select_impl
 
 ENERGIES = ("l2", "l2_sq", "dot")
 VARIANTS = ("forward", "backward", "symmetric")
@@ -30,7 +30,7 @@ MIN_SQ_DIST = 1e-12
 def energy_matrix(phi, psi, energy: str = "l2"):
   """``[B, B]`` energies computed with one matmul: ``||a-b||^2 = |a|^2 + |b|^2 - 2 a.b``."""
   dots = jnp.dot(phi, psi.T, precision=jax.lax.Precision.HIGHEST,
-                 preferred_element_type=jnp.float32)
+                 preferred_element_type=jnp.promote_types(phi.dtype, jnp.float32))
   if energy == "dot":
     return dots
   sq = (jnp.sum(jnp.square(phi), -1)[:, None] + jnp.sum(jnp.square(psi), -1)[None, :] - 2.0 * dots)
@@ -79,19 +79,28 @@ def check_infonce_args(phi, psi, energy, variant):
 
 
 def infonce_loss(phi, psi, *, energy: str = "l2", variant: str = "forward",
-                 logsumexp_penalty: float = 0.0, impl: str = "auto"):
+                 logsumexp_penalty: float = 0.0, impl: str = "auto", config=None):
   """InfoNCE loss of ``phi [B, D]`` against ``psi [B, D]``. Returns ``(loss, aux)``.
 
   ``aux`` holds ``logsumexp`` (per-row, ``[B]``), ``logsumexp_col`` (``[B]``), ``positive``
-  (the diagonal logits, ``[B]``) and ``accuracy`` (scalar).
+  (the diagonal logits, ``[B]``) and ``accuracy`` (scalar). The Pallas path never writes the
+  ``B x B`` logits to device memory, forward or backward; there the logsumexp a variant does not
+  use is reported under ``stop_gradient``. ``config`` is a
+  :class:`kernels.infonce_pallas.InfoNCEConfig` (tiles, matmul precision, warps), ignored by
+  ``"xla"``.
+
+  Raises:
+    ValueError: bad arguments, or inputs the Pallas path cannot take with ``impl`` =
+      ``"pallas"``/``"interpret"`` (``"auto"`` falls back to ``"xla"`` with a logged warning).
   """
   check_impl(impl)
   check_infonce_args(phi, psi, energy, variant)
-  impl = resolve_impl(impl)
+  from kernels import infonce_pallas  # pylint: disable=g-import-not-at-top
+  impl = select_impl(impl, "infonce_loss",
+                     lambda: infonce_pallas.check_supported(phi, psi, config))
   if impl == "xla":
     return infonce_reference(phi, psi, energy=energy, variant=variant,
                              logsumexp_penalty=logsumexp_penalty)
-  from kernels import infonce_pallas  # pylint: disable=g-import-not-at-top
   return infonce_pallas.infonce(phi, psi, energy=energy, variant=variant,
                                 logsumexp_penalty=logsumexp_penalty,
-                                interpret=(impl == "interpret"))
+                                interpret=(impl == "interpret"), config=config)

@@ -14,27 +14,33 @@ from typing import Mapping
 import jax
 import jax.numpy as jnp
 
-from kernels._dispatch import check_impl, resolve_impl
+from kernels._dispatch import check_impl, select_impl
 
 LAYERS_PER_BLOCK = 4
 LN_EPS = 1e-5
 PARAM_NAMES = ("w", "b", "scale", "offset")
 
 
-def layer_reference(h, w, b, scale, offset):
-  """One Dense -> LayerNorm -> Swish layer in plain jnp. ``h [batch, width]``."""
-  z = jnp.dot(h, w, preferred_element_type=jnp.float32) + b
+def layer_reference(h, w, b, scale, offset, matmul_dtype=None):
+  """One Dense -> LayerNorm -> Swish layer in plain jnp. ``h [batch, width]``.
+
+  ``matmul_dtype`` (e.g. ``jnp.bfloat16``) casts the matmul operands; accumulation, LayerNorm
+  and Swish run in f32 either way.
+  """
+  dtype = matmul_dtype or jnp.promote_types(h.dtype, w.dtype)
+  z = jnp.dot(h.astype(dtype), w.astype(dtype), preferred_element_type=jnp.float32) + b
   mean = jnp.mean(z, axis=-1, keepdims=True)
   var = jnp.mean(jnp.square(z - mean), axis=-1, keepdims=True)
   z = (z - mean) * jax.lax.rsqrt(var + LN_EPS) * scale + offset
   return (z * jax.nn.sigmoid(z)).astype(h.dtype)
 
 
-def residual_block_reference(x, params: Mapping[str, jax.Array]):
+def residual_block_reference(x, params: Mapping[str, jax.Array], matmul_dtype=None):
   """Plain-jnp residual block: ``x [batch, width]`` -> ``[batch, width]``."""
   h = x
   for i in range(LAYERS_PER_BLOCK):
-    h = layer_reference(h, params["w"][i], params["b"][i], params["scale"][i], params["offset"][i])
+    h = layer_reference(h, params["w"][i], params["b"][i], params["scale"][i], params["offset"][i],
+                        matmul_dtype)
   return x + h
 
 
@@ -60,28 +66,47 @@ def check_block_params(x, params, *, stacked: bool = False) -> None:
           f"{' (leading axis = number of blocks)' if stacked else ''}, got {tuple(params[k].shape)}")
 
 
-def fused_residual_block(x, params, *, impl: str = "auto"):
-  """Applies one residual block. See the module docstring for shapes."""
+def fused_residual_block(x, params, *, impl: str = "auto", config=None, matmul_dtype=None):
+  """Applies one residual block. See the module docstring for shapes.
+
+  Args:
+    x: ``[batch, width]``, any batch (ragged sizes are padded inside the Pallas path).
+    params: ``{"w": [4, width, width], "b" | "scale" | "offset": [4, width]}``.
+    impl: ``"pallas"`` | ``"interpret"`` | ``"xla"`` | ``"auto"`` (see :mod:`kernels`).
+    config: a :class:`kernels.residual_block_pallas.BlockConfig` (tiles, warps, stages) for the
+      Pallas path; ``None`` picks a default per width. Ignored by ``"xla"``.
+    matmul_dtype: dtype of the matmul operands, e.g. ``jnp.bfloat16``; ``None`` keeps the
+      weights' dtype. Accumulation, LayerNorm and Swish stay in f32.
+
+  Raises:
+    ValueError: bad shapes, or inputs the Pallas path cannot take with ``impl`` = ``"pallas"``
+      or ``"interpret"`` (``"auto"`` falls back to ``"xla"`` with a logged warning).
+  """
   check_impl(impl)
   check_block_params(x, params)
-  impl = resolve_impl(impl)
-  if impl == "xla":
-    return residual_block_reference(x, params)
   from kernels import residual_block_pallas  # pylint: disable=g-import-not-at-top
-  return residual_block_pallas.residual_block(x, params, interpret=(impl == "interpret"))
+  impl = select_impl(impl, "fused_residual_block",
+                     lambda: residual_block_pallas.check_supported(x, params, config))
+  if impl == "xla":
+    return residual_block_reference(x, params, matmul_dtype)
+  return residual_block_pallas.residual_block(x, params, interpret=(impl == "interpret"),
+                                              config=config, matmul_dtype=matmul_dtype)
 
 
-def fused_residual_stack(x, stacked_params, *, impl: str = "auto", remat: bool = False):
+def fused_residual_stack(x, stacked_params, *, impl: str = "auto", remat: bool = False,
+                         config=None, matmul_dtype=None):
   """Applies ``n`` residual blocks whose params carry a leading axis of size ``n``.
 
   Uses ``lax.scan`` so compile time is flat in ``n``; ``remat=True`` rematerialises each block
-  in the backward pass so activation memory is flat in ``n`` too.
+  in the backward pass so activation memory is flat in ``n`` too (the Pallas backward already
+  recomputes inside a block, so this only drops the block inputs saved by the scan).
+  ``config``/``matmul_dtype`` as in :func:`fused_residual_block`.
   """
   check_impl(impl)
   check_block_params(x, stacked_params, stacked=True)
 
   def block(h, p):
-    return fused_residual_block(h, p, impl=impl)
+    return fused_residual_block(h, p, impl=impl, config=config, matmul_dtype=matmul_dtype)
 
   if remat:
     block = jax.checkpoint(block)

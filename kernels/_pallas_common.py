@@ -1,0 +1,49 @@
+"""Small helpers shared by the Pallas kernels (Triton lowering on GPU, interpreter on CPU).
+
+Kept free of kernel math so a second lowering (Mosaic GPU) can reuse the per-tile helpers in
+each op's module.
+"""
+
+from __future__ import annotations
+
+import jax
+from jax.experimental import pallas as pl
+
+try:  # jax 0.10 and 0.11 both ship this module; keep the import failure readable.
+  from jax.experimental.pallas import triton as pltriton
+except ImportError as e:  # pragma: no cover - depends on the jax build
+  raise ImportError("kernels needs jax.experimental.pallas.triton (jax >= 0.10)") from e
+
+# Large finite stand-in for -inf: keeps exp(mask - max) == 0 without inf - inf = NaN.
+MASK_VALUE = -0.7 * float(jax.numpy.finfo(jax.numpy.float32).max)
+
+
+def triton_params(num_warps: int, num_stages: int):
+  """Compiler params that select the Triton lowering explicitly (jax 0.10 defaults to Mosaic)."""
+  return pltriton.CompilerParams(num_warps=num_warps, num_stages=num_stages)
+
+
+def block_barrier(interpret: bool) -> None:
+  """Synchronises the threads of one program (``__syncthreads``) around global-memory scratch.
+
+  The interpreter runs a program sequentially, so no barrier is needed (nor lowerable) there.
+  """
+  if not interpret:
+    pltriton.debug_barrier()
+
+
+def next_power_of_2(n: int) -> int:
+  return 1 if n <= 1 else 1 << (int(n) - 1).bit_length()
+
+
+def is_power_of_2(n: int) -> bool:
+  return n > 0 and (n & (n - 1)) == 0
+
+
+def round_up(n: int, multiple: int) -> int:
+  return -(-n // multiple) * multiple
+
+
+def chunk(start, size: int):
+  """``pl.ds`` with an alignment hint for the Triton vectoriser."""
+  return pl.ds(pl.multiple_of(start * size, size), size)

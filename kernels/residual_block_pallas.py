@@ -1,0 +1,395 @@
+"""Pallas (Triton) residual block: forward and fused backward, wrapped in a ``custom_vjp``.
+
+Layout. The batch is cut into row tiles of ``block_rows``; one program owns a tile and the full
+width (LayerNorm needs whole rows). Weights never sit whole in shared memory: each matmul
+streams ``w[l]`` in K-chunks of ``block_k`` rows (a 256x256 f32 weight is 256 KB, more than
+Hopper's ~227 KB of shared memory). The activation a chunked matmul reads is kept in the
+program's own rows of a global-memory buffer (the output itself in the forward), guarded by
+block barriers; a width that fits one chunk keeps it in registers instead.
+
+Backward (flash-style: the forward saves only ``x``):
+
+1. ``_block_bwd_rows``: one program per row tile recomputes the four layers, keeping each
+   layer's input ``h[l]`` and pre-norm ``z[l]`` for its own rows, then walks back through the
+   layers: Swish and LayerNorm backward in registers, ``dz[l]`` overwrites ``z[l]``,
+   ``dh = dz @ w[l].T`` (streamed). It writes ``dx`` and per-tile partial sums of ``db``,
+   ``dscale`` and ``doffset``.
+2. ``_block_bwd_weights``: ``dw[l] = h[l].T @ dz[l]``, one program per ``[block_w, block_w]``
+   tile of ``dw``, reducing over the batch in chunks (no atomics: deterministic).
+
+Widths that are not a power of two are zero-padded to one (Triton tiles must be powers of two)
+with the LayerNorm statistics masked to the true width; ragged batches are zero-padded to a
+multiple of the row tile. Both paddings happen outside the ``custom_vjp``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import pallas as pl
+
+from kernels import _pallas_common as common
+from kernels.residual_block import LAYERS_PER_BLOCK as LAYERS
+from kernels.residual_block import LN_EPS
+
+MAX_WIDTH = 1024
+MIN_WIDTH = 16
+SUPPORTED_DTYPES = (jnp.float32, jnp.bfloat16)
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockConfig:
+  """Tile sizes and Triton launch parameters of the residual-block kernels.
+
+  Attributes:
+    block_rows: batch rows per program (forward and row-parallel backward). Hopper tensor
+      cores (wgmma) want >= 64; wide layers need fewer to keep the ``[rows, width]`` f32
+      accumulator in registers.
+    block_k: K-chunk (rows of ``w[l]``) streamed per matmul step; must divide the padded width.
+    block_w: side of the square ``dw`` tile of the weight-gradient kernel.
+    block_batch: batch chunk the weight-gradient kernel reduces over per step.
+    num_warps, num_stages: Triton launch parameters of the row kernels.
+    num_warps_dw, num_stages_dw: the same for the weight-gradient kernel.
+  """
+  block_rows: int = 64
+  block_k: int = 32
+  block_w: int = 64
+  block_batch: int = 32
+  num_warps: int = 4
+  num_stages: int = 2
+  num_warps_dw: int = 4
+  num_stages_dw: int = 3
+
+
+def default_block_config(width: int) -> BlockConfig:
+  """Heuristic tiles per (padded) width; tune with ``profiling/kernel_bench.py``."""
+  width = common.next_power_of_2(width)
+  if width <= 128:
+    return BlockConfig(block_rows=64, block_k=width, num_warps=4)
+  if width <= 256:
+    return BlockConfig(block_rows=64, block_k=32, num_warps=8)
+  if width <= 512:
+    return BlockConfig(block_rows=32, block_k=32, num_warps=8)
+  return BlockConfig(block_rows=16, block_k=16, num_warps=8)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Static:
+  """Everything the kernels need that is not an array (hashable: a custom_vjp static arg)."""
+  width: int  # true width (LayerNorm statistics run over it)
+  config: BlockConfig
+  interpret: bool
+  matmul_dtype: jnp.dtype
+
+
+def check_supported(x, params, config: BlockConfig | None = None) -> str | None:
+  """Returns why the Pallas path cannot take these inputs, or None if it can."""
+  width = x.shape[-1]
+  if width % 16 or not MIN_WIDTH <= width <= MAX_WIDTH:
+    return (f"the Pallas residual block needs a width that is a multiple of 16 in "
+            f"[{MIN_WIDTH}, {MAX_WIDTH}], got {width}")
+  for name, a in [("x", x)] + [(f"params[{k!r}]", v) for k, v in params.items()]:
+    if jnp.dtype(a.dtype) not in SUPPORTED_DTYPES:
+      return f"the Pallas residual block takes float32 or bfloat16 arrays, got {name} {a.dtype}"
+  if config is not None:
+    padded = common.next_power_of_2(width)
+    for name in ("block_rows", "block_k", "block_w", "block_batch"):
+      if not common.is_power_of_2(getattr(config, name)):
+        return f"BlockConfig.{name} must be a power of two, got {getattr(config, name)}"
+    if config.block_k > padded or config.block_w > padded:
+      return (f"BlockConfig.block_k ({config.block_k}) and block_w ({config.block_w}) must not "
+              f"exceed the padded width {padded}")
+  return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-tile math shared by the forward and backward kernels.
+
+
+def _matmul_streamed(load_a_chunk, w_ref, layer: int, *, rows: int, width: int, block_k: int,
+                     transpose_w: bool, dtype):
+  """``A @ w[layer]`` (or ``A @ w[layer].T``) with ``w`` streamed in K-chunks -> f32 ``[rows, width]``.
+
+  ``load_a_chunk(k)`` returns the ``[rows, block_k]`` columns ``k*block_k:(k+1)*block_k`` of A.
+  """
+
+  def body(k, acc):
+    a = load_a_chunk(k).astype(dtype)
+    if transpose_w:  # columns of w[layer]: contract A's chunk with w's second axis
+      wk = w_ref[layer, :, common.chunk(k, block_k)].astype(dtype)
+      prod = jax.lax.dot_general(a, wk, (((1,), (1,)), ((), ())),
+                                 preferred_element_type=jnp.float32)
+    else:
+      wk = w_ref[layer, common.chunk(k, block_k), :].astype(dtype)
+      prod = jnp.dot(a, wk, preferred_element_type=jnp.float32)
+    return acc + prod
+
+  acc = jnp.zeros((rows, width), jnp.float32)
+  return jax.lax.fori_loop(0, width // block_k, body, acc)
+
+
+def _matmul_full(a, w_ref, layer: int, *, transpose_w: bool, dtype):
+  """``a @ w[layer]`` (or ``.T``) for a register-resident ``a`` when one chunk spans the width."""
+  w = w_ref[layer].astype(dtype)
+  dims = (((1,), (1,)), ((), ())) if transpose_w else (((1,), (0,)), ((), ()))
+  return jax.lax.dot_general(a.astype(dtype), w, dims, preferred_element_type=jnp.float32)
+
+
+def _column_mask(padded: int, width: int):
+  return None if padded == width else (jnp.arange(padded) < width)[None, :]
+
+
+def _layer_norm_swish(z, scale, offset, *, width: int, mask):
+  """LayerNorm (stats over the true ``width``) -> affine -> Swish. Returns ``(h, parts)``.
+
+  ``z`` is f32 ``[rows, padded]`` with exact zeros in padded columns; ``parts`` are the values
+  the backward needs (normalised ``zhat``, ``rstd``, pre-Swish ``u`` and ``sigmoid(u)``).
+  """
+  mean = jnp.sum(z, axis=1, keepdims=True) / width
+  zc = z - mean
+  if mask is not None:
+    zc = jnp.where(mask, zc, 0.0)
+  var = jnp.sum(zc * zc, axis=1, keepdims=True) / width
+  rstd = jax.lax.rsqrt(var + LN_EPS)
+  zhat = zc * rstd
+  u = zhat * scale[None, :] + offset[None, :]
+  sig = jax.nn.sigmoid(u)
+  return u * sig, (zhat, rstd, u, sig)
+
+
+def _layer_norm_swish_bwd(dh, scale, parts, *, width: int, mask):
+  """Backward of :func:`_layer_norm_swish`: ``dh -> (dz, du)`` (f32 ``[rows, padded]``)."""
+  zhat, rstd, u, sig = parts
+  du = dh * sig * (1.0 + u * (1.0 - sig))
+  dzhat = du * scale[None, :]
+  mean_dzhat = jnp.sum(dzhat, axis=1, keepdims=True) / width
+  mean_dzhat_zhat = jnp.sum(dzhat * zhat, axis=1, keepdims=True) / width
+  dz = rstd * (dzhat - mean_dzhat - zhat * mean_dzhat_zhat)
+  if mask is not None:
+    dz = jnp.where(mask, dz, 0.0)
+  return dz, du
+
+
+# ---------------------------------------------------------------------------------------------
+# Forward.
+
+
+def _block_fwd_kernel(x_ref, w_ref, b_ref, scale_ref, offset_ref, y_ref, *, st: _Static):
+  rows, padded = x_ref.shape
+  cfg = st.config
+  mask = _column_mask(padded, st.width)
+  streamed = cfg.block_k < padded
+  x = x_ref[...].astype(jnp.float32)
+  h = x
+  for layer in range(LAYERS):
+    if not streamed:
+      z = _matmul_full(h, w_ref, layer, transpose_w=False, dtype=st.matmul_dtype)
+    else:
+      src = x_ref if layer == 0 else y_ref  # y_ref doubles as this tile's activation scratch
+      z = _matmul_streamed(lambda k, src=src: src[:, common.chunk(k, cfg.block_k)], w_ref, layer,
+                           rows=rows, width=padded, block_k=cfg.block_k, transpose_w=False,
+                           dtype=st.matmul_dtype)
+    z = z + b_ref[layer].astype(jnp.float32)[None, :]
+    h, _ = _layer_norm_swish(z, scale_ref[layer].astype(jnp.float32),
+                             offset_ref[layer].astype(jnp.float32), width=st.width, mask=mask)
+    if streamed and layer < LAYERS - 1:
+      common.block_barrier(st.interpret)  # every thread is done reading the previous layer
+      y_ref[...] = h  # f32 scratch (see _block_fwd)
+      common.block_barrier(st.interpret)
+  y_ref[...] = (x + h).astype(y_ref.dtype)
+
+
+def _row_specs(rows: int, padded: int):
+  return pl.BlockSpec((rows, padded), lambda i: (i, 0))
+
+
+def _param_specs(padded: int):
+  full3 = pl.BlockSpec((LAYERS, padded, padded), lambda i: (0, 0, 0))
+  full2 = pl.BlockSpec((LAYERS, padded), lambda i: (0, 0))
+  return [full3, full2, full2, full2]
+
+
+def _block_fwd(x, w, b, scale, offset, st: _Static):
+  batch, padded = x.shape
+  cfg = st.config
+  # The streamed path keeps activations in y between layers: keep that scratch in f32.
+  scratch_dtype = jnp.float32 if cfg.block_k < padded else x.dtype
+  y = pl.pallas_call(
+      functools.partial(_block_fwd_kernel, st=st),
+      out_shape=jax.ShapeDtypeStruct((batch, padded), scratch_dtype),
+      grid=(batch // cfg.block_rows,),
+      in_specs=[_row_specs(cfg.block_rows, padded)] + _param_specs(padded),
+      out_specs=_row_specs(cfg.block_rows, padded),
+      compiler_params=common.triton_params(cfg.num_warps, cfg.num_stages),
+      interpret=st.interpret,
+      name="residual_block_fwd",
+  )(x, w, b, scale, offset)
+  return y.astype(x.dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# Backward.
+
+
+def _block_bwd_rows_kernel(x_ref, dy_ref, w_ref, b_ref, scale_ref, offset_ref,
+                           dx_ref, hs_ref, zd_ref, db_ref, dscale_ref, doffset_ref, *,
+                           st: _Static):
+  """Row tile: recompute forward into ``hs``/``zd``, then backward; ``zd`` ends holding ``dz``."""
+  rows, padded = x_ref.shape
+  cfg = st.config
+  mask = _column_mask(padded, st.width)
+  streamed = cfg.block_k < padded
+  f32 = jnp.float32
+
+  def scale(layer):
+    return scale_ref[layer].astype(f32)
+
+  def offset(layer):
+    return offset_ref[layer].astype(f32)
+
+  # Forward recomputation: hs[l] = input of layer l, zd[l] = its pre-norm activation.
+  h = x_ref[...].astype(f32)
+  for layer in range(LAYERS):
+    hs_ref[layer] = h
+    if not streamed:
+      z = _matmul_full(h, w_ref, layer, transpose_w=False, dtype=st.matmul_dtype)
+    else:
+      common.block_barrier(st.interpret)
+      z = _matmul_streamed(
+          lambda k, layer=layer: hs_ref[layer, :, common.chunk(k, cfg.block_k)], w_ref, layer,
+          rows=rows, width=padded, block_k=cfg.block_k, transpose_w=False,
+          dtype=st.matmul_dtype)
+    z = z + b_ref[layer].astype(f32)[None, :]
+    zd_ref[layer] = z
+    h, _ = _layer_norm_swish(z, scale(layer), offset(layer), width=st.width, mask=mask)
+
+  # Backward through the layers, last to first.
+  dy = dy_ref[...].astype(f32)
+  dh = dy
+  for layer in reversed(range(LAYERS)):
+    common.block_barrier(st.interpret)
+    z = zd_ref[layer]
+    _, parts = _layer_norm_swish(z, scale(layer), offset(layer), width=st.width, mask=mask)
+    dz, du = _layer_norm_swish_bwd(dh, scale(layer), parts, width=st.width, mask=mask)
+    zhat = parts[0]
+    dscale_ref[layer] = jnp.sum(du * zhat, axis=0)
+    doffset_ref[layer] = jnp.sum(du, axis=0)
+    db_ref[layer] = jnp.sum(dz, axis=0)
+    if not streamed:
+      zd_ref[layer] = dz
+      dh = _matmul_full(dz, w_ref, layer, transpose_w=True, dtype=st.matmul_dtype)
+    else:
+      common.block_barrier(st.interpret)
+      zd_ref[layer] = dz
+      common.block_barrier(st.interpret)
+      dh = _matmul_streamed(
+          lambda k, layer=layer: zd_ref[layer, :, common.chunk(k, cfg.block_k)], w_ref, layer,
+          rows=rows, width=padded, block_k=cfg.block_k, transpose_w=True,
+          dtype=st.matmul_dtype)
+  dx_ref[...] = (dy + dh).astype(dx_ref.dtype)
+
+
+def _block_bwd_weights_kernel(hs_ref, dz_ref, dw_ref, *, block_batch: int, dtype):
+  """``dw[l][I, J] = sum_batch hs[l][:, I].T @ dz[l][:, J]`` for one ``[block_w, block_w]`` tile."""
+  batch = hs_ref.shape[0]
+  bw_i, bw_j = dw_ref.shape
+
+  def body(c, acc):
+    h = hs_ref[common.chunk(c, block_batch), :].astype(dtype)
+    d = dz_ref[common.chunk(c, block_batch), :].astype(dtype)
+    return acc + jax.lax.dot_general(h, d, (((0,), (0,)), ((), ())),
+                                     preferred_element_type=jnp.float32)
+
+  acc = jax.lax.fori_loop(0, batch // block_batch, body, jnp.zeros((bw_i, bw_j), jnp.float32))
+  dw_ref[...] = acc.astype(dw_ref.dtype)
+
+
+def _block_bwd(st: _Static, residuals, dy):
+  x, w, b, scale, offset = residuals
+  batch, padded = x.shape
+  cfg = st.config
+  tiles = batch // cfg.block_rows
+  f32 = jnp.float32
+  act = jax.ShapeDtypeStruct((LAYERS, batch, padded), f32)
+  part = jax.ShapeDtypeStruct((tiles, LAYERS, padded), f32)
+  act_spec = pl.BlockSpec((LAYERS, cfg.block_rows, padded), lambda i: (0, i, 0))
+  part_spec = pl.BlockSpec((None, LAYERS, padded), lambda i: (i, 0, 0))
+  dx, hs, dz, db, dscale, doffset = pl.pallas_call(
+      functools.partial(_block_bwd_rows_kernel, st=st),
+      out_shape=[jax.ShapeDtypeStruct(x.shape, x.dtype), act, act, part, part, part],
+      grid=(tiles,),
+      in_specs=[_row_specs(cfg.block_rows, padded), _row_specs(cfg.block_rows, padded)]
+      + _param_specs(padded),
+      out_specs=[_row_specs(cfg.block_rows, padded), act_spec, act_spec, part_spec, part_spec,
+                 part_spec],
+      compiler_params=common.triton_params(cfg.num_warps, cfg.num_stages),
+      interpret=st.interpret,
+      name="residual_block_bwd_rows",
+  )(x, dy, w, b, scale, offset)
+
+  bw = min(cfg.block_w, padded)
+  dw = pl.pallas_call(
+      functools.partial(_block_bwd_weights_kernel, block_batch=cfg.block_batch,
+                        dtype=st.matmul_dtype),
+      out_shape=jax.ShapeDtypeStruct(w.shape, w.dtype),
+      grid=(LAYERS, padded // bw, padded // bw),
+      in_specs=[pl.BlockSpec((None, batch, bw), lambda l, i, j: (l, 0, i)),
+                pl.BlockSpec((None, batch, bw), lambda l, i, j: (l, 0, j))],
+      out_specs=pl.BlockSpec((None, bw, bw), lambda l, i, j: (l, i, j)),
+      compiler_params=common.triton_params(cfg.num_warps_dw, cfg.num_stages_dw),
+      interpret=st.interpret,
+      name="residual_block_bwd_weights",
+  )(hs, dz)
+
+  def total(p, like):
+    return jnp.sum(p, axis=0).astype(like.dtype)
+
+  return dx, dw, total(db, b), total(dscale, scale), total(doffset, offset)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
+def _block_padded(x, w, b, scale, offset, st: _Static):
+  return _block_fwd(x, w, b, scale, offset, st)
+
+
+def _block_padded_fwd(x, w, b, scale, offset, st):
+  return _block_fwd(x, w, b, scale, offset, st), (x, w, b, scale, offset)
+
+
+_block_padded.defvjp(_block_padded_fwd, _block_bwd)
+
+
+def residual_block(x, params, *, interpret: bool = False, config: BlockConfig | None = None,
+                   matmul_dtype=None):
+  """Fused residual block on ``x [batch, width]``; see :mod:`kernels.residual_block`.
+
+  Args:
+    x: ``[batch, width]`` float32 or bfloat16.
+    params: ``{"w": [4, width, width], "b", "scale", "offset": [4, width]}``.
+    interpret: run the Pallas interpreter (CPU) instead of compiling with Triton.
+    config: tiles and launch parameters; ``None`` picks :func:`default_block_config`.
+    matmul_dtype: dtype of the matmul operands (``jnp.bfloat16`` for bf16 tensor cores);
+      ``None`` uses the weights' dtype. Accumulation, LayerNorm and Swish stay in f32.
+
+  Raises:
+    ValueError: naming the constraint when the shapes, dtypes or config are unsupported.
+  """
+  batch, width = x.shape
+  config = config or default_block_config(width)
+  reason = check_supported(x, params, config)
+  if reason:
+    raise ValueError(reason)
+  padded = common.next_power_of_2(width)
+  matmul_dtype = jnp.dtype(matmul_dtype or params["w"].dtype)
+  st = _Static(width=width, config=config, interpret=bool(interpret), matmul_dtype=matmul_dtype)
+
+  rows = common.round_up(max(batch, 1), max(config.block_rows, config.block_batch))
+  pad_w = padded - width
+  xp = jnp.pad(x, ((0, rows - batch), (0, pad_w)))
+  w = jnp.pad(params["w"], ((0, 0), (0, pad_w), (0, pad_w)))
+  vecs = [jnp.pad(params[k], ((0, 0), (0, pad_w))) for k in ("b", "scale", "offset")]
+  y = _block_padded(xp, w, *vecs, st)
+  return y[:batch, :width]
