@@ -1,0 +1,126 @@
+"""Config files, override strings and validation."""
+
+import glob
+import os
+
+import pytest
+from ml_collections import config_flags  # noqa: F401  (config files are loaded like the launcher)
+
+from deepcrl_core import config as config_lib
+from tests.conftest import REPO_ROOT
+
+PAPER_TASKS = sorted(config_lib.PAPER_ENV_STEPS)
+
+
+def load(name, overrides=""):
+  import importlib.util
+  path = os.path.join(REPO_ROOT, "configs", f"{name}.py")
+  spec = importlib.util.spec_from_file_location(f"cfg_{name}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(overrides)
+
+
+def test_override_shortcuts_and_dotted_fields():
+  c = load("pointmass", "depth=16,width=128,batch=64,network.repr_dim=32,train.gamma=0.9,"
+                        "remat=true,impl=xla")
+  assert c.network.depth == 16 and c.network.width == 128 and c.train.batch_size == 64
+  assert c.network.repr_dim == 32 and c.train.gamma == 0.9
+  assert c.network.remat is True and c.network.kernel_impl == "xla"
+  assert config_lib.actor_depth(c) == 16 and config_lib.critic_depth(c) == 16
+  c = load("pointmass", "depth=16,actor_depth=8")
+  assert config_lib.actor_depth(c) == 8 and config_lib.critic_depth(c) == 16
+  config_lib.validate(c)
+
+
+def test_override_integers_coerce_and_types_are_checked():
+  c = load("pointmass", "train.gamma=1")  # int into float field
+  assert isinstance(c.train.gamma, float)
+  with pytest.raises(config_lib.ConfigError, match="expected an integer"):
+    load("pointmass", "depth=abc")
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("depth8", "malformed override 'depth8'"),
+    ("depth=8,,width=4", "empty item"),
+    ("=3", "bad key"),
+    ("nosuchkey=3", "unknown override key 'nosuchkey'"),
+    ("network=3", "names a group"),
+])
+def test_malformed_and_unknown_overrides(text, fragment):
+  with pytest.raises(config_lib.ConfigError, match=fragment):
+    load("pointmass", text)
+
+
+def test_all_problems_reported_at_once():
+  with pytest.raises(config_lib.ConfigError) as e:
+    load("pointmass", "foo=1,depth=6,width=0,batch=10000000,env=nope")
+  problems = e.value.problems
+  assert len(problems) == 5, problems
+  text = str(e.value)
+  for fragment in ("unknown override key 'foo'", "network.depth must be a positive multiple of 4", "network.width must be",
+                   "larger than the replay buffer can hold", "unknown env 'nope'"):
+    assert fragment in text
+
+
+def test_validation_of_every_field_group():
+  c = load("pointmass")
+  c.network.critic_depth = 10
+  c.train.unroll_length = 0
+  c.train.gamma = 1.0
+  c.loss.energy = "manhattan"
+  c.replay.window_length = c.replay.capacity + 1
+  c.replay.sampling = "bogus"
+  c.network.kernel_impl = "cuda"
+  problems = config_lib.validation_problems(c)
+  joined = "\n".join(problems)
+  for fragment in ("network.critic_depth", "train.unroll_length", "train.gamma",
+                   "loss.energy", "exceeds replay.capacity", "replay.sampling",
+                   "network.kernel_impl"):
+    assert fragment in joined, (fragment, joined)
+
+
+def test_every_config_file_loads():
+  names = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(REPO_ROOT, "configs", "*.py")))
+  assert set(PAPER_TASKS) | {"pointmass"} <= set(names)
+  for name in names:
+    c = load(name)
+    assert c.env.name == name
+
+
+@pytest.mark.parametrize("task", PAPER_TASKS)
+def test_paper_hyperparameters(task):
+  c = load(task)
+  assert (c.network.width, c.network.depth, c.network.repr_dim) == (256, 4, 64)
+  assert (c.train.num_envs, c.train.unroll_length, c.train.batch_size) == (512, 62, 512)
+  assert c.train.sgd_steps == 800 and c.train.gamma == 0.99
+  assert c.optim.actor_lr == c.optim.critic_lr == c.optim.alpha_lr == 3e-4
+  assert c.loss.energy == "l2" and c.loss.logsumexp_penalty == 0.1
+  assert c.loss.target_entropy_scale == 0.5
+  assert c.replay.capacity == 10_000 and c.train.prefill_steps == 1000
+  assert c.env.episode_length == 1000 and c.eval.num_envs == 128
+  assert c.train.total_env_steps == config_lib.PAPER_ENV_STEPS[task]
+  if "maze" in task:
+    assert config_lib.eval_env_name(c) == f"{task}_eval"
+  else:
+    assert config_lib.eval_env_name(c) == task
+
+
+def test_unregistered_paper_env_gets_a_clear_message():
+  from deepcrl_core import envs
+  c = load("humanoid")
+  c.env.name = "definitely_not_an_env"
+  (problem,) = [p for p in config_lib.validation_problems(c) if p.startswith("env.name")]
+  assert "unknown env 'definitely_not_an_env'" in problem and "pointmass" in problem
+  msg = envs.unknown_env_message("humanoid")
+  assert "humanoid" in msg
+
+
+def test_num_epochs_from_env_step_budget():
+  c = load("pointmass", "env_steps=1000000")
+  per_epoch = config_lib.env_steps_per_epoch(c)
+  n = config_lib.num_epochs(c)
+  prefill = c.train.prefill_steps * c.train.num_envs
+  assert prefill + n * per_epoch >= 1_000_000 > prefill + (n - 1) * per_epoch
+  c = load("pointmass", "epochs=3")
+  assert config_lib.num_epochs(c) == 3

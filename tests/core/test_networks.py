@@ -1,0 +1,115 @@
+"""Residual trunk structure, initialisation, compile time flat in depth, rematerialisation."""
+
+import time
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from deepcrl_core import networks as nets
+
+
+def _trunk(depth, width=32, out=8, remat=False, impl="xla"):
+  return hk.without_apply_rng(hk.transform(
+      lambda x: nets.ResidualTrunk(depth, width, out, kernel_impl=impl, remat=remat,
+                                   name="trunk")(x)))
+
+
+def test_trunk_parameters_follow_the_published_architecture():
+  depth, width = 12, 32
+  params = _trunk(depth, width).init(jax.random.PRNGKey(0), jnp.zeros((1, 5)))
+  p = params["trunk"]
+  assert p["blocks_w"].shape == (depth // 4, 4, width, width)
+  assert p["blocks_b"].shape == p["blocks_scale"].shape == (depth // 4, 4, width)
+  np.testing.assert_array_equal(p["blocks_b"], 0)
+  np.testing.assert_array_equal(p["blocks_scale"], 1)
+  np.testing.assert_array_equal(p["blocks_offset"], 0)
+  assert params["trunk/input"]["w"].shape == (5, width)
+  assert params["trunk/output"]["w"].shape == (width, 8)
+  # Dense layers = input + depth + output.
+  n_dense = 1 + p["blocks_w"].shape[0] * 4 + 1
+  assert n_dense == depth + 2
+  # Variance scaling 1/3, fan_in, uniform: bound sqrt(1/fan_in), variance 1/(3 fan_in).
+  w = np.asarray(p["blocks_w"])
+  assert np.abs(w).max() <= np.sqrt(1.0 / width) + 1e-7
+  assert w.var() == pytest.approx(1.0 / (3 * width), rel=0.05)
+  assert np.abs(np.asarray(params["trunk/input"]["w"])).max() <= np.sqrt(1 / 5) + 1e-7
+
+
+def test_trunk_matches_a_hand_written_forward_pass():
+  depth, width = 8, 16
+  t = _trunk(depth, width, out=3)
+  x = jax.random.normal(jax.random.PRNGKey(1), (4, 6))
+  params = t.init(jax.random.PRNGKey(0), x)
+  params = jax.tree.map(lambda a: a + 0.1 * jax.random.normal(jax.random.PRNGKey(2), a.shape),
+                        params)  # non-trivial LN params and biases
+
+  def ln(h, s, o):
+    m = h.mean(-1, keepdims=True)
+    v = ((h - m) ** 2).mean(-1, keepdims=True)
+    return (h - m) / np.sqrt(v + 1e-5) * s + o
+
+  swish = lambda h: h / (1 + np.exp(-h))
+  P = jax.tree.map(np.asarray, params)
+  h = np.asarray(x) @ P["trunk/input"]["w"] + P["trunk/input"]["b"]
+  h = swish(ln(h, P["trunk/input_ln"]["scale"], P["trunk/input_ln"]["offset"]))
+  b = P["trunk"]
+  for blk in range(depth // 4):
+    skip = h
+    for layer in range(4):
+      h = h @ b["blocks_w"][blk, layer] + b["blocks_b"][blk, layer]
+      h = swish(ln(h, b["blocks_scale"][blk, layer], b["blocks_offset"][blk, layer]))
+    h = h + skip
+  out = h @ P["trunk/output"]["w"] + P["trunk/output"]["b"]
+  np.testing.assert_allclose(t.apply(params, x), out, rtol=2e-4, atol=2e-5)
+
+
+def test_depth_must_be_a_multiple_of_four():
+  with pytest.raises(ValueError, match="multiple of 4"):
+    _trunk(6).init(jax.random.PRNGKey(0), jnp.zeros((1, 3)))
+
+
+def _grad_compile_seconds(depth, remat=False):
+  t = _trunk(depth, width=64, out=16, remat=remat)
+  x = jnp.ones((32, 10))
+  params = jax.eval_shape(t.init, jax.random.PRNGKey(0), x)
+  loss = lambda p, x: jnp.sum(t.apply(p, x) ** 2)
+  start = time.perf_counter()
+  jax.jit(jax.grad(loss)).lower(params, x).compile()
+  return time.perf_counter() - start
+
+
+def test_compile_time_is_flat_in_depth():
+  _grad_compile_seconds(8)  # warm up tracing machinery
+  shallow = min(_grad_compile_seconds(4) for _ in range(2))
+  deep = min(_grad_compile_seconds(256) for _ in range(2))
+  assert deep < 2.0 * shallow + 0.05, (shallow, deep)
+
+
+def test_remat_gives_identical_gradients():
+  x = jax.random.normal(jax.random.PRNGKey(3), (8, 5))
+  plain, remat = _trunk(8), _trunk(8, remat=True)
+  params = plain.init(jax.random.PRNGKey(0), x)
+  grad = lambda t: jax.jit(jax.grad(lambda p: jnp.sum(t.apply(p, x) ** 2)))(params)
+  g1, g2 = grad(plain), grad(remat)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), g1, g2)
+  hlo = jax.jit(jax.grad(lambda p: jnp.sum(remat.apply(p, x) ** 2))).lower(params).as_text()
+  assert "remat" in hlo or "checkpoint" in hlo or "optimization_barrier" in hlo
+
+
+def test_actor_log_std_is_squashed_into_range():
+  spec = nets.NetworkSpec(state_size=3, goal_size=2, action_size=4, actor_depth=4,
+                          critic_depth=4, width=16, repr_dim=8, kernel_impl="xla")
+  networks = nets.make_networks(spec)
+  actor_params, critic_params = nets.init_params(networks, jax.random.PRNGKey(0))
+  obs = 100.0 * jax.random.normal(jax.random.PRNGKey(1), (64, 5))
+  mean, log_std = networks.actor.apply(actor_params, obs)
+  assert mean.shape == log_std.shape == (64, 4)
+  assert float(log_std.min()) >= nets.LOG_STD_MIN and float(log_std.max()) <= nets.LOG_STD_MAX
+  phi, psi = networks.critic.apply(critic_params, obs[:, :3], mean, obs[:, 3:])
+  assert phi.shape == psi.shape == (64, 8)
+  # The goal encoder sees only the goal: changing the state leaves psi unchanged.
+  _, psi2 = networks.critic.apply(critic_params, obs[:, :3] + 1.0, mean, obs[:, 3:])
+  np.testing.assert_array_equal(psi, psi2)
