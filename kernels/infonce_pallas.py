@@ -52,13 +52,19 @@ class InfoNCEConfig:
   num_stages: int = 2
 
 
-def default_infonce_config(dim: int) -> InfoNCEConfig:
+def default_infonce_config(dim: int, batch: int | None = None) -> InfoNCEConfig:
+  """Heuristic tiles per feature dim; row tiles shrink until ~128 programs share the GPU."""
   dim = max(16, common.next_power_of_2(dim))
   if dim <= 64:
-    return InfoNCEConfig(block_rows=64, block_cols=64, num_warps=4)
-  if dim <= 256:
-    return InfoNCEConfig(block_rows=64, block_cols=32, num_warps=4)
-  return InfoNCEConfig(block_rows=32, block_cols=32, num_warps=8)
+    cfg = InfoNCEConfig(block_rows=64, block_cols=64, num_warps=4)
+  elif dim <= 256:
+    cfg = InfoNCEConfig(block_rows=64, block_cols=32, num_warps=4)
+  else:
+    cfg = InfoNCEConfig(block_rows=32, block_cols=32, num_warps=8)
+  if batch is not None:
+    rows = max(16, min(cfg.block_rows, common.next_power_of_2(max(batch // 128, 1))))
+    cfg = dataclasses.replace(cfg, block_rows=rows)
+  return cfg
 
 
 @dataclasses.dataclass(frozen=True)
@@ -321,7 +327,7 @@ def infonce_stats(phi, psi, *, energy: str = "l2", interpret: bool = False,
   ``stop_gradient`` it).
   """
   batch, dim = phi.shape
-  config = config or default_infonce_config(dim)
+  config = config or default_infonce_config(dim, batch)
   reason = check_supported(phi, psi, config)
   if reason:
     raise ValueError(reason)

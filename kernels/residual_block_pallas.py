@@ -64,16 +64,25 @@ class BlockConfig:
   num_stages_dw: int = 3
 
 
-def default_block_config(width: int) -> BlockConfig:
-  """Heuristic tiles per (padded) width; tune with ``profiling/kernel_bench.py``."""
+def default_block_config(width: int, batch: int | None = None) -> BlockConfig:
+  """Heuristic tiles per (padded) width; tune with ``profiling/kernel_bench.py --tune``.
+
+  The row tile is capped by the width (the ``[rows, width]`` f32 accumulator lives in
+  registers) and shrunk for small batches so that at least ~32 programs share the GPU.
+  """
   width = common.next_power_of_2(width)
   if width <= 128:
-    return BlockConfig(block_rows=64, block_k=width, num_warps=4)
-  if width <= 256:
-    return BlockConfig(block_rows=64, block_k=32, num_warps=8)
-  if width <= 512:
-    return BlockConfig(block_rows=32, block_k=32, num_warps=8)
-  return BlockConfig(block_rows=16, block_k=16, num_warps=8)
+    cfg = BlockConfig(block_rows=64, block_k=width, num_warps=4)
+  elif width <= 256:
+    cfg = BlockConfig(block_rows=64, block_k=32, num_warps=8)
+  elif width <= 512:
+    cfg = BlockConfig(block_rows=32, block_k=32, num_warps=8)
+  else:
+    cfg = BlockConfig(block_rows=16, block_k=16, num_warps=8)
+  if batch is not None:
+    rows = max(16, min(cfg.block_rows, common.next_power_of_2(max(batch // 32, 1))))
+    cfg = dataclasses.replace(cfg, block_rows=rows, block_batch=min(cfg.block_batch, rows))
+  return cfg
 
 
 @dataclasses.dataclass(frozen=True)
@@ -378,7 +387,7 @@ def residual_block(x, params, *, interpret: bool = False, config: BlockConfig | 
     ValueError: naming the constraint when the shapes, dtypes or config are unsupported.
   """
   batch, width = x.shape
-  config = config or default_block_config(width)
+  config = config or default_block_config(width, batch)
   reason = check_supported(x, params, config)
   if reason:
     raise ValueError(reason)
