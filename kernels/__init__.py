@@ -6,15 +6,20 @@
 
 Every op takes ``impl``: ``"pallas"`` (GPU, Triton lowering), ``"interpret"`` (Pallas
 interpreter, CPU), ``"xla"`` (plain jnp reference) or ``"auto"`` (pallas on GPU, xla elsewhere).
+Tile sizes and launch parameters are :class:`BlockConfig` / :class:`InfoNCEConfig`. See
+``kernels/README.md``.
 """
 
 from kernels._dispatch import IMPLS, resolve_impl
 from kernels.infonce import ENERGIES, VARIANTS, infonce_loss, infonce_reference, pairwise_energy
+from kernels.infonce_pallas import InfoNCEConfig, default_infonce_config
 from kernels.residual_block import (fused_residual_block, fused_residual_stack,
                                     residual_block_reference)
+from kernels.residual_block_pallas import BlockConfig, default_block_config
 
 __all__ = [
     "IMPLS", "ENERGIES", "VARIANTS", "resolve_impl", "fused_residual_block",
     "fused_residual_stack", "residual_block_reference", "infonce_loss", "infonce_reference",
-    "pairwise_energy",
+    "pairwise_energy", "BlockConfig", "InfoNCEConfig", "default_block_config",
+    "default_infonce_config",
 ]
