@@ -1,0 +1,345 @@
+"""Fused kernels vs XLA: correctness on the device and timings of forward and forward+backward.
+
+For the residual block (4 layers + skip; times also reported per layer) and InfoNCE, each
+(impl, shape) is jitted with ``--inner`` dependent applications inside one ``lax.scan`` so
+Python dispatch is excluded; the best of ``--repeats`` calls is reported, with XLA's temp
+memory of the compiled step. Before timing, the Pallas path is checked against the XLA
+reference at ``precision=highest`` (TF32 tolerance, ~1e-3 relative to each array's scale).
+
+  python profiling/kernel_bench.py                          # GPU: the full sweep
+  python profiling/kernel_bench.py --tiny                   # CPU smoke test (xla only)
+  python profiling/kernel_bench.py --ops=block --tune       # GPU: search block tiles too
+  python profiling/kernel_bench.py --out=$OUT/kernels.md    # also write the tables
+
+Exit status 1 when a correctness check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import itertools
+import math
+import os
+import platform
+import sys
+import time
+
+os.environ.setdefault("XLA_FLAGS", "--xla_cpu_use_fusion_emitters=false")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+import kernels  # noqa: E402
+
+CHECK_RTOL = {"forward": 5e-3, "grad": 1e-2}  # TF32 matmuls vs a float32 HIGHEST reference
+
+
+def _parse_ints(s: str):
+  return [int(v) for v in s.split(",") if v]
+
+
+def _block_params(key, width, dtype=jnp.float32):
+  kw, kb, ks, ko = jax.random.split(key, 4)
+  return {
+      "w": (jax.random.normal(kw, (4, width, width)) / math.sqrt(width)).astype(dtype),
+      "b": 0.1 * jax.random.normal(kb, (4, width)),
+      "scale": 1.0 + 0.2 * jax.random.normal(ks, (4, width)),
+      "offset": 0.1 * jax.random.normal(ko, (4, width)),
+  }
+
+
+def _max_rel_err(got, want) -> float:
+  errs = [float(jnp.max(jnp.abs(g.astype(jnp.float32) - w.astype(jnp.float32)))
+                / max(float(jnp.max(jnp.abs(w))), 1e-12))
+          for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want))]
+  return max(errs)
+
+
+def _time(fn, args, repeats: int):
+  """(best seconds per call, compile seconds, temp bytes) of a jitted ``fn(*args)``."""
+  t0 = time.perf_counter()
+  compiled = jax.jit(fn).lower(*args).compile()
+  compile_s = time.perf_counter() - t0
+  try:
+    temp = compiled.memory_analysis().temp_size_in_bytes
+  except Exception:  # pylint: disable=broad-except  (not every backend reports it)
+    temp = float("nan")
+  jax.block_until_ready(compiled(*args))
+  best = float("inf")
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    jax.block_until_ready(compiled(*args))
+    best = min(best, time.perf_counter() - t0)
+  return best, compile_s, temp
+
+
+# ---------------------------------------------------------------------------------------------
+# Residual block.
+
+
+def _block_steps(impl, inner, config, matmul_dtype):
+  def apply(x, p):
+    return kernels.fused_residual_block(x, p, impl=impl, config=config,
+                                        matmul_dtype=matmul_dtype)
+
+  def forward(x, p):
+    def body(h, _):
+      return apply(h, p) * 0.5, None  # dependent steps; the 0.5 keeps values bounded
+    return jax.lax.scan(body, x, None, length=inner)[0]
+
+  def forward_backward(x, p):
+    def body(carry, _):
+      h, acc = carry
+      dh, dp = jax.grad(lambda h, p: jnp.sum(apply(h, p) ** 2), argnums=(0, 1))(h, p)
+      return (h + 1e-4 * dh, jax.tree.map(jnp.add, acc, dp)), None
+    acc = jax.tree.map(jnp.zeros_like, p)
+    return jax.lax.scan(body, (x, acc), None, length=inner)[0]
+
+  return forward, forward_backward
+
+
+def check_block(batch, width, impl="pallas", matmul_dtype=None, config=None):
+  key = jax.random.PRNGKey(batch + width)
+  x = jax.random.normal(key, (batch, width))
+  p = _block_params(jax.random.fold_in(key, 1), width)
+
+  def vg(impl):
+    def f(x, p):
+      y, vjp = jax.vjp(lambda x, p: kernels.fused_residual_block(
+          x, p, impl=impl, config=config, matmul_dtype=matmul_dtype), x, p)
+      return y, vjp(jnp.cos(y))
+    return jax.jit(f)
+
+  y, g = vg(impl)(x, p)
+  with jax.default_matmul_precision("highest"):
+    y_ref, g_ref = vg("xla")(x, p)
+  return _max_rel_err(y, y_ref), _max_rel_err(g, g_ref)
+
+
+def bench_block(args, impls, rows, failures):
+  dtypes = [None] + ([jnp.bfloat16] if args.bf16 else [])
+  for width, batch, matmul_dtype in itertools.product(args.widths, args.batches, dtypes):
+    dname = "bf16" if matmul_dtype else "f32"
+    key = jax.random.PRNGKey(0)
+    x = jax.random.normal(key, (batch, width))
+    p = _block_params(jax.random.fold_in(key, 1), width)
+    configs = {"default": None}
+    if args.tune and impls[0] != "xla":
+      configs.update(_block_tuning_grid(width))
+    results = {}
+    for impl in impls:
+      for cname, config in (configs.items() if impl != "xla" else [("-", None)]):
+        err = ""
+        if impl != "xla" and args.check and cname == "default":
+          e_fwd, e_grad = check_block(batch, width, impl, matmul_dtype)
+          ok = e_fwd <= CHECK_RTOL["forward"] and e_grad <= CHECK_RTOL["grad"]
+          err = f"{e_fwd:.1e} / {e_grad:.1e}" + ("" if ok else " FAIL")
+          if not ok:
+            failures.append(f"block b={batch} w={width} {dname}: {err}")
+        if args.check_only:
+          if err:
+            results[(impl, cname)] = (float("nan"), float("nan"), float("nan"), 0.0, err)
+          continue
+        fwd, fwd_bwd = _block_steps(impl, args.inner, config, matmul_dtype)
+        try:
+          t_f, c_f, _ = _time(fwd, (x, p), args.repeats)
+          t_fb, c_fb, mem = _time(fwd_bwd, (x, p), args.repeats)
+        except Exception as e:  # pylint: disable=broad-except  (a tuning config may not compile)
+          if cname == "default":
+            raise
+          print(f"  config {cname} failed: {type(e).__name__}: {str(e)[:200]}", file=sys.stderr)
+          continue
+        results[(impl, cname)] = (t_f / args.inner, t_fb / args.inner, mem, c_f + c_fb, err)
+    xla = results.get(("xla", "-"))
+    best_tuned = None
+    for (impl, cname), (t_f, t_fb, mem, comp, err) in results.items():
+      if cname not in ("default", "-"):
+        if best_tuned is None or t_fb < results[best_tuned][1]:
+          best_tuned = (impl, cname)
+        continue
+      rows.append(_block_row(batch, width, dname, impl, cname, t_f, t_fb, mem, comp, err, xla))
+    if best_tuned:
+      t_f, t_fb, mem, comp, err = results[best_tuned]
+      rows.append(_block_row(batch, width, dname, best_tuned[0], best_tuned[1], t_f, t_fb, mem, comp,
+                             err, xla))
+    print(f"block width={width} batch={batch} {dname}: done", file=sys.stderr)
+
+
+def _block_tuning_grid(width):
+  padded = 1 << (width - 1).bit_length()
+  grid = {}
+  for rows, bk, warps, stages in itertools.product((16, 32, 64), (16, 32, 64), (4, 8), (2, 3)):
+    if bk > padded or rows * padded > 64 * 512:  # keep the f32 accumulator in registers
+      continue
+    cfg = kernels.BlockConfig(block_rows=rows, block_k=bk, num_warps=warps, num_stages=stages,
+                              block_batch=min(32, rows))
+    grid[f"r{rows}/k{bk}/w{warps}/s{stages}"] = cfg
+  return grid
+
+
+def _block_row(batch, width, dname, impl, cname, t_f, t_fb, mem, comp, err, xla):
+  speed_f = speed_fb = ""
+  if xla and impl != "xla":
+    speed_f, speed_fb = f"{xla[0] / t_f:.2f}x", f"{xla[1] / t_fb:.2f}x"
+  return ("block", batch, width, dname, impl, cname, f"{t_f * 1e6:.1f}", f"{t_f * 1e6 / 4:.1f}",
+          f"{t_fb * 1e6:.1f}", f"{t_fb * 1e6 / 4:.1f}", speed_f, speed_fb, _mib(mem),
+          f"{comp:.1f}", err)
+
+
+# ---------------------------------------------------------------------------------------------
+# InfoNCE.
+
+
+def _infonce_steps(impl, inner, energy, variant):
+  def loss(phi, psi):
+    return kernels.infonce_loss(phi, psi, energy=energy, variant=variant,
+                                logsumexp_penalty=0.01, impl=impl)[0]
+
+  def forward(phi, psi):
+    def body(a, _):
+      return a + 1e-6 * loss(a, psi), None
+    return jax.lax.scan(body, phi, None, length=inner)[0]
+
+  def forward_backward(phi, psi):
+    def body(carry, _):
+      a, b = carry
+      da, db = jax.grad(loss, argnums=(0, 1))(a, b)
+      return (a - 1e-3 * da, b - 1e-3 * db), None
+    return jax.lax.scan(body, (phi, psi), None, length=inner)[0]
+
+  return forward, forward_backward
+
+
+def _infonce_inputs(batch, dim):
+  k1, k2 = jax.random.split(jax.random.PRNGKey(batch + dim))
+  phi = jax.random.normal(k1, (batch, dim))
+  return phi, phi + 0.5 * jax.random.normal(k2, (batch, dim))
+
+
+def check_infonce(batch, dim, energy, variant, impl="pallas"):
+  phi, psi = _infonce_inputs(batch, dim)
+
+  def vg(impl):
+    return jax.jit(jax.value_and_grad(
+        lambda a, b: kernels.infonce_loss(a, b, energy=energy, variant=variant,
+                                          logsumexp_penalty=0.01, impl=impl),
+        argnums=(0, 1), has_aux=True))
+
+  (l, aux), g = vg(impl)(phi, psi)
+  with jax.default_matmul_precision("highest"):
+    (l_ref, aux_ref), g_ref = vg("xla")(phi, psi)
+  return _max_rel_err((l, aux["logsumexp"], aux["logsumexp_col"], aux["positive"]),
+                      (l_ref, aux_ref["logsumexp"], aux_ref["logsumexp_col"],
+                       aux_ref["positive"])), _max_rel_err(g, g_ref)
+
+
+def bench_infonce(args, impls, rows, failures):
+  for dim, batch, energy in itertools.product(args.dims, args.batches, args.energies):
+    variant = args.variant
+    phi, psi = _infonce_inputs(batch, dim)
+    results = {}
+    for impl in impls:
+      err = ""
+      if impl != "xla" and args.check:
+        e_fwd, e_grad = check_infonce(batch, dim, energy, variant, impl)
+        ok = e_fwd <= CHECK_RTOL["forward"] and e_grad <= CHECK_RTOL["grad"]
+        err = f"{e_fwd:.1e} / {e_grad:.1e}" + ("" if ok else " FAIL")
+        if not ok:
+          failures.append(f"infonce b={batch} d={dim} {energy}: {err}")
+      if args.check_only:
+        if err:
+          results[impl] = (float("nan"), float("nan"), float("nan"), 0.0, err)
+        continue
+      fwd, fwd_bwd = _infonce_steps(impl, args.inner, energy, variant)
+      t_f, c_f, _ = _time(fwd, (phi, psi), args.repeats)
+      t_fb, c_fb, mem = _time(fwd_bwd, (phi, psi), args.repeats)
+      results[impl] = (t_f / args.inner, t_fb / args.inner, mem, c_f + c_fb, err)
+    xla = results.get("xla")
+    for impl, (t_f, t_fb, mem, comp, err) in results.items():
+      speed_f = speed_fb = ""
+      if xla and impl != "xla":
+        speed_f, speed_fb = f"{xla[0] / t_f:.2f}x", f"{xla[1] / t_fb:.2f}x"
+      rows.append(("infonce", batch, dim, energy, impl, variant, f"{t_f * 1e6:.1f}",
+                   f"{t_fb * 1e6:.1f}", speed_f, speed_fb, _mib(mem), f"{comp:.1f}", err))
+    print(f"infonce dim={dim} batch={batch} {energy}: done", file=sys.stderr)
+
+
+def _mib(n):
+  return "" if n != n else f"{n / 2**20:.1f}"  # NaN-safe
+
+
+def _table(header, rows):
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+  return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+  ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  ap.add_argument("--ops", default="block,infonce")
+  ap.add_argument("--batches", default="256,512,1024,4096")
+  ap.add_argument("--widths", default="256,512,1024", help="residual block widths")
+  ap.add_argument("--dims", default="64", help="InfoNCE representation dims")
+  ap.add_argument("--energies", default="l2")
+  ap.add_argument("--variant", default="forward")
+  ap.add_argument("--impls", default="",
+                  help="default: pallas,xla on GPU, xla elsewhere (interpret,xla: CPU check)")
+  ap.add_argument("--inner", type=int, default=20, help="dependent applications per call")
+  ap.add_argument("--repeats", type=int, default=5)
+  ap.add_argument("--no-check", dest="check", action="store_false")
+  ap.add_argument("--check-only", action="store_true", help="correctness only, no timings")
+  ap.add_argument("--bf16", action="store_true", help="also time matmul_dtype=bfloat16 blocks")
+  ap.add_argument("--tune", action="store_true", help="also search block tiles (slow)")
+  ap.add_argument("--tiny", action="store_true", help="CPU smoke test: one small shape")
+  ap.add_argument("--out", default="", help="also write the markdown here")
+  args = ap.parse_args(argv)
+
+  on_gpu = jax.default_backend() == "gpu"
+  impls = args.impls.split(",") if args.impls else (["pallas", "xla"] if on_gpu else ["xla"])
+  if "pallas" in impls and not on_gpu:
+    ap.error("impl pallas needs a GPU (use --impls=xla, or interpret mode in the tests)")
+  if args.tiny:
+    args.batches, args.widths, args.dims = "64", "64", "16"
+    args.inner, args.repeats = 2, 2
+  args.batches, args.widths, args.dims = map(_parse_ints, (args.batches, args.widths, args.dims))
+  args.energies = args.energies.split(",")
+  ops = args.ops.split(",")
+
+  block_rows, infonce_rows, failures = [], [], []
+  if "block" in ops:
+    bench_block(args, impls, block_rows, failures)
+  if "infonce" in ops:
+    bench_infonce(args, impls, infonce_rows, failures)
+
+  device = jax.devices()[0]
+  out = [f"## Kernels: fused vs XLA ({datetime.date.today().isoformat()})", "",
+         f"device: {getattr(device, 'device_kind', device.platform)} ({jax.default_backend()}), "
+         f"jax {jax.__version__}, python {platform.python_version()}; times are the best of "
+         f"{args.repeats} calls of {args.inner} dependent steps, in microseconds per step; "
+         "check = max error relative to each array's scale vs the XLA reference at "
+         "precision=highest (forward / gradients); temp = XLA temp memory of the fwd+bwd step.",
+         ""]
+  if block_rows:
+    out += ["### Residual block (4 layers + skip)", "", _table(
+        ["op", "batch", "width", "matmul", "impl", "config", "fwd us", "fwd us/layer",
+         "fwd+bwd us", "fwd+bwd us/layer", "fwd speed-up", "fwd+bwd speed-up", "temp MiB",
+         "compile s", "check"], block_rows), ""]
+  if infonce_rows:
+    out += ["### InfoNCE", "", _table(
+        ["op", "batch", "dim", "energy", "impl", "variant", "fwd us", "fwd+bwd us",
+         "fwd speed-up", "fwd+bwd speed-up", "temp MiB", "compile s", "check"],
+        infonce_rows), ""]
+  if failures:
+    out += ["**correctness FAILURES:** " + "; ".join(failures), ""]
+  text = "\n".join(out)
+  print(text)
+  if args.out:
+    with open(args.out, "w") as f:
+      f.write(text + "\n")
+  return 1 if failures else 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
