@@ -56,6 +56,22 @@ def test_infonce_forward_and_backward_lower_for_cuda(batch, dim, energy):
   assert _triton_calls(text) == 3  # statistics, dphi, dpsi
 
 
+def test_vmapped_kernels_lower_for_cuda():
+  params = block_params(jax.random.PRNGKey(0), 64)
+
+  def block_loss(x, p):
+    return jnp.sum(jax.vmap(lambda xi: kernels.fused_residual_block(xi, p, impl="pallas"))(x))
+
+  def infonce_loss(a, b):
+    per_item = jax.vmap(lambda x, y: kernels.infonce_loss(x, y, impl="pallas")[0])
+    return jnp.sum(per_item(a, b))
+
+  x = jnp.zeros((3, 40, 64))
+  assert _triton_calls(_lower_for_cuda(jax.grad(block_loss, argnums=(0, 1)), x, params)) == 3
+  x = jnp.zeros((3, 40, 16))
+  assert _triton_calls(_lower_for_cuda(jax.grad(infonce_loss, argnums=(0, 1)), x, x)) == 3
+
+
 def test_infonce_pallas_never_materialises_the_logit_matrix():
   batch = 512
 
