@@ -56,6 +56,16 @@ def make(name: str, **kwargs) -> Env:
 
 register("pointmass", "deepcrl_core.envs.pointmass:PointMass")
 
+# The paper's locomotion tasks; each maze also has its far-goal evaluation layout (`*_eval`).
+register("ant", "deepcrl_core.envs.ant:Ant")
+for _maze in ("u4", "u5", "big", "hardest"):
+  register(f"ant_{_maze}_maze", "deepcrl_core.envs.ant:Ant", maze=_maze)
+  register(f"ant_{_maze}_maze_eval", "deepcrl_core.envs.ant:Ant", maze=f"{_maze}_eval")
+register("humanoid", "deepcrl_core.envs.humanoid:Humanoid")
+for _maze, _eval in (("u", "u_eval"), ("big", "big_eval_humanoid"), ("hardest", "hardest_eval")):
+  register(f"humanoid_{_maze}_maze", "deepcrl_core.envs.humanoid:Humanoid", maze=_maze)
+  register(f"humanoid_{_maze}_maze_eval", "deepcrl_core.envs.humanoid:Humanoid", maze=_eval)
+
 __all__ = [
     "Env", "MjxEnv", "State", "achieved_goal", "AutoResetWrapper", "EpisodeWrapper",
     "VmapWrapper", "wrap_for_eval", "wrap_for_training", "make", "register",

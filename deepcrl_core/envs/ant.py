@@ -1,0 +1,156 @@
+"""Ant goal reaching, in the open (``ant``) and in mazes (``ant_*_maze``, ``ant_*_maze_eval``).
+
+Model (authored here, primitives only, after the classic MuJoCo ant): a sphere torso
+(r 0.25) on a free joint and four legs, each a hip hinge about z (+-30 deg) and an ankle hinge
+(30..70 deg), capsules of radius 0.08 and lengths 0.2*sqrt(2) (hip link) and 0.4*sqrt(2)
+(ankle link), density 5, joint armature 1 and damping 1, 8 motors of gear 150 with
+``ctrl = action`` in [-1, 1]. Physics: 0.01 s x 5 substeps = 0.05 s per control step, Newton
+solver with 1 iteration and 4 line-search steps (as MJX locomotion tasks use).
+
+Contacts: only four massless foot spheres touch the floor (4 contact slots). In a maze the
+torso and the feet also touch the walls (frictionless, see :mod:`deepcrl_core.envs.mjcf`);
+they collide with 8 cell-sized boxes moved onto the wall cells around the torso
+every control step (:mod:`deepcrl_core.envs.mazes`), and MJX's ``max_contact_points`` keeps
+the 8 deepest of those 40 sphere-box contacts.
+
+State (29): qpos (torso xyz, torso quat wxyz, 8 joint angles in the order hip_1, ankle_1, ...,
+hip_4, ankle_4) then qvel (6 + 8); goal = torso xy (``goal_indices = (0, 1)``); obs (31) =
+state + goal xy. Start: ``init_q + U(-0.1, 0.1)`` on every qpos entry (quaternion
+renormalised), ``qvel = 0.1 N(0, 1)``; in a maze the start is offset to the ``R`` cell. Goal:
+10 m from the origin at a uniform angle (open) or a uniform ``G`` cell centre (maze). Episodes
+terminate when the torso height leaves [0.2, 1.0]; success = torso xy within 0.5 of the goal.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import mujoco
+import numpy as np
+
+from deepcrl_core.envs import mjcf
+from deepcrl_core.envs.base import State
+from deepcrl_core.envs.locomotion import LocomotionEnv
+
+# Leg k: planar direction of the leg, ankle axis, ankle range (degrees).
+_LEGS = (
+    ((1, 1), (-1, 1, 0), (30, 70)),
+    ((-1, 1), (1, 1, 0), (-70, -30)),
+    ((-1, -1), (-1, 1, 0), (-70, -30)),
+    ((1, -1), (1, 1, 0), (30, 70)),
+)
+_ACTUATED = ("hip_4", "ankle_4", "hip_1", "ankle_1", "hip_2", "ankle_2", "hip_3", "ankle_3")
+# torso xyz, quat, then (hip, ankle) per leg.
+INIT_QPOS = np.array([0, 0, 0.55, 1, 0, 0, 0, 0, 1, 0, -1, 0, -1, 0, 1], np.float32)
+
+
+def _leg_xml(k: int, wall_bit: int) -> str:
+  (dx, dy), axis, (lo, hi) = _LEGS[k]
+  n = k + 1
+  a = (0.2 * dx, 0.2 * dy)
+  foot_type = mjcf.FLOOR_BIT | wall_bit
+  return f"""
+      <geom name="aux_{n}" type="capsule" fromto="0 0 0 {a[0]} {a[1]} 0" size="0.08"/>
+      <body name="hip_{n}" pos="{a[0]} {a[1]} 0">
+        <joint name="hip_{n}" type="hinge" axis="0 0 1" range="-30 30"/>
+        <geom name="hip_{n}" type="capsule" fromto="0 0 0 {a[0]} {a[1]} 0" size="0.08"/>
+        <body name="ankle_{n}" pos="{a[0]} {a[1]} 0">
+          <joint name="ankle_{n}" type="hinge" axis="{axis[0]} {axis[1]} {axis[2]}"
+                 range="{lo} {hi}"/>
+          <geom name="ankle_{n}" type="capsule" fromto="0 0 0 {2 * a[0]} {2 * a[1]} 0"
+                size="0.08"/>
+          <geom name="foot_{n}" type="sphere" pos="{2 * a[0]} {2 * a[1]} 0" size="0.08" mass="0"
+                contype="{foot_type}" rgba=".9 .7 .5 1"/>
+        </body>
+      </body>"""
+
+
+def ant_xml(in_maze: bool = False) -> str:
+  """MJCF of the ant; ``in_maze`` lets the torso and feet collide with maze walls."""
+  wall_bit = mjcf.WALL_BIT if in_maze else 0
+  legs = "".join(_leg_xml(k, wall_bit) for k in range(4))
+  motors = "".join(f'\n    <motor joint="{j}" gear="150" ctrlrange="-1 1"/>' for j in _ACTUATED)
+  return f"""
+<mujoco model="ant">
+  <compiler angle="degree" inertiafromgeom="true" autolimits="true"/>
+  <default>
+    <joint armature="1" damping="1"/>
+    <geom contype="0" conaffinity="0" condim="3" density="5" friction="1 0.5 0.5"
+          rgba=".8 .6 .4 1"/>
+  </default>
+  <asset>
+    <texture name="grid" type="2d" builtin="checker" width="256" height="256"
+             rgb1=".25 .3 .35" rgb2=".35 .4 .45"/>
+    <material name="grid" texture="grid" texrepeat="1 1" texuniform="true"/>
+  </asset>
+  <worldbody>
+    <light pos="0 0 30" dir="0 0 -1" directional="true" diffuse=".8 .8 .8"/>
+    <geom name="floor" type="plane" size="100 100 0.1" material="grid"
+          contype="0" conaffinity="{mjcf.FLOOR_BIT}"/>
+    <body name="torso" pos="0 0 0.75">
+      <camera name="track" mode="trackcom" pos="0 -6 4" xyaxes="1 0 0 0 .55 .83"/>
+      <freejoint name="root"/>
+      <geom name="torso" type="sphere" size="0.25" contype="{wall_bit}"/>{legs}
+    </body>
+  </worldbody>
+  <actuator>{motors}
+  </actuator>
+</mujoco>"""
+
+
+class Ant(LocomotionEnv):
+  """Ant goal reaching; ``maze`` names a layout of :mod:`deepcrl_core.envs.mazes`."""
+
+  state_size = 29
+  goal_indices = (0, 1)
+  action_size = 8
+
+  def __init__(self, maze: Optional[str] = None, *, maze_scale: float = 4.0,
+               goal_distance: float = 10.0, success_radius: float = 0.5,
+               episode_length: int = 1000, timestep: float = 0.01, n_substeps: int = 5,
+               reset_noise: float = 0.1, healthy_z=(0.2, 1.0),
+               max_contact_points: int = 8):
+    self.success_radius = float(success_radius)
+    self.episode_length = int(episode_length)
+    self.goal_distance = float(goal_distance)
+    self.reset_noise = float(reset_noise)
+    self.healthy_z = tuple(healthy_z)
+    self._init_maze(maze, maze_scale)
+    spec = mujoco.MjSpec.from_string(ant_xml(in_maze=self.maze is not None))
+    mjcf.set_mjx_options(spec, timestep=timestep)
+    self._build_world(spec, max_contact_points=max_contact_points)
+    mjcf.add_goal_marker(spec, radius=self.success_radius, z=0.05)
+    spec.compiler.fusestatic = True
+    mj_model = spec.compile()
+    super().__init__(mj_model, n_substeps)
+    self._find_wall_colliders(mj_model)
+    self._goal_slot = int(mj_model.body_mocapid[mj_model.body("goal_marker").id])
+    self.init_qpos = jnp.asarray(INIT_QPOS).at[:2].set(self.start_xy)
+
+  def _obs(self, data, goal):
+    return jnp.concatenate([data.qpos[:15], data.qvel[:14], goal])
+
+  def reset(self, key):
+    k_q, k_v, k_goal = jax.random.split(key, 3)
+    noise = self.reset_noise
+    qpos = self.init_qpos + jax.random.uniform(k_q, (15,), minval=-noise, maxval=noise)
+    qpos = qpos.at[3:7].set(qpos[3:7] / jnp.linalg.norm(qpos[3:7]))
+    qvel = noise * jax.random.normal(k_v, (14,))
+    goal = self.sample_goal_xy(k_goal, (self.goal_distance, self.goal_distance))
+    mocap = self.place_wall_colliders(self.mocap_pos0, qpos[:2])
+    mocap = mocap.at[self._goal_slot, :2].set(goal)
+    data = mjcf.kinematic_init(self.mjx_model, qpos, qvel, mocap)
+    metrics = self.metrics(qpos[:2], goal)
+    return State(data=data, obs=self._obs(data, goal), reward=-metrics["dist"],
+                 done=jnp.zeros(()), metrics=metrics, info={"goal": goal})
+
+  def step(self, state, action):
+    data = state.data
+    data = data.replace(mocap_pos=self.place_wall_colliders(data.mocap_pos, data.qpos[:2]))
+    data = self.pipeline_step(data, jnp.clip(action, -1.0, 1.0))
+    goal = state.info["goal"]
+    metrics = self.metrics(data.qpos[:2], goal)
+    return state.replace(data=data, obs=self._obs(data, goal), reward=-metrics["dist"],
+                         done=self.unhealthy(data.qpos[2]), metrics=metrics)

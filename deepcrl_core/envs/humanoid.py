@@ -1,0 +1,155 @@
+"""Humanoid goal reaching, in the open (``humanoid``) and in mazes (``humanoid_*_maze[_eval]``).
+
+Model: gymnasium's ``humanoid.xml`` (installed package data, primitives only) edited with
+``mujoco.MjSpec``: the two fixed hip-knee tendons and the RK4 integrator are dropped, static
+bodies are fused (the jointless feet join the shins, leaving the 11 robot links), robot geoms
+touch the floor but not each other (and the walls in a maze), and a non-colliding 1 kg
+``target`` body on two free x/y slide joints at z 1.25 holds the goal, as in the published
+model. 17 motors (gears 100 x5, 300, 200, 100 x2, 300, 200, 25 x6), ``ctrl = 0.4 * action``.
+Physics: 0.003 s steps, 10 per control step in the open (0.03 s) and 5 in mazes (0.015 s), as
+published; Newton solver, 1 iteration, 4 line-search steps. Contacts: every robot geom vs the
+floor (29 candidate slots; ``max_contact_points`` keeps the 8 deepest, and a humanoid with
+more than 8 geoms on the floor has fallen). In mazes, 11 spheres (head, hands, feet and
+massless proxies at torso, pelvis, knees and elbows) collide with 8 wall-cell boxes moved
+around the torso every control step (frictionless; :mod:`deepcrl_core.envs.mazes`).
+
+State (268) = qpos (26: root 7, 17 joints, target x, y) + qvel (25) + ``cinert`` of the 12
+links (torso ... left_lower_arm, target; 10 each) + ``cvel`` of the 12 links (6 each) +
+``qfrc_actuator`` (25). This is the published layout with MuJoCo's own com-based inertia and
+velocity parametrisation (brax used its own). Goal = torso xyz (``goal_indices = (0, 1, 2)``),
+filled as (goal x, goal y, 1.25); obs (271) = state + goal. Start: the model's rest pose
+(torso at z 1.4) with no noise, at the origin or the maze's ``R`` cell; qvel 0. Goal: radius
+U(1, 5) at a uniform angle (open) or a uniform ``G`` cell centre (maze). Episodes terminate
+when the torso height leaves [1.0, 2.0]; success = 3-d torso distance to the goal < 0.5.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import mujoco
+import numpy as np
+
+from deepcrl_core.envs import mjcf
+from deepcrl_core.envs.base import State
+from deepcrl_core.envs.locomotion import LocomotionEnv
+
+GOAL_Z = 1.25
+# Bodies 1..12 after fusing: 11 robot links, then the target (mocap bodies come after).
+_N_LINKS = 12
+# Massless, invisible spheres that stand in for the capsules against maze walls (with the
+# head, hand and foot spheres): MJX's sphere-box test is far cheaper than capsule-box, and a
+# capsule whose end spheres are outside a flat wall is outside it too (only wall corners can
+# cut a limb between its end spheres). (body, position in the body, radius).
+_WALL_PROXIES = (
+    ("torso", [0.0, 0.0, -0.03], 0.14),
+    ("pelvis", [-0.02, 0.0, 0.0], 0.16),
+    ("right_shin", [0.0, 0.0, 0.0], 0.06),
+    ("left_shin", [0.0, 0.0, 0.0], 0.06),
+    ("right_lower_arm", [0.0, 0.0, 0.0], 0.04),
+    ("left_lower_arm", [0.0, 0.0, 0.0], 0.04),
+)
+
+
+def gymnasium_humanoid_path() -> str:
+  import gymnasium  # pylint: disable=g-import-not-at-top
+  return os.path.join(os.path.dirname(gymnasium.__file__), "envs", "mujoco", "assets",
+                      "humanoid.xml")
+
+
+def humanoid_spec(in_maze: bool = False) -> mujoco.MjSpec:
+  """The edited gymnasium humanoid (with its target body) as an ``MjSpec``."""
+  spec = mujoco.MjSpec.from_file(gymnasium_humanoid_path())
+  for tendon in list(spec.tendons):
+    spec.delete(tendon)
+  wall_bit = mjcf.WALL_BIT if in_maze else 0
+  for geom in spec.geoms:
+    if geom.name == "floor":
+      geom.contype, geom.conaffinity = 0, mjcf.FLOOR_BIT
+      geom.size = [100.0, 100.0, 0.125]
+    elif geom.type == mujoco.mjtGeom.mjGEOM_SPHERE:  # head, hands, feet
+      geom.contype, geom.conaffinity = mjcf.FLOOR_BIT | wall_bit, 0
+    else:
+      geom.contype, geom.conaffinity = mjcf.FLOOR_BIT, 0
+  if in_maze:
+    for body, pos, radius in _WALL_PROXIES:
+      spec.body(body).add_geom(
+          name=f"{body}_wall_proxy", type=mujoco.mjtGeom.mjGEOM_SPHERE, pos=pos,
+          size=[radius, 0, 0], mass=0.0, contype=wall_bit, conaffinity=0, group=3,
+          rgba=[0.0, 0.0, 0.0, 0.0])
+  target = spec.worldbody.add_body(name="target", pos=[0.0, 0.0, GOAL_Z])
+  for name, axis in (("target_x", [1.0, 0.0, 0.0]), ("target_y", [0.0, 1.0, 0.0])):
+    target.add_joint(name=name, type=mujoco.mjtJoint.mjJNT_SLIDE, axis=axis,
+                     limited=mujoco.mjtLimited.mjLIMITED_FALSE, armature=0.0, damping=0.0,
+                     stiffness=0.0)
+  target.add_geom(name="target", type=mujoco.mjtGeom.mjGEOM_SPHERE, size=[0.5, 0, 0], mass=1.0,
+                  contype=0, conaffinity=0, rgba=[0.9, 0.2, 0.2, 0.4])
+  spec.compiler.fusestatic = True
+  return spec
+
+
+class Humanoid(LocomotionEnv):
+  """Humanoid goal reaching; ``maze`` names a layout of :mod:`deepcrl_core.envs.mazes`."""
+
+  state_size = 268
+  goal_indices = (0, 1, 2)
+  action_size = 17
+
+  def __init__(self, maze: Optional[str] = None, *, maze_scale: float = 2.0,
+               goal_radius=(1.0, 5.0), success_radius: float = 0.5,
+               episode_length: int = 1000, timestep: float = 0.003,
+               n_substeps: Optional[int] = None, healthy_z=(1.0, 2.0),
+               max_contact_points: int = 8, action_scale: float = 0.4):
+    self.success_radius = float(success_radius)
+    self.episode_length = int(episode_length)
+    self.goal_radius = tuple(goal_radius)
+    self.healthy_z = tuple(healthy_z)
+    self.action_scale = float(action_scale)
+    self._init_maze(maze, maze_scale)
+    spec = humanoid_spec(in_maze=self.maze is not None)
+    mjcf.set_mjx_options(spec, timestep=timestep)
+    if self.maze is None:
+      mjcf.add_contact_caps(spec, max_contact_points=max_contact_points)
+    self._build_world(spec, max_contact_points=max_contact_points)
+    mj_model = spec.compile()
+    if n_substeps is None:
+      n_substeps = 10 if self.maze is None else 5
+    super().__init__(mj_model, n_substeps)
+    self._find_wall_colliders(mj_model)
+    self.nq, self.nv = mj_model.nq, mj_model.nv
+    if (self.nq, self.nv) != (26, 25) or mj_model.body(_N_LINKS).name != "target":
+      raise ValueError(f"unexpected humanoid model: nq {self.nq}, nv {self.nv}, "
+                       f"body {_N_LINKS} {mj_model.body(_N_LINKS).name!r}")
+    self.init_qpos = jnp.asarray(mj_model.qpos0, jnp.float32).at[:2].set(self.start_xy)
+
+  def _obs(self, data, goal):
+    state = jnp.concatenate([
+        data.qpos, data.qvel, data.cinert[1:_N_LINKS + 1].ravel(),
+        data.cvel[1:_N_LINKS + 1].ravel(),
+        data.qfrc_actuator])
+    return jnp.concatenate([state, goal])
+
+  def _goal3(self, goal_xy):
+    return jnp.concatenate([goal_xy, jnp.full((1,), GOAL_Z, goal_xy.dtype)])
+
+  def reset(self, key):
+    goal = self._goal3(self.sample_goal_xy(key, self.goal_radius))
+    qpos = self.init_qpos.at[-2:].set(goal[:2])
+    mocap = self.place_wall_colliders(self.mocap_pos0, qpos[:2])
+    data = mjcf.kinematic_init(self.mjx_model, qpos, jnp.zeros(self.nv), mocap)
+    metrics = self.metrics(qpos[:3], goal)
+    return State(data=data, obs=self._obs(data, goal), reward=-metrics["dist"],
+                 done=jnp.zeros(()), metrics=metrics, info={"goal": goal})
+
+  def step(self, state, action):
+    ctrl = self.action_scale * jnp.clip(action, -1.0, 1.0)
+    data = state.data
+    data = data.replace(mocap_pos=self.place_wall_colliders(data.mocap_pos, data.qpos[:2]))
+    data = self.pipeline_step(data, ctrl)
+    goal = state.info["goal"]
+    metrics = self.metrics(data.qpos[:3], goal)
+    return state.replace(data=data, obs=self._obs(data, goal), reward=-metrics["dist"],
+                         done=self.unhealthy(data.qpos[2]), metrics=metrics)

@@ -1,0 +1,96 @@
+"""Shared pieces of the goal-reaching locomotion tasks (ant and humanoid, open or in a maze)."""
+
+from __future__ import annotations
+
+from typing import Dict, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import mujoco
+import numpy as np
+
+from deepcrl_core.envs import mazes, mjcf
+from deepcrl_core.envs.base import MjxEnv
+
+
+class LocomotionEnv(MjxEnv):
+  """A robot with a free-floating torso that must bring its torso to a goal.
+
+  Subclasses provide the model and the observation; this class holds the goal distribution
+  (a ring around the origin in the open, or the layout's goal cells in a maze), the
+  healthy-height termination and the per-step metrics.
+
+  Attributes set by ``__init__``: ``maze`` (a :class:`mazes.Maze` or ``None``), ``maze_scale``,
+  ``start_xy`` ``[2]`` and, in a maze, ``maze_goals`` ``[n_goals, 2]``.
+  """
+
+  healthy_z: Tuple[float, float]
+
+  def _init_maze(self, maze: Optional[str], scale: float) -> None:
+    self.maze = mazes.get_maze(maze) if maze else None
+    self.maze_scale = float(scale)
+    if self.maze is None:
+      self.start_xy = np.zeros(2, np.float32)
+      self.maze_goals = None
+    else:
+      self.start_xy = self.maze.start_xy(scale)
+      self.maze_goals = jnp.asarray(self.maze.goal_xy(scale))
+      self._neighbour_walls = jnp.asarray(mazes.neighbour_walls(self.maze, scale))
+
+  def _build_world(self, spec: mujoco.MjSpec, *, max_contact_points: int) -> None:
+    """Adds the maze walls (and the contact caps that keep MJX cheap) to ``spec``."""
+    if self.maze is None:
+      return
+    mjcf.add_contact_caps(spec, max_contact_points=max_contact_points)
+    mjcf.add_maze_walls(spec, self.maze, self.maze_scale)
+    mjcf.add_wall_colliders(spec, self.maze_scale, count=self._neighbour_walls.shape[2])
+    rows, cols = self.maze.shape
+    centre = [(rows - 1) / 2 * self.maze_scale, (cols - 1) / 2 * self.maze_scale]
+    height = 1.1 * max(rows, cols) * self.maze_scale
+    spec.worldbody.add_camera(name="overview", pos=[centre[0], centre[1], height],
+                              quat=[0.0, 0.0, 0.0, 1.0])
+
+  def _find_wall_colliders(self, mj_model: mujoco.MjModel) -> None:
+    """Records the model's default mocap positions and the wall colliders' mocap slots."""
+    self.mocap_pos0 = jnp.asarray(mj_model.body_pos[mj_model.body_mocapid >= 0][
+        np.argsort(mj_model.body_mocapid[mj_model.body_mocapid >= 0])], jnp.float32)
+    if self.maze is None:
+      return
+    count = self._neighbour_walls.shape[2]
+    ids = [mj_model.body_mocapid[mj_model.body(f"wall_collider_{k}").id] for k in range(count)]
+    if ids != list(range(ids[0], ids[0] + count)):
+      raise ValueError(f"wall collider mocap ids are not contiguous: {ids}")
+    self._collider_slots = slice(ids[0], ids[0] + count)
+
+  def place_wall_colliders(self, mocap_pos: jax.Array, torso_xy: jax.Array) -> jax.Array:
+    """``mocap_pos`` with the wall colliders on the wall cells around ``torso_xy``.
+
+    Called before every control step; a no-op in the open.
+    """
+    if self.maze is None:
+      return mocap_pos
+    rows, cols = self.maze.shape
+    ij = jnp.round(torso_xy / self.maze_scale).astype(jnp.int32)
+    i = jnp.clip(ij[0], 0, rows - 1)
+    j = jnp.clip(ij[1], 0, cols - 1)
+    return mocap_pos.at[self._collider_slots].set(self._neighbour_walls[i, j])
+
+  def sample_goal_xy(self, key: jax.Array, ring: Tuple[float, float]) -> jax.Array:
+    """A goal xy ``[2]``: a uniform goal cell in a maze, else radius ~ U(ring) at a uniform angle."""
+    if self.maze_goals is not None:
+      idx = jax.random.randint(key, (), 0, self.maze_goals.shape[0])
+      return self.maze_goals[idx]
+    k_r, k_a = jax.random.split(key)
+    radius = jax.random.uniform(k_r, (), minval=ring[0], maxval=ring[1])
+    angle = jax.random.uniform(k_a, (), minval=0.0, maxval=2 * jnp.pi)
+    return radius * jnp.stack([jnp.cos(angle), jnp.sin(angle)])
+
+  def unhealthy(self, torso_z: jax.Array) -> jax.Array:
+    """1.0 when the torso height leaves ``healthy_z`` (the published termination rule)."""
+    lo, hi = self.healthy_z
+    return ((torso_z < lo) | (torso_z > hi)).astype(jnp.float32)
+
+  def metrics(self, achieved: jax.Array, goal: jax.Array) -> Dict[str, jax.Array]:
+    m = self.goal_metrics(achieved, goal)
+    m["success_easy"] = (m["dist"] < 2.0).astype(jnp.float32)
+    return m
