@@ -90,10 +90,14 @@ def infonce_value_and_grads(phi, psi, *, energy, variant, penalty):
     return jax.tree.map(np.asarray, (loss, aux, grads))
 
 
-def assert_close(got, want, *, rtol, name=""):
-  """Elementwise ``|got - want| <= rtol * (|want| + max|want|)``: relative to the array's scale."""
+def assert_close(got, want, *, rtol, name="", scale=None):
+  """Elementwise ``|got - want| <= rtol * (|want| + scale)``; ``scale`` defaults to max|want|.
+
+  Pass ``scale`` when ``want`` is a small difference of large terms (a loss near zero).
+  """
   got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
   assert got.shape == want.shape, (name, got.shape, want.shape)
   assert np.all(np.isfinite(got)), f"{name}: non-finite values"
-  scale = np.max(np.abs(want)) if want.size else 0.0
+  if scale is None:
+    scale = np.max(np.abs(want)) if want.size else 0.0
   np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * max(scale, 1e-6), err_msg=name)
