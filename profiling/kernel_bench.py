@@ -118,59 +118,69 @@ def check_block(batch, width, impl="pallas", matmul_dtype=None, config=None):
   return _max_rel_err(y, y_ref), _max_rel_err(g, g_ref)
 
 
-def bench_block(args, impls, rows, failures):
+def bench_block(args, impls, rows, failures, flush):
   dtypes = [None] + ([jnp.bfloat16] if args.bf16 else [])
   for width, batch, matmul_dtype in itertools.product(args.widths, args.batches, dtypes):
     dname = "bf16" if matmul_dtype else "f32"
-    key = jax.random.PRNGKey(0)
-    x = jax.random.normal(key, (batch, width))
-    p = _block_params(jax.random.fold_in(key, 1), width)
-    configs = {"default": None}
-    if args.tune and impls[0] != "xla":
-      configs.update(_block_tuning_grid(width))
-    results = {}
-    for impl in impls:
-      for cname, config in (configs.items() if impl != "xla" else [("-", None)]):
-        err = ""
-        if impl != "xla" and args.check and cname == "default":
-          e_fwd, e_grad = check_block(batch, width, impl, matmul_dtype)
-          ok = e_fwd <= CHECK_RTOL["forward"] and e_grad <= CHECK_RTOL["grad"]
-          err = f"{e_fwd:.1e} / {e_grad:.1e}" + ("" if ok else " FAIL")
-          if not ok:
-            failures.append(f"block b={batch} w={width} {dname}: {err}")
-        if args.check_only:
-          if err:
-            results[(impl, cname)] = (float("nan"), float("nan"), float("nan"), 0.0, err)
-          continue
-        fwd, fwd_bwd = _block_steps(impl, args.inner, config, matmul_dtype)
-        try:
-          t_f, c_f, _ = _time(fwd, (x, p), args.repeats)
-          t_fb, c_fb, mem = _time(fwd_bwd, (x, p), args.repeats)
-        except Exception as e:  # pylint: disable=broad-except  (a tuning config may not compile)
-          if cname == "default":
-            raise
-          print(f"  config {cname} failed: {type(e).__name__}: {str(e)[:200]}", file=sys.stderr)
-          continue
-        results[(impl, cname)] = (t_f / args.inner, t_fb / args.inner, mem, c_f + c_fb, err)
-    xla = results.get(("xla", "-"))
-    best_tuned = None
-    for (impl, cname), (t_f, t_fb, mem, comp, err) in results.items():
-      if cname not in ("default", "-"):
-        if best_tuned is None or t_fb < results[best_tuned][1]:
-          best_tuned = (impl, cname)
-        continue
-      rows.append(_block_row(batch, width, dname, impl, cname, t_f, t_fb, mem, comp, err, xla))
-    if best_tuned:
-      t_f, t_fb, mem, comp, err = results[best_tuned]
-      rows.append(_block_row(batch, width, dname, best_tuned[0], best_tuned[1], t_f, t_fb, mem, comp,
-                             err, xla))
+    try:
+      _bench_block_shape(args, impls, rows, failures, width, batch, matmul_dtype, dname)
+    except Exception as e:  # pylint: disable=broad-except  (report, go on with other shapes)
+      failures.append(f"block b={batch} w={width} {dname}: ERROR {type(e).__name__}: "
+                      f"{str(e)[:300]}")
+    flush()
     print(f"block width={width} batch={batch} {dname}: done", file=sys.stderr)
+
+
+def _bench_block_shape(args, impls, rows, failures, width, batch, matmul_dtype, dname):
+  """Checks (once) and times every impl (and tuning config) at one shape; appends rows."""
+  key = jax.random.PRNGKey(0)
+  x = jax.random.normal(key, (batch, width))
+  p = _block_params(jax.random.fold_in(key, 1), width)
+  configs = {"default": None}
+  if args.tune and impls[0] != "xla":
+    configs.update(_block_tuning_grid(width))
+  results = {}
+  for impl in impls:
+    for cname, config in (configs.items() if impl != "xla" else [("-", None)]):
+      err = ""
+      if impl != "xla" and args.check and cname == "default":
+        e_fwd, e_grad = check_block(batch, width, impl, matmul_dtype)
+        ok = e_fwd <= CHECK_RTOL["forward"] and e_grad <= CHECK_RTOL["grad"]
+        err = f"{e_fwd:.1e} / {e_grad:.1e}" + ("" if ok else " FAIL")
+        if not ok:
+          failures.append(f"block b={batch} w={width} {dname}: {err}")
+      if args.check_only:
+        if err:
+          results[(impl, cname)] = (float("nan"), float("nan"), float("nan"), 0.0, err)
+        continue
+      fwd, fwd_bwd = _block_steps(impl, args.inner, config, matmul_dtype)
+      try:
+        t_f, c_f, _ = _time(fwd, (x, p), args.repeats)
+        t_fb, c_fb, mem = _time(fwd_bwd, (x, p), args.repeats)
+      except Exception as e:  # pylint: disable=broad-except  (a tuning config may not compile)
+        if cname == "default":
+          raise
+        print(f"  config {cname} failed: {type(e).__name__}: {str(e)[:200]}", file=sys.stderr)
+        continue
+      results[(impl, cname)] = (t_f / args.inner, t_fb / args.inner, mem, c_f + c_fb, err)
+  xla = results.get(("xla", "-"))
+  best_tuned = None
+  for (impl, cname), (t_f, t_fb, mem, comp, err) in results.items():
+    if cname not in ("default", "-"):
+      if best_tuned is None or t_fb < results[best_tuned][1]:
+        best_tuned = (impl, cname)
+      continue
+    rows.append(_block_row(batch, width, dname, impl, cname, t_f, t_fb, mem, comp, err, xla))
+  if best_tuned:
+    t_f, t_fb, mem, comp, err = results[best_tuned]
+    rows.append(_block_row(batch, width, dname, best_tuned[0], best_tuned[1], t_f, t_fb, mem,
+                           comp, err, xla))
 
 
 def _block_tuning_grid(width):
   padded = 1 << (width - 1).bit_length()
   grid = {}
-  for rows, bk, warps, stages in itertools.product((16, 32, 64), (16, 32, 64), (4, 8), (2, 3)):
+  for rows, bk, warps, stages in itertools.product((16, 32, 64), (32, 64), (4, 8), (2,)):
     if bk > padded or rows * padded > 64 * 512:  # keep the f32 accumulator in registers
       continue
     cfg = kernels.BlockConfig(block_rows=rows, block_k=bk, num_warps=warps, num_stages=stages,
@@ -235,35 +245,44 @@ def check_infonce(batch, dim, energy, variant, impl="pallas"):
                        aux_ref["positive"])), _max_rel_err(g, g_ref)
 
 
-def bench_infonce(args, impls, rows, failures):
+def bench_infonce(args, impls, rows, failures, flush):
   for dim, batch, energy in itertools.product(args.dims, args.batches, args.energies):
-    variant = args.variant
-    phi, psi = _infonce_inputs(batch, dim)
-    results = {}
-    for impl in impls:
-      err = ""
-      if impl != "xla" and args.check:
-        e_fwd, e_grad = check_infonce(batch, dim, energy, variant, impl)
-        ok = e_fwd <= CHECK_RTOL["forward"] and e_grad <= CHECK_RTOL["grad"]
-        err = f"{e_fwd:.1e} / {e_grad:.1e}" + ("" if ok else " FAIL")
-        if not ok:
-          failures.append(f"infonce b={batch} d={dim} {energy}: {err}")
-      if args.check_only:
-        if err:
-          results[impl] = (float("nan"), float("nan"), float("nan"), 0.0, err)
-        continue
-      fwd, fwd_bwd = _infonce_steps(impl, args.inner, energy, variant)
-      t_f, c_f, _ = _time(fwd, (phi, psi), args.repeats)
-      t_fb, c_fb, mem = _time(fwd_bwd, (phi, psi), args.repeats)
-      results[impl] = (t_f / args.inner, t_fb / args.inner, mem, c_f + c_fb, err)
-    xla = results.get("xla")
-    for impl, (t_f, t_fb, mem, comp, err) in results.items():
-      speed_f = speed_fb = ""
-      if xla and impl != "xla":
-        speed_f, speed_fb = f"{xla[0] / t_f:.2f}x", f"{xla[1] / t_fb:.2f}x"
-      rows.append(("infonce", batch, dim, energy, impl, variant, f"{t_f * 1e6:.1f}",
-                   f"{t_fb * 1e6:.1f}", speed_f, speed_fb, _mib(mem), f"{comp:.1f}", err))
+    try:
+      _bench_infonce_shape(args, impls, rows, failures, dim, batch, energy)
+    except Exception as e:  # pylint: disable=broad-except  (report, go on with other shapes)
+      failures.append(f"infonce b={batch} d={dim} {energy}: ERROR {type(e).__name__}: "
+                      f"{str(e)[:300]}")
+    flush()
     print(f"infonce dim={dim} batch={batch} {energy}: done", file=sys.stderr)
+
+
+def _bench_infonce_shape(args, impls, rows, failures, dim, batch, energy):
+  variant = args.variant
+  phi, psi = _infonce_inputs(batch, dim)
+  results = {}
+  for impl in impls:
+    err = ""
+    if impl != "xla" and args.check:
+      e_fwd, e_grad = check_infonce(batch, dim, energy, variant, impl)
+      ok = e_fwd <= CHECK_RTOL["forward"] and e_grad <= CHECK_RTOL["grad"]
+      err = f"{e_fwd:.1e} / {e_grad:.1e}" + ("" if ok else " FAIL")
+      if not ok:
+        failures.append(f"infonce b={batch} d={dim} {energy} {variant}: {err}")
+    if args.check_only:
+      if err:
+        results[impl] = (float("nan"), float("nan"), float("nan"), 0.0, err)
+      continue
+    fwd, fwd_bwd = _infonce_steps(impl, args.inner, energy, variant)
+    t_f, c_f, _ = _time(fwd, (phi, psi), args.repeats)
+    t_fb, c_fb, mem = _time(fwd_bwd, (phi, psi), args.repeats)
+    results[impl] = (t_f / args.inner, t_fb / args.inner, mem, c_f + c_fb, err)
+  xla = results.get("xla")
+  for impl, (t_f, t_fb, mem, comp, err) in results.items():
+    speed_f = speed_fb = ""
+    if xla and impl != "xla":
+      speed_f, speed_fb = f"{xla[0] / t_f:.2f}x", f"{xla[1] / t_fb:.2f}x"
+    rows.append(("infonce", batch, dim, energy, impl, variant, f"{t_f * 1e6:.1f}",
+                 f"{t_fb * 1e6:.1f}", speed_f, speed_fb, _mib(mem), f"{comp:.1f}", err))
 
 
 def _mib(n):
@@ -308,11 +327,22 @@ def main(argv=None) -> int:
   ops = args.ops.split(",")
 
   block_rows, infonce_rows, failures = [], [], []
-  if "block" in ops:
-    bench_block(args, impls, block_rows, failures)
-  if "infonce" in ops:
-    bench_infonce(args, impls, infonce_rows, failures)
 
+  def flush():  # rewrite --out after every shape, so a timeout keeps what was measured
+    if args.out:
+      with open(args.out, "w") as f:
+        f.write(_render(args, block_rows, infonce_rows, failures) + "\n")
+
+  if "block" in ops:
+    bench_block(args, impls, block_rows, failures, flush)
+  if "infonce" in ops:
+    bench_infonce(args, impls, infonce_rows, failures, flush)
+  flush()
+  print(_render(args, block_rows, infonce_rows, failures))
+  return 1 if failures else 0
+
+
+def _render(args, block_rows, infonce_rows, failures) -> str:
   device = jax.devices()[0]
   out = [f"## Kernels: fused vs XLA ({datetime.date.today().isoformat()})", "",
          f"device: {getattr(device, 'device_kind', device.platform)} ({jax.default_backend()}), "
@@ -332,13 +362,8 @@ def main(argv=None) -> int:
          "fwd speed-up", "fwd+bwd speed-up", "temp MiB", "compile s", "check"],
         infonce_rows), ""]
   if failures:
-    out += ["**correctness FAILURES:** " + "; ".join(failures), ""]
-  text = "\n".join(out)
-  print(text)
-  if args.out:
-    with open(args.out, "w") as f:
-      f.write(text + "\n")
-  return 1 if failures else 0
+    out += ["**correctness FAILURES / errors:**", ""] + [f"- {f}" for f in failures] + [""]
+  return "\n".join(out)
 
 
 if __name__ == "__main__":
