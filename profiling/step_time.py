@@ -17,10 +17,14 @@ For each (depth, width, batch, kernel impl) on the current backend this measures
 Every row runs in a fresh subprocess, so compile times are cold (no compilation cache), peak
 memory belongs to that row alone and an out-of-memory kills only its row (recorded as ``oom``).
 
-FLOPs are model FLOPs from XLA's cost analysis of the XLA-impl step. XLA counts a loop body
-once whatever its trip count, and the residual trunks are a ``lax.scan`` over blocks, so the
-step is compiled with scans unrolled at actor/critic depths (4, 4), (8, 4) and (4, 8) and the
-count is extrapolated exactly (FLOPs are affine in the number of blocks of each trunk). The
+FLOPs are model FLOPs from XLA's cost analysis of the lowered (pre-optimisation) HLO of the
+XLA-impl step: platform-independent, and a lowering takes ~1 s where a compile takes ~10 s
+(the optimised HLO of a compiled step counts ~1-2% more at width 256, batch 512: fusions
+duplicate some elementwise work). XLA counts a loop body once whatever its trip count, and
+the residual trunks are a ``lax.scan`` over blocks, so the step is lowered with scans unrolled
+at actor/critic depths (4, 4) and (8, 8) (or (8, 4) and (4, 8) when they differ) and the count
+is extrapolated (FLOPs are affine in the number of blocks of each trunk; this matches a fully
+unrolled depth-16 lowering to 1e-6). The
 same count is used for the Pallas rows (XLA cannot see inside a Pallas kernel).
 
 Envs not registered yet (e.g. humanoid while it is being written) still get the gradient step,
@@ -39,6 +43,7 @@ one line per impl/shape), ``OUT/step_time.md``, and prints the markdown table la
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime
 import json
 import math
@@ -122,11 +127,16 @@ def make_agent(config, sizes):
   from deepcrl_core import losses as losses_lib
   from deepcrl_core import networks as nets
   state_size, goal_size, action_size = sizes[:3]
+  extra = {}
+  spec_fields = {f.name for f in dataclasses.fields(nets.NetworkSpec)}
+  for name in ("matmul_dtype",):  # newer network options, passed on where both sides have them
+    if name in spec_fields and name in config.network:
+      extra[name] = config.network[name]
   spec = nets.NetworkSpec(
       state_size=state_size, goal_size=goal_size, action_size=action_size,
       actor_depth=config_lib.actor_depth(config), critic_depth=config_lib.critic_depth(config),
       width=config.network.width, repr_dim=config.network.repr_dim,
-      kernel_impl=config.network.kernel_impl, remat=config.network.remat)
+      kernel_impl=config.network.kernel_impl, remat=config.network.remat, **extra)
   loss_cfg = losses_lib.LossConfig(
       energy=config.loss.energy, variant=config.loss.variant,
       logsumexp_penalty=config.loss.logsumexp_penalty,
@@ -146,9 +156,10 @@ def random_batch(key, batch: int, sizes):
       goal=jax.random.normal(kg, (batch, sizes[1])))
 
 
-def cost_flops(compiled) -> float:
-  """Total FLOPs of a compiled executable (cost_analysis returns a dict or a list of dicts)."""
-  ca = compiled.cost_analysis()
+def cost_flops(stage) -> float:
+  """FLOPs of a lowered or compiled jit stage (cost_analysis returns a dict or a list of dicts
+  depending on the jax version)."""
+  ca = stage.cost_analysis()
   if isinstance(ca, (list, tuple)):
     ca = ca[0] if ca else {}
   return float((ca or {}).get("flops", float("nan")))
@@ -242,11 +253,14 @@ def model_flops(config_json: str, width: int, batch: int, actor_depth: int,
     b = random_batch(jax.random.PRNGKey(1), batch, sizes)
     jax.lax.scan = unrolled_scan
     try:
-      return cost_flops(jax.jit(agent.sgd_step).lower(ts, b).compile())
+      return cost_flops(jax.jit(agent.sgd_step).lower(ts, b))
     finally:
       jax.lax.scan = original_scan
 
-  f44, f84, f48 = step_flops(4, 4), step_flops(8, 4), step_flops(4, 8)
+  f44 = step_flops(4, 4)
+  if actor_depth == critic_depth:  # one more compile suffices
+    return f44 + (actor_depth // 4 - 1) * (step_flops(8, 8) - f44)
+  f84, f48 = step_flops(8, 4), step_flops(4, 8)
   return f44 + (actor_depth // 4 - 1) * (f84 - f44) + (critic_depth // 4 - 1) * (f48 - f44)
 
 
@@ -318,7 +332,9 @@ def measure_row(spec: dict) -> dict:
 
     # --- the env unroll ----------------------------------------------------------------------
     t = config.train
-    if not registered:
+    if not spec.get("unroll", True):
+      r["notes"].append("unroll and training step not measured (--nounroll)")
+    elif not registered:
       r["notes"].append(f"env {config.env.name!r} not registered: unroll skipped (published "
                         f"sizes {sizes[:3]})")
     else:
@@ -355,8 +371,12 @@ def measure_row(spec: dict) -> dict:
           env_state, data = unroll_c(ts.actor_params, env_state, next(keys))
           buf = replay.insert(buf, data)
           stored += t.unroll_length
-        c = train_lib.Components(config=config, env=env, train_env=train_env,
-                                 eval_env=train_env, agent=agent)
+        parts = dict(config=config, env=env, train_env=train_env, eval_env=train_env,
+                     agent=agent)
+        if "mesh" in {f.name for f in dataclasses.fields(train_lib.Components)}:
+          from deepcrl_core import distributed  # pylint: disable=g-import-not-at-top
+          parts["mesh"] = distributed.make_mesh(1)
+        c = train_lib.Components(**parts)
         run = train_lib.RunState(ts, env_state, buf)
         train_step = jax.jit(train_lib.make_train_step(c), donate_argnums=0)
         t0 = time.perf_counter()
@@ -563,7 +583,8 @@ def _ints(text: str) -> List[int]:
 def run_sweep(config, *, depths, widths, batches, impls, out: str, repeats: int = 20,
               unroll_repeats: int = 5, train_repeats: int = 3, train_step: str = "auto",
               num_envs: int = -1, unroll_length: int = -1, sgd_steps: int = -1,
-              row_timeout: float = 600.0, command: str = "", log=print) -> dict:
+              row_timeout: float = 600.0, unroll: bool = True, command: str = "",
+              log=print) -> dict:
   """Runs the sweep and writes the CSV, the PNG and the markdown; returns what it wrote."""
   import ml_collections  # pylint: disable=g-import-not-at-top
   if repeats < 20:
@@ -617,7 +638,8 @@ def run_sweep(config, *, depths, widths, batches, impls, out: str, repeats: int 
       t0 = time.time()
       res, why = _subprocess("row", {"config": json.dumps(c.to_dict()), "repeats": repeats,
                                      "unroll_repeats": unroll_repeats,
-                                     "train_repeats": train_repeats, "train_step": train_step},
+                                     "train_repeats": train_repeats, "train_step": train_step,
+                                     "unroll": unroll},
                              timeout=row_timeout)
       if res is None:
         status = "oom" if why.startswith(("oom", "killed")) else (
@@ -701,7 +723,7 @@ def main(argv):
       impls=impls, out=f.out, repeats=f.repeats, unroll_repeats=f.unroll_repeats,
       train_repeats=f.train_repeats, train_step=f.train_step, num_envs=f.num_envs,
       unroll_length=f.unroll_length, sgd_steps=f.sgd_steps, row_timeout=f.row_timeout,
-      command=command, log=lambda s: print(s, file=sys.stderr, flush=True))
+      unroll=f.unroll, command=command, log=lambda s: print(s, file=sys.stderr, flush=True))
   print(result["markdown"], flush=True)
   failed = [r for r in result["rows"] if r["status"].startswith("error")]
   return 1 if failed else 0
@@ -737,6 +759,8 @@ def _define_flags():
                        f"{CPU_SHAPE['unroll_length']})).")
   flags.DEFINE_integer("sgd_steps", -1, "Gradient steps per training step (-1: config; CPU: "
                        f"min(config, {CPU_SHAPE['sgd_steps']})).")
+  flags.DEFINE_bool("unroll", True, "Measure the env unroll and the whole training step (for "
+                    "registered envs); --nounroll times the gradient step only.")
   flags.DEFINE_float("row_timeout", 600.0, "Seconds before a row is recorded as a timeout.")
 
 
