@@ -128,6 +128,10 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.profile = ml_collections.ConfigDict()
   c.profile.trace_epoch = -1           # capture a jax.profiler trace of this epoch (-1 = off)
+  c.profile.trace_steps = 0            # >0: trace only this many training steps (on the side) at
+                                       #   trace_epoch (or the first epoch when it is -1)
+  c.profile.timing_split_every = 0     # >0: time collect / update on the side every N epochs
+                                       #   -> time/collect_s, time/update_s in metrics.csv
   return c
 
 
@@ -327,7 +331,9 @@ def validation_problems(config) -> List[str]:
                      "train.num_epochs": config.train.num_epochs,
                      "train.total_env_steps": config.train.total_env_steps,
                      "checkpoint.every": config.checkpoint.every,
-                     "train.max_seconds": config.train.max_seconds}.items():
+                     "train.max_seconds": config.train.max_seconds,
+                     "profile.trace_steps": config.profile.trace_steps,
+                     "profile.timing_split_every": config.profile.timing_split_every}.items():
     if value < 0:
       problems.append(f"{key} must be >= 0, got {value!r}")
   if not 0.0 < config.train.gamma < 1.0:

@@ -26,6 +26,7 @@ from deepcrl_core import envs
 from deepcrl_core import logging as log_lib
 from deepcrl_core import losses as losses_lib
 from deepcrl_core import networks as nets
+from deepcrl_core import profile_hooks
 from deepcrl_core import replay
 
 
@@ -116,6 +117,7 @@ def make_train_step(c: Components) -> Callable:
     ts, metrics = sgd_steps(ts, buf, k_sample)
     return RunState(ts, env_state, buf), jax.tree.map(jnp.mean, metrics)
 
+  train_step.update = sgd_steps  # (ts, replay, key) -> (ts, metrics); timed alone by profile_hooks
   return train_step
 
 
@@ -230,12 +232,21 @@ def train(config, workdir: str, *, resume: bool = False,
          f"critic {nets.param_count(run.training.critic_params):,}; epoch compiled in "
          f"{time.time() - t0:.1f}s; {n_epochs} epochs of {per_epoch_steps:,} env steps")
   eval_key = jax.random.PRNGKey(cfg.seed + 1)
+  # Profiling hooks (profile_hooks.py): measured on the side, the run itself is unchanged.
+  prof = cfg.profile
+  side = (profile_hooks.SideProfiler(c, make_train_step)
+          if prof.timing_split_every > 0 or prof.trace_steps > 0 else None)
+  trace_epoch = prof.trace_epoch if prof.trace_epoch > 0 or not prof.trace_steps else start_epoch + 1
 
   rows = []
   epochs_this_call = 0
   try:
     for epoch in range(start_epoch + 1, n_epochs + 1):
-      tracing = epoch == cfg.profile.trace_epoch
+      tracing = epoch == trace_epoch and not prof.trace_steps
+      if epoch == trace_epoch and prof.trace_steps > 0:
+        side.trace(run, prof.trace_steps, os.path.join(workdir, "profile"))
+      split = (side.timing_split(run) if prof.timing_split_every > 0 and
+               (epoch - start_epoch - 1) % prof.timing_split_every == 0 else {})
       if tracing:
         jax.profiler.start_trace(os.path.join(workdir, "profile"))
       t_epoch = time.time()
@@ -246,7 +257,7 @@ def train(config, workdir: str, *, resume: bool = False,
         jax.profiler.stop_trace()
       row = {"epoch": epoch, "env_steps": prefill_env_steps + epoch * per_epoch_steps,
              "grad_steps": int(run.training.grad_steps), "sps": per_epoch_steps / epoch_s,
-             "time/epoch_s": epoch_s, **metrics}
+             "time/epoch_s": epoch_s, **split, **metrics}
       if epoch % cfg.eval.every == 0 or epoch == n_epochs:
         t_eval = time.time()
         ev = jax.device_get(eval_fn(run.training.actor_params, jax.random.fold_in(eval_key, epoch)))
