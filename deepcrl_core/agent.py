@@ -111,15 +111,16 @@ def collect(agent: Agent, env: Env, actor_params, env_state, key, num_steps: int
 
 
 def evaluate(agent: Agent, eval_env: Env, actor_params, key, num_envs: int,
-             episode_length: int) -> Dict[str, jax.Array]:
+             episode_length: int, constrain=lambda tree: tree) -> Dict[str, jax.Array]:
   """Runs one episode per env with the deterministic policy (``eval_env`` must be wrapped by
   :func:`deepcrl_core.envs.wrap_for_eval`).
 
   Returns ``success`` (fraction of episodes that reach the goal at least once),
   ``time_at_goal`` (steps within the success radius while the episode is running),
   ``final_dist`` (distance to goal at the last running step) and ``episode_length``.
+  ``constrain`` may place the batched env state (e.g. shard it over devices).
   """
-  state = eval_env.reset(jax.random.split(key, num_envs))
+  state = constrain(eval_env.reset(jax.random.split(key, num_envs)))
 
   def body(carry, _):
     state, active, at_goal, reached, final_dist, length = carry

@@ -70,6 +70,8 @@ def save(directory: str, step: int, tree, metadata: Optional[dict] = None,
 def load(path: str, template) -> Tuple[Any, dict]:
   """Restores ``template``'s structure from ``path``; returns ``(tree, metadata)``.
 
+  ``template`` leaves may be arrays or ``jax.ShapeDtypeStruct``s; the result holds numpy arrays.
+
   Raises ValueError naming every missing leaf or shape/dtype mismatch.
   """
   with np.load(path, allow_pickle=False) as data:
@@ -84,10 +86,10 @@ def load(path: str, template) -> Tuple[Any, dict]:
       restored.append(leaf)
       continue
     value = stored[name]
-    want = np.shape(leaf)
-    if value.shape != tuple(want):
-      problems.append(f"{name}: shape {value.shape} in checkpoint, {tuple(want)} expected")
-    restored.append(value.astype(np.asarray(leaf).dtype if hasattr(leaf, "dtype") else value.dtype))
+    want = tuple(leaf.shape) if hasattr(leaf, "shape") else np.shape(leaf)
+    if value.shape != want:
+      problems.append(f"{name}: shape {value.shape} in checkpoint, {want} expected")
+    restored.append(value.astype(leaf.dtype) if hasattr(leaf, "dtype") else value)
   if problems:
     raise ValueError(f"checkpoint {path} does not match this run's state "
                      f"(different config?): " + "; ".join(problems[:10]) +

@@ -84,6 +84,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.network.repr_dim = 64        # size of phi(s, a) and psi(g)
   c.network.remat = False        # rematerialise each residual block in the backward pass
   c.network.kernel_impl = "auto"  # auto | pallas | interpret | xla
+  c.network.matmul_dtype = "float32"  # float32 | bfloat16 (bf16 block matmuls, f32 master weights/LN)
 
   c.loss = ml_collections.ConfigDict()
   c.loss.energy = "l2"           # l2 | l2_sq | dot | cosine
@@ -125,6 +126,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.log = ml_collections.ConfigDict()
   c.log.tensorboard = True
   c.log.print_every = 1
+
+  c.distributed = ml_collections.ConfigDict()
+  c.distributed.num_devices = 0             # devices in the "data" mesh axis (0 = all)
+  c.distributed.coordinator_address = ""    # "host:port" of process 0 for multi-host runs
+  c.distributed.num_processes = 1
+  c.distributed.process_id = 0
 
   c.profile = ml_collections.ConfigDict()
   c.profile.trace_epoch = -1           # capture a jax.profiler trace of this epoch (-1 = off)
@@ -342,6 +349,17 @@ def validation_problems(config) -> List[str]:
     problems.append(f"network.kernel_impl must be one of {IMPLS}, got {net.kernel_impl!r}")
   if config.loss.energy not in ENERGIES + ("cosine",):
     problems.append(f"loss.energy must be one of {ENERGIES + ('cosine',)}, got {config.loss.energy!r}")
+  if config.network.matmul_dtype not in ("float32", "bfloat16"):
+    problems.append(f"network.matmul_dtype must be float32 or bfloat16, got "
+                    f"{config.network.matmul_dtype!r}")
+  d = config.distributed
+  if d.num_devices < 0:
+    problems.append(f"distributed.num_devices must be >= 0, got {d.num_devices!r}")
+  if d.num_processes < 1 or not 0 <= d.process_id < d.num_processes:
+    problems.append(f"distributed.process_id ({d.process_id}) must be in [0, num_processes = "
+                    f"{d.num_processes})")
+  if d.num_processes > 1 and not d.coordinator_address:
+    problems.append("distributed.coordinator_address is required when num_processes > 1")
   if config.loss.variant not in VARIANTS:
     problems.append(f"loss.variant must be one of {VARIANTS}, got {config.loss.variant!r}")
   if config.replay.sampling not in SAMPLERS:
@@ -363,6 +381,19 @@ def validation_problems(config) -> List[str]:
     problems.append(f"train.batch_size ({tr.batch_size}) is larger than the replay buffer can hold "
                     f"(train.num_envs x replay.capacity = {tr.num_envs * rp.capacity})")
   return problems
+
+
+def validate_for_devices(config, num_devices: int) -> None:
+  """Raises ConfigError unless the sharded sizes divide evenly over ``num_devices``."""
+  problems = []
+  for key, value in (("train.num_envs", config.train.num_envs),
+                     ("train.batch_size", config.train.batch_size),
+                     ("eval.num_envs", config.eval.num_envs)):
+    if value % num_devices:
+      problems.append(f"{key} ({value}) must be divisible by the {num_devices} devices of the "
+                      f"data mesh")
+  if problems:
+    raise ConfigError(problems)
 
 
 def validate(config) -> None:

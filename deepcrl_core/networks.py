@@ -39,12 +39,15 @@ class ResidualTrunk(hk.Module):
   """``[batch, in] -> [batch, output_size]`` residual MLP of ``depth`` block layers."""
 
   def __init__(self, depth: int, width: int, output_size: int, *, kernel_impl: str = "auto",
-               remat: bool = False, name: str | None = None):
+               remat: bool = False, matmul_dtype: str = "float32", name: str | None = None):
     super().__init__(name=name)
     if depth <= 0 or depth % 4:
       raise ValueError(f"depth must be a positive multiple of 4, got {depth}")
     self.depth, self.width, self.output_size = depth, width, output_size
     self.kernel_impl, self.remat = kernel_impl, remat
+    # Mixed precision: bf16 matmul operands with f32 accumulation; weights (the master copy),
+    # LayerNorm, Swish and the skip stay f32.
+    self.matmul_dtype = None if matmul_dtype == "float32" else jnp.dtype(matmul_dtype)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     w = self.width
@@ -58,7 +61,8 @@ class ResidualTrunk(hk.Module):
         "scale": hk.get_parameter("blocks_scale", (n, 4, w), init=jnp.ones),
         "offset": hk.get_parameter("blocks_offset", (n, 4, w), init=jnp.zeros),
     }
-    h = kernels.fused_residual_stack(h, blocks, impl=self.kernel_impl, remat=self.remat)
+    h = kernels.fused_residual_stack(h, blocks, impl=self.kernel_impl, remat=self.remat,
+                                     matmul_dtype=self.matmul_dtype)
     return _dense(self.output_size, "output")(h)
 
 
@@ -73,6 +77,7 @@ class NetworkSpec:
   repr_dim: int = 64
   kernel_impl: str = "auto"
   remat: bool = False
+  matmul_dtype: str = "float32"   # "bfloat16": bf16 matmul operands in the residual blocks
 
 
 class Networks(NamedTuple):
@@ -86,7 +91,8 @@ class Networks(NamedTuple):
 def make_networks(spec: NetworkSpec) -> Networks:
   def actor_fn(obs):
     out = ResidualTrunk(spec.actor_depth, spec.width, 2 * spec.action_size,
-                        kernel_impl=spec.kernel_impl, remat=spec.remat, name="actor")(obs)
+                        kernel_impl=spec.kernel_impl, remat=spec.remat,
+                        matmul_dtype=spec.matmul_dtype, name="actor")(obs)
     mean, raw_log_std = jnp.split(out, 2, axis=-1)
     # tanh rescaling of log std into [LOG_STD_MIN, LOG_STD_MAX].
     log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (jnp.tanh(raw_log_std) + 1.0)
@@ -95,9 +101,11 @@ def make_networks(spec: NetworkSpec) -> Networks:
   def critic_fn(state, action, goal):
     phi = ResidualTrunk(spec.critic_depth, spec.width, spec.repr_dim,
                         kernel_impl=spec.kernel_impl, remat=spec.remat,
+                        matmul_dtype=spec.matmul_dtype,
                         name="sa_encoder")(jnp.concatenate([state, action], axis=-1))
     psi = ResidualTrunk(spec.critic_depth, spec.width, spec.repr_dim,
-                        kernel_impl=spec.kernel_impl, remat=spec.remat, name="goal_encoder")(goal)
+                        kernel_impl=spec.kernel_impl, remat=spec.remat,
+                        matmul_dtype=spec.matmul_dtype, name="goal_encoder")(goal)
     return phi, psi
 
   return Networks(hk.without_apply_rng(hk.transform(actor_fn)),

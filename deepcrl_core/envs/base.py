@@ -95,7 +95,8 @@ class MjxEnv(Env):
   def __init__(self, mj_model, n_substeps: int):
     from mujoco import mjx  # pylint: disable=g-import-not-at-top
     self.mj_model = mj_model
-    self.mjx_model = mjx.put_model(mj_model)
+    # The process's own first device: jax.devices()[0] belongs to process 0 in multi-host runs.
+    self.mjx_model = mjx.put_model(mj_model, device=jax.local_devices()[0])
     self.n_substeps = int(n_substeps)
     self.dt = float(mj_model.opt.timestep) * self.n_substeps
 
