@@ -10,6 +10,18 @@
 #                 the residual block and InfoNCE (profiling/kernel_bench.py).
 #   kernels_tune  Block tile search at the target shapes (width 256, batch 512/4096, f32 and
 #                 bf16 matmuls) plus bf16 timings; prints the best config per shape.
+#   --- step time vs depth (profiling/step_time.py; RESULTS.md "Step time vs depth") ---
+#   depth         Humanoid CRL gradient step, depths 4..1024, impls xla and pallas: compile
+#                 time, step time, peak memory, FLOPs and fraction of peak ($OUT/depth/).
+#   depth_train   Depths 4, 16, 64 with the env unroll and the whole training step measured
+#                 at the configured shape (512 envs x 62 steps, 800 SGD steps); needs the
+#                 humanoid env registered (else only the gradient step) ($OUT/depth_train/).
+#   width         Width and batch sweep: depth 4/16 x width 256/512/1024 (same parameter
+#                 counts at different shapes) and batch 128..1024 at depth 64 ($OUT/width*/).
+#   train         A short humanoid training run (depth 16, a few epochs) with the profiling
+#                 hooks on: metrics.csv with time/collect_s, time/update_s, time/eval_s, and
+#                 a trace of 2 training steps ($OUT/train_humanoid/). Exits 0 with a message
+#                 while the humanoid env is not registered.
 #
 # Preparing the GPU machine. It has jax with CUDA but lacks dm-haiku, ml-collections, mujoco
 # and mujoco-mjx (the kernels steps need none of them; training/env steps do). On a machine
@@ -34,7 +46,7 @@
 set -euo pipefail
 
 STEP="${1:-}"
-STEPS="kernels kernels_tune"
+STEPS="kernels kernels_tune depth depth_train width train"
 if [[ " $STEPS " != *" $STEP "* ]] || [[ -z "$STEP" ]]; then
   echo "usage: bash profiling/gpu_suite.sh STEP   (steps: $STEPS)" >&2
   exit 2
@@ -77,6 +89,46 @@ case "$STEP" in
     device_info | tee "$OUT/kernels_tune_device.txt"
     timeout 580 python3 profiling/kernel_bench.py --ops=block --tune --bf16 --no-check \
       --batches=512,4096 --widths=256 --repeats=3 --out="$OUT/kernels_tune.md"
+    ;;
+  # --- step time vs depth (owner: profiling/step_time.py) ----------------------------------
+  depth)
+    device_info | tee "$OUT/depth_device.txt"
+    log "humanoid gradient step vs depth, xla and pallas (rows written as they finish)"
+    timeout 580 python3 profiling/step_time.py --config=configs/humanoid.py \
+      --depths=4,8,16,32,64,128,256,512,1024 --impls=xla,pallas --nounroll \
+      --budget_s=540 --row_timeout=150 --out="$OUT/depth"
+    ;;
+  depth_train)
+    device_info | tee "$OUT/depth_train_device.txt"
+    log "unroll + whole training step at the configured shape, depths 4,16,64"
+    timeout 580 python3 profiling/step_time.py --config=configs/humanoid.py \
+      --depths=4,16,64 --impls=pallas,xla --train_step=measure --unroll_repeats=5 \
+      --train_repeats=2 --budget_s=540 --row_timeout=270 --out="$OUT/depth_train"
+    ;;
+  width)
+    device_info | tee "$OUT/width_device.txt"
+    status=0
+    log "width sweep at depth 4 and 16 (batch 512)"
+    timeout 330 python3 profiling/step_time.py --config=configs/humanoid.py --depths=4,16 \
+      --widths=256,512,1024 --batches=512 --impls=xla,pallas --nounroll --budget_s=300 \
+      --row_timeout=120 --out="$OUT/width" || status=1
+    log "batch sweep at depth 64 (width 256)"
+    timeout 250 python3 profiling/step_time.py --config=configs/humanoid.py --depths=64 \
+      --widths=256 --batches=128,256,512,1024 --impls=xla,pallas --nounroll --budget_s=220 \
+      --row_timeout=100 --out="$OUT/width_batch" || status=1
+    exit "$status"
+    ;;
+  train)
+    device_info | tee "$OUT/train_device.txt"
+    if ! python3 -c "import sys; from deepcrl_core import envs; sys.exit(0 if envs.is_registered('humanoid') else 1)"; then
+      echo "train: the humanoid env is not registered in this checkout; nothing to run (owed)."
+      exit 0
+    fi
+    log "short humanoid run, depth 16, profiling hooks on"
+    timeout 570 python3 launch/train.py \
+      --config=configs/humanoid.py:depth=16,epochs=2,train.train_steps_per_epoch=2,train.max_seconds=400,profile.timing_split_every=1,profile.trace_steps=2,checkpoint.every=0 \
+      --workdir="$OUT/train_humanoid"
+    log "metrics: $OUT/train_humanoid/metrics.csv; trace: $OUT/train_humanoid/profile"
     ;;
   # A new step: add its name to STEPS above and a case here that runs under a timeout and
   # writes under "$OUT".

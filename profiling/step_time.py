@@ -583,7 +583,8 @@ def _ints(text: str) -> List[int]:
 def run_sweep(config, *, depths, widths, batches, impls, out: str, repeats: int = 20,
               unroll_repeats: int = 5, train_repeats: int = 3, train_step: str = "auto",
               num_envs: int = -1, unroll_length: int = -1, sgd_steps: int = -1,
-              row_timeout: float = 600.0, unroll: bool = True, command: str = "",
+              row_timeout: float = 600.0, unroll: bool = True, budget_s: float = 0.0,
+              command: str = "",
               log=print) -> dict:
   """Runs the sweep and writes the CSV, the PNG and the markdown; returns what it wrote."""
   import ml_collections  # pylint: disable=g-import-not-at-top
@@ -625,13 +626,58 @@ def run_sweep(config, *, depths, widths, batches, impls, out: str, repeats: int 
     shape[k] = v if v > 0 else (min(configured[k], CPU_SHAPE[k]) if on_cpu else configured[k])
   peak = peak_tflops(info["device_kind"])
 
+  def write_outputs():
+    """Writes every output from the rows so far (after each row: a killed sweep keeps them)."""
+    fits = depth_fits(rows)
+    date = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    device = info["device_kind"] + (f" ({info['gpu']})" if info.get("gpu") else "")
+    header = [
+        f"### Step time vs depth: {config.env.name} on {device}",
+        "",
+        f"- date {date}; backend {backend}, {info['device_count']} device(s), host "
+        f"{info['cpu_count']} CPUs, 1-min load at the end {load:.2f}",
+        f"- jax {info['jax']}, jaxlib {info['jaxlib']}, dm-haiku {info['haiku']}, "
+        f"python {info['python']}; XLA_FLAGS={info['xla_flags']!r}",
+        f"- command: `{command}`" if command else "- command: (library call)",
+        f"- gradient step: median of {repeats} synchronised calls after 2 warm-up calls; "
+        f"compile = cold `lower().compile()`; peak memory = "
+        f"{'device peak_bytes_in_use' if not on_cpu else 'process peak RSS'} of the row's own "
+        f"process; FLOPs = XLA model FLOPs of the XLA-impl step"
+        + (f"; fraction of the {peak:.0f} TFLOP/s dense TF32 peak" if peak else ""),
+        f"- unroll/training shape: num_envs {shape['num_envs']}, unroll_length "
+        f"{shape['unroll_length']}, sgd_steps {shape['sgd_steps']} (configured "
+        f"{configured['num_envs']}/{configured['unroll_length']}/{configured['sgd_steps']}); "
+        f"training step {train_step}d; sgd_h_100M = hours of gradient steps for 100M env steps "
+        f"at the configured ratio; total_h_100M only when measured at the configured shape",
+    ]
+    text = markdown(rows, fits, header)
+    write_csv(os.path.join(out, "step_time.csv"), rows)
+    backend_plot = plot(os.path.join(out, "step_time.png"), rows,
+                        f"{config.env.name} on {info['device_kind']}, width/batch "
+                        f"{'/'.join(map(str, widths))}/{'/'.join(map(str, batches))}")
+    with open(os.path.join(out, "step_time.md"), "w") as f:
+      f.write(text + "\n")
+    with open(os.path.join(out, "step_time.json"), "w") as f:
+      json.dump({"info": info, "rows": rows, "fits": fits, "command": command}, f, indent=1,
+                default=str)
+    return {"rows": rows, "fits": fits, "markdown": text, "info": info, "plot": backend_plot}
+
   rows = []
-  for impl in impls:
-    for d, w, b in grid:
+  t_sweep = time.time()
+  for d, w, b in grid:
+    for impl in impls:
       r = {"depth": d, "width": w, "batch": b, "impl": impl, "notes": [], **shape}
+      left = budget_s - (time.time() - t_sweep) if budget_s > 0 else float("inf")
+      if left < 10:
+        r.update(status="not run", notes=[f"--budget_s={budget_s:.0f} spent before this row"])
+        rows.append(r)
+        write_outputs()
+        continue
       if impl in ("pallas",) and backend != "gpu":
         r.update(status="skipped", notes=[f"{impl} needs a GPU (backend here: {backend})"])
         rows.append(r)
+        write_outputs()
         log(f"depth {d} width {w} batch {b} {impl}: skipped ({backend})")
         continue
       c = row_config(d, w, b, impl, shape)
@@ -640,7 +686,7 @@ def run_sweep(config, *, depths, widths, batches, impls, out: str, repeats: int 
                                      "unroll_repeats": unroll_repeats,
                                      "train_repeats": train_repeats, "train_step": train_step,
                                      "unroll": unroll},
-                             timeout=row_timeout)
+                             timeout=min(row_timeout, left))
       if res is None:
         status = "oom" if why.startswith(("oom", "killed")) else (
             "timeout" if why.startswith("timeout") else "error")
@@ -668,44 +714,13 @@ def run_sweep(config, *, depths, widths, batches, impls, out: str, repeats: int 
         if isinstance(r.get("train_ms"), float) and shape == configured:
           r["total_h_100M"] = 1e8 / (shape["num_envs"] * shape["unroll_length"]) * r["train_ms"] / 3.6e6
       rows.append(r)
+      write_outputs()
       log(f"depth {d} width {w} batch {b} {impl}: {r['status']} step {_fmt(r.get('step_ms'))} ms,"
           f" compile {_fmt(r.get('compile_s'))} s, peak {_fmt(r.get('peak_mem_mb'))} MB "
           f"({time.time() - t0:.0f}s)" + (f" [{'; '.join(r['notes'])}]" if r["notes"] else ""))
 
-  fits = depth_fits(rows)
-  date = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-  load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-  device = info["device_kind"] + (f" ({info['gpu']})" if info.get("gpu") else "")
-  header = [
-      f"### Step time vs depth: {config.env.name} on {device}",
-      "",
-      f"- date {date}; backend {backend}, {info['device_count']} device(s), host "
-      f"{info['cpu_count']} CPUs, 1-min load at the end {load:.2f}",
-      f"- jax {info['jax']}, jaxlib {info['jaxlib']}, dm-haiku {info['haiku']}, "
-      f"python {info['python']}; XLA_FLAGS={info['xla_flags']!r}",
-      f"- command: `{command}`" if command else "- command: (library call)",
-      f"- gradient step: median of {repeats} synchronised calls after 2 warm-up calls; "
-      f"compile = cold `lower().compile()`; peak memory = "
-      f"{'device peak_bytes_in_use' if not on_cpu else 'process peak RSS'} of the row's own "
-      f"process; FLOPs = XLA model FLOPs of the XLA-impl step"
-      + (f"; fraction of the {peak:.0f} TFLOP/s dense TF32 peak" if peak else ""),
-      f"- unroll/training shape: num_envs {shape['num_envs']}, unroll_length "
-      f"{shape['unroll_length']}, sgd_steps {shape['sgd_steps']} (configured "
-      f"{configured['num_envs']}/{configured['unroll_length']}/{configured['sgd_steps']}); "
-      f"training step {train_step}d; sgd_h_100M = hours of gradient steps for 100M env steps "
-      f"at the configured ratio; total_h_100M only when measured at the configured shape",
-  ]
-  text = markdown(rows, fits, header)
-  write_csv(os.path.join(out, "step_time.csv"), rows)
-  backend_plot = plot(os.path.join(out, "step_time.png"), rows,
-                      f"{config.env.name} on {info['device_kind']}, width/batch "
-                      f"{'/'.join(map(str, widths))}/{'/'.join(map(str, batches))}")
-  with open(os.path.join(out, "step_time.md"), "w") as f:
-    f.write(text + "\n")
-  with open(os.path.join(out, "step_time.json"), "w") as f:
-    json.dump({"info": info, "rows": rows, "fits": fits, "command": command}, f, indent=1,
-              default=str)
-  return {"rows": rows, "fits": fits, "markdown": text, "info": info, "plot": backend_plot}
+  return write_outputs()
+
 
 
 def main(argv):
@@ -723,7 +738,7 @@ def main(argv):
       impls=impls, out=f.out, repeats=f.repeats, unroll_repeats=f.unroll_repeats,
       train_repeats=f.train_repeats, train_step=f.train_step, num_envs=f.num_envs,
       unroll_length=f.unroll_length, sgd_steps=f.sgd_steps, row_timeout=f.row_timeout,
-      unroll=f.unroll, command=command, log=lambda s: print(s, file=sys.stderr, flush=True))
+      unroll=f.unroll, budget_s=f.budget_s, command=command, log=lambda s: print(s, file=sys.stderr, flush=True))
   print(result["markdown"], flush=True)
   failed = [r for r in result["rows"] if r["status"].startswith("error")]
   return 1 if failed else 0
@@ -762,6 +777,9 @@ def _define_flags():
   flags.DEFINE_bool("unroll", True, "Measure the env unroll and the whole training step (for "
                     "registered envs); --nounroll times the gradient step only.")
   flags.DEFINE_float("row_timeout", 600.0, "Seconds before a row is recorded as a timeout.")
+  flags.DEFINE_float("budget_s", 0.0, "Wall-clock budget of the sweep in seconds (0: none); rows "
+                     "left when it is spent are recorded as 'not run'. Outputs are rewritten "
+                     "after every row either way.")
 
 
 if __name__ == "__main__":
