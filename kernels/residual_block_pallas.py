@@ -72,7 +72,7 @@ def default_block_config(width: int, batch: int | None = None) -> BlockConfig:
   """
   width = common.next_power_of_2(width)
   if width <= 128:
-    cfg = BlockConfig(block_rows=64, block_k=width, num_warps=4)
+    cfg = BlockConfig(block_rows=64, block_k=width, block_w=min(64, width), num_warps=4)
   elif width <= 256:
     cfg = BlockConfig(block_rows=64, block_k=32, num_warps=8)
   elif width <= 512:
