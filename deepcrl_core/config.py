@@ -116,7 +116,7 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.eval = ml_collections.ConfigDict()
   c.eval.num_envs = 128
-  c.eval.every = 1                     # evaluate every N epochs
+  c.eval.every = 1                     # evaluate every N epochs and after the last (0 = never)
 
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.every = 1               # epochs between checkpoints (0 = only at the end)
@@ -326,7 +326,7 @@ def validation_problems(config) -> List[str]:
       "train.train_steps_per_epoch": config.train.train_steps_per_epoch,
       "replay.capacity": config.replay.capacity,
       "replay.window_length": config.replay.window_length,
-      "eval.num_envs": config.eval.num_envs, "eval.every": config.eval.every,
+      "eval.num_envs": config.eval.num_envs,
       "checkpoint.keep": config.checkpoint.keep,
       "optim.actor_lr": config.optim.actor_lr, "optim.critic_lr": config.optim.critic_lr,
       "optim.alpha_lr": config.optim.alpha_lr,
@@ -338,6 +338,7 @@ def validation_problems(config) -> List[str]:
                      "train.num_epochs": config.train.num_epochs,
                      "train.total_env_steps": config.train.total_env_steps,
                      "checkpoint.every": config.checkpoint.every,
+                     "eval.every": config.eval.every,
                      "train.max_seconds": config.train.max_seconds,
                      "profile.trace_steps": config.profile.trace_steps,
                      "profile.timing_split_every": config.profile.timing_split_every}.items():

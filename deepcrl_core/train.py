@@ -270,7 +270,8 @@ def train(config, workdir: str, *, resume: bool = False,
   compiled = epoch_fn.lower(run).compile()
   epoch_compile_s = time.time() - t0
   eval_key = jax.random.PRNGKey(cfg.seed + 1)
-  eval_fn = make_eval_fn(c).lower(run.training.actor_params, eval_key).compile()
+  eval_fn = (make_eval_fn(c).lower(run.training.actor_params, eval_key).compile()
+             if cfg.eval.every else None)
   # Processes compile at different speeds; meet before the first collective so none times out.
   distributed.barrier("deepcrl_compiled")
   log_fn(f"{cfg.env.name}: actor depth {c.spec.actor_depth}, critic depth {c.spec.critic_depth},"
@@ -304,7 +305,7 @@ def train(config, workdir: str, *, resume: bool = False,
              "grad_steps": int(distributed.to_host(run.training.grad_steps)),
              "sps": per_epoch_steps / epoch_s,
              "time/epoch_s": epoch_s, **split, **metrics}
-      if epoch % cfg.eval.every == 0 or epoch == n_epochs:
+      if cfg.eval.every and (epoch % cfg.eval.every == 0 or epoch == n_epochs):
         t_eval = time.time()
         ev = distributed.to_host(
             eval_fn(run.training.actor_params, jax.random.fold_in(eval_key, epoch)))
