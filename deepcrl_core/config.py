@@ -34,6 +34,7 @@ SHORTCUTS: Dict[str, Sequence[str]] = {
 
 LEARNING_RATE = 3e-4
 SAMPLERS = ("transitions", "windows")
+REMAT_POLICIES = ("none", "block", "nested")
 
 # Env steps of the paper's runs per task (REFERENCE.md §2); "ant" (open arena) is not in the
 # paper's table and gets the locomotion budget.
@@ -82,7 +83,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.network.critic_depth = 0     # 0 = use network.depth
   c.network.width = 256
   c.network.repr_dim = 64        # size of phi(s, a) and psi(g)
-  c.network.remat = False        # rematerialise each residual block in the backward pass
+  c.network.remat = "none"       # none | block (each block) | nested (~sqrt(n) groups of blocks)
   c.network.kernel_impl = "auto"  # auto | pallas | interpret | xla
   c.network.matmul_dtype = "float32"  # float32 | bfloat16 (bf16 block matmuls, f32 master weights/LN)
 
@@ -223,6 +224,8 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: str) -> ml_col
       if isinstance(parent[leaf], ml_collections.ConfigDict):
         problems.append(f"override key {key!r} names a group, not a field")
         continue
+      if path == "network.remat" and isinstance(value, bool):  # remat=true -> per block
+        value = "block" if value else "none"
       try:
         parent[leaf] = _coerce(parent[leaf], value)
       except (TypeError, ValueError) as e:
@@ -350,6 +353,8 @@ def validation_problems(config) -> List[str]:
     problems.append(f"network.kernel_impl must be one of {IMPLS}, got {net.kernel_impl!r}")
   if config.loss.energy not in ENERGIES + ("cosine",):
     problems.append(f"loss.energy must be one of {ENERGIES + ('cosine',)}, got {config.loss.energy!r}")
+  if net.remat not in REMAT_POLICIES:
+    problems.append(f"network.remat must be one of {REMAT_POLICIES}, got {net.remat!r}")
   if config.network.matmul_dtype not in ("float32", "bfloat16"):
     problems.append(f"network.matmul_dtype must be float32 or bfloat16, got "
                     f"{config.network.matmul_dtype!r}")

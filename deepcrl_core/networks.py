@@ -3,8 +3,9 @@
 Trunk (REFERENCE.md §1): ``Dense -> LayerNorm -> Swish``, then ``depth / 4`` residual blocks of
 ``4 x (Dense -> LayerNorm -> Swish)`` plus skip, then an output ``Dense``. The blocks' weights
 are stacked (``[depth/4, 4, width, width]``) and applied by :func:`kernels.fused_residual_stack`
-(a ``lax.scan``), so compile time does not grow with depth; ``remat=True`` rematerialises
-each block in the backward pass so activation memory does not either. Dense weights use
+(a ``lax.scan``), so compile time does not grow with depth; ``remat="block"`` rematerialises
+each block in the backward pass and ``remat="nested"`` groups of ~sqrt(depth/4) blocks, so
+activation memory grows slowly (nested: nearly flat) with depth. Dense weights use
 variance scaling 1/3, fan-in, uniform; biases zero; LayerNorm eps 1e-5 with scale and offset.
 """
 
@@ -39,12 +40,15 @@ class ResidualTrunk(hk.Module):
   """``[batch, in] -> [batch, output_size]`` residual MLP of ``depth`` block layers."""
 
   def __init__(self, depth: int, width: int, output_size: int, *, kernel_impl: str = "auto",
-               remat: bool = False, matmul_dtype: str = "float32", name: str | None = None):
+               remat: str = "none", matmul_dtype: str = "float32", name: str | None = None):
     super().__init__(name=name)
     if depth <= 0 or depth % 4:
       raise ValueError(f"depth must be a positive multiple of 4, got {depth}")
     self.depth, self.width, self.output_size = depth, width, output_size
-    self.kernel_impl, self.remat = kernel_impl, remat
+    # "none" | "block" | "nested" (booleans accepted: True = "block").
+    self.kernel_impl = kernel_impl
+    self.remat = {"none": False, False: False, "block": True, True: True,
+                  "nested": "nested"}[remat]
     # Mixed precision: bf16 matmul operands with f32 accumulation; weights (the master copy),
     # LayerNorm, Swish and the skip stay f32.
     self.matmul_dtype = None if matmul_dtype == "float32" else jnp.dtype(matmul_dtype)
@@ -76,7 +80,7 @@ class NetworkSpec:
   width: int
   repr_dim: int = 64
   kernel_impl: str = "auto"
-  remat: bool = False
+  remat: str = "none"  # none | block | nested
   matmul_dtype: str = "float32"   # "bfloat16": bf16 matmul operands in the residual blocks
 
 

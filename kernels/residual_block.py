@@ -93,17 +93,26 @@ def fused_residual_block(x, params, *, impl: str = "auto", config=None, matmul_d
                                               config=config, matmul_dtype=matmul_dtype)
 
 
-def fused_residual_stack(x, stacked_params, *, impl: str = "auto", remat: bool = False,
+def fused_residual_stack(x, stacked_params, *, impl: str = "auto", remat=False,
                          config=None, matmul_dtype=None):
   """Applies ``n`` residual blocks whose params carry a leading axis of size ``n``.
 
-  Uses ``lax.scan`` so compile time is flat in ``n``; ``remat=True`` rematerialises each block
-  in the backward pass so activation memory is flat in ``n`` too (the Pallas backward already
-  recomputes inside a block, so this only drops the block inputs saved by the scan).
+  Uses ``lax.scan`` so compile time is flat in ``n``. ``remat``:
+
+  * ``False``: the scan saves each block's input for the backward pass (the Pallas backward
+    recomputes inside a block; the XLA path also keeps the block's intermediates).
+  * ``True`` / ``"block"``: each block is rematerialised; only block inputs are kept
+    (``n`` activations of ``[batch, width]``).
+  * ``"nested"``: two-level rematerialisation over groups of ~``sqrt(n)`` blocks; only group
+    inputs and one group's block inputs are live (``~2 sqrt(n)`` activations) at the cost of
+    one more forward pass -- activation memory nearly flat in depth.
+
   ``config``/``matmul_dtype`` as in :func:`fused_residual_block`.
   """
   check_impl(impl)
   check_block_params(x, stacked_params, stacked=True)
+  if remat not in (False, True, "block", "nested"):
+    raise ValueError(f"remat must be False, True, 'block' or 'nested', got {remat!r}")
 
   def block(h, p):
     return fused_residual_block(h, p, impl=impl, config=config, matmul_dtype=matmul_dtype)
@@ -111,8 +120,21 @@ def fused_residual_stack(x, stacked_params, *, impl: str = "auto", remat: bool =
   if remat:
     block = jax.checkpoint(block)
 
-  def body(h, p):
-    return block(h, p), None
+  def run_blocks(h, params):
+    return jax.lax.scan(lambda h, p: (block(h, p), None), h, params)[0]
 
-  y, _ = jax.lax.scan(body, x, stacked_params)
-  return y
+  n = stacked_params["w"].shape[0]
+  group = nested_group_size(n) if remat == "nested" else 1
+  if group == 1:
+    return run_blocks(x, stacked_params)
+  grouped = jax.tree.map(lambda a: a.reshape((n // group, group) + a.shape[1:]), stacked_params)
+  run_group = jax.checkpoint(run_blocks)
+  return jax.lax.scan(lambda h, p: (run_group(h, p), None), x, grouped)[0]
+
+
+def nested_group_size(num_blocks: int) -> int:
+  """The divisor of ``num_blocks`` closest to its square root (1 for fewer than 4 blocks)."""
+  if num_blocks < 4:
+    return 1
+  divisors = [d for d in range(1, num_blocks + 1) if num_blocks % d == 0]
+  return min(divisors, key=lambda d: (abs(d - num_blocks ** 0.5), -d))

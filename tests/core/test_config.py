@@ -26,7 +26,12 @@ def test_override_shortcuts_and_dotted_fields():
                         "remat=true,impl=xla")
   assert c.network.depth == 16 and c.network.width == 128 and c.train.batch_size == 64
   assert c.network.repr_dim == 32 and c.train.gamma == 0.9
-  assert c.network.remat is True and c.network.kernel_impl == "xla"
+  assert c.network.remat == "block" and c.network.kernel_impl == "xla"
+  assert load("pointmass", "remat=nested").network.remat == "nested"
+  assert load("pointmass", "remat=false").network.remat == "none"
+  bad = load("pointmass")
+  bad.network.remat = "sometimes"
+  assert any("network.remat" in p for p in config_lib.validation_problems(bad))
   assert config_lib.actor_depth(c) == 16 and config_lib.critic_depth(c) == 16
   c = load("pointmass", "depth=16,actor_depth=8")
   assert config_lib.actor_depth(c) == 8 and config_lib.critic_depth(c) == 16

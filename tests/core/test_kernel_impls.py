@@ -11,7 +11,7 @@ from deepcrl_core import networks as nets
 
 def _agent(impl):
   spec = nets.NetworkSpec(state_size=4, goal_size=2, action_size=2, actor_depth=4,
-                          critic_depth=8, width=64, repr_dim=16, kernel_impl=impl, remat=True)
+                          critic_depth=8, width=64, repr_dim=16, kernel_impl=impl, remat="block")
   cfg = L.LossConfig(energy="l2", variant="forward", logsumexp_penalty=0.1,
                      target_entropy=-1.0, kernel_impl=impl)
   return agent_lib.Agent(nets.make_networks(spec), cfg, 3e-4, 3e-4, 3e-4)
