@@ -20,6 +20,7 @@ _XML = """
 <mujoco model="pointmass">
   <option timestep="{timestep}" integrator="Euler"/>
   <worldbody>
+    <light pos="0 0 3" dir="0 0 -1" directional="true"/>
     <geom name="floor" type="plane" size="{floor} {floor} 0.1" contype="0" conaffinity="0"
           rgba=".85 .85 .85 1"/>
     <body name="ball" pos="0 0 {radius}">
