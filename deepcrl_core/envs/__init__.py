@@ -65,6 +65,8 @@ register("humanoid", "deepcrl_core.envs.humanoid:Humanoid")
 for _maze, _eval in (("u", "u_eval"), ("big", "big_eval_humanoid"), ("hardest", "hardest_eval")):
   register(f"humanoid_{_maze}_maze", "deepcrl_core.envs.humanoid:Humanoid", maze=_maze)
   register(f"humanoid_{_maze}_maze_eval", "deepcrl_core.envs.humanoid:Humanoid", maze=_eval)
+for _task in ("push_easy", "push_hard", "binpick_hard"):
+  register(f"arm_{_task}", "deepcrl_core.envs.arm:Arm", task=_task)
 
 __all__ = [
     "Env", "MjxEnv", "State", "achieved_goal", "AutoResetWrapper", "EpisodeWrapper",

@@ -2,9 +2,9 @@
 
 MJX compiles cost 5-20 s each on a small CPU, so each env is compiled at most once per test
 session: ``compiled_env(name)`` returns the env with a jitted batched ``reset`` and a jitted
-``run(state, key, n, action_scale)`` that takes ``n`` (a traced count, so any ``n`` reuses one
-compile) training steps (episode limit + auto-reset + vmap) with uniform random actions
-times ``action_scale`` and returns the final state and per-run checks.
+``run(state, key, n, action_scale, action_offset)`` that takes ``n`` (a traced count, so any
+``n`` reuses one compile) training steps (episode limit + auto-reset + vmap) with actions
+``action_offset + action_scale * U(-1, 1)`` and returns the final state and per-run checks.
 """
 
 from __future__ import annotations
@@ -31,9 +31,12 @@ class CompiledEnv:
   reset: Callable
   run: Callable
 
-  def step(self, state, action_scale=1.0, seed=0):
-    """One training step with random actions times ``action_scale`` (0: zero action)."""
-    return self.run(state, jax.random.PRNGKey(seed), 1, action_scale)[0]
+  def step(self, state, action_scale=1.0, seed=0, n=1, action_offset=None):
+    """``n`` training steps with random actions times ``action_scale`` (0: zero action)."""
+    if action_offset is None:
+      action_offset = jnp.zeros(self.env.action_size)
+    return self.run(state, jax.random.PRNGKey(seed), n, action_scale,
+                    jnp.asarray(action_offset, jnp.float32))[0]
 
 
 def _make_run(env, train_env):
@@ -41,14 +44,14 @@ def _make_run(env, train_env):
   qacc finite at every step), ``consistent`` (success == dist < radius at every step) and
   ``dones`` ([num_envs] episode ends)."""
 
-  def run(state, key, n, action_scale):
+  def run(state, key, n, action_scale, action_offset):
     batch = state.done.shape[0]
 
     def body(i, carry):
       state, finite, consistent, dones = carry
       k = jax.random.fold_in(key, i)
-      action = action_scale * jax.random.uniform(k, (batch, env.action_size), minval=-1.0,
-                                                 maxval=1.0)
+      action = action_offset + action_scale * jax.random.uniform(
+          k, (batch, env.action_size), minval=-1.0, maxval=1.0)
       state = train_env.step(state, action)
       finite &= jnp.all(jnp.isfinite(state.obs)) & jnp.all(jnp.isfinite(state.data.qacc))
       consistent &= jnp.all(state.metrics["success"] ==
@@ -62,7 +65,14 @@ def _make_run(env, train_env):
     state = jax.tree.map(lambda x: x.astype(x.dtype), state)
     return state, {"finite": finite, "consistent": consistent, "dones": dones}
 
-  return jax.jit(run)
+  jitted = jax.jit(run)
+
+  def run_with_default_offset(state, key, n, action_scale, action_offset=None):
+    if action_offset is None:
+      action_offset = jnp.zeros(env.action_size, jnp.float32)
+    return jitted(state, key, n, action_scale, action_offset)
+
+  return run_with_default_offset
 
 
 @functools.lru_cache(maxsize=None)
