@@ -9,9 +9,9 @@ solver with 1 iteration and 4 line-search steps (as MJX locomotion tasks use).
 
 Contacts: only four massless foot spheres touch the floor (4 contact slots). In a maze the
 torso and the feet also touch the walls (frictionless, see :mod:`deepcrl_core.envs.mjcf`);
-they collide with 8 cell-sized boxes moved onto the wall cells around the torso
+they collide with 4 cell-sized boxes moved onto the wall cells nearest the torso
 every control step (:mod:`deepcrl_core.envs.mazes`), and MJX's ``max_contact_points`` keeps
-the 8 deepest of those 40 sphere-box contacts.
+the 8 deepest of those 20 sphere-box contacts.
 
 State (29): qpos (torso xyz, torso quat wxyz, 8 joint angles in the order hip_1, ankle_1, ...,
 hip_4, ankle_4) then qvel (6 + 8); goal = torso xy (``goal_indices = (0, 1)``); obs (31) =
@@ -121,12 +121,10 @@ class Ant(LocomotionEnv):
     spec = mujoco.MjSpec.from_string(ant_xml(in_maze=self.maze is not None))
     mjcf.set_mjx_options(spec, timestep=timestep)
     self._build_world(spec, max_contact_points=max_contact_points)
-    mjcf.add_goal_marker(spec, radius=self.success_radius, z=0.05)
     spec.compiler.fusestatic = True
     mj_model = spec.compile()
     super().__init__(mj_model, n_substeps)
     self._find_wall_colliders(mj_model)
-    self._goal_slot = int(mj_model.body_mocapid[mj_model.body("goal_marker").id])
     self.init_qpos = jnp.asarray(INIT_QPOS).at[:2].set(self.start_xy)
 
   def _obs(self, data, goal):
@@ -140,7 +138,6 @@ class Ant(LocomotionEnv):
     qvel = noise * jax.random.normal(k_v, (14,))
     goal = self.sample_goal_xy(k_goal, (self.goal_distance, self.goal_distance))
     mocap = self.place_wall_colliders(self.mocap_pos0, qpos[:2])
-    mocap = mocap.at[self._goal_slot, :2].set(goal)
     data = mjcf.kinematic_init(self.mjx_model, qpos, qvel, mocap)
     metrics = self.metrics(qpos[:2], goal)
     return State(data=data, obs=self._obs(data, goal), reward=-metrics["dist"],

@@ -9,8 +9,9 @@ the table plane and, for bin picking, eight bin-wall boxes. The published meshes
 only; here links are drawn with visual-only capsules (no mass, no contacts). Every geom has
 ``contype = conaffinity = 0``: contacts come only from the published explicit ``<pair>``s
 (8 for pushing, 40 for bin picking; pair friction defaults to 1). The two finger slides are
-coupled by a joint equality. The goal is shown by a mocap cube (the published model used a
-free body with gravity compensation: 7 more qpos that no observation reads).
+coupled by a joint equality. The goal lives in ``info["goal"]`` only (the published model
+also had a free "goal marker" body with gravity compensation for rendering: 7 more qpos that
+no observation reads; renderers draw the goal themselves).
 
 State (17): cube position (3), the 7 arm joint angles, ``link7`` origin position (3) and its
 world linear velocity (3), the distance between the two finger bodies (1); goal = cube
@@ -210,10 +211,6 @@ def arm_xml(bins: bool, cube_region: Tuple, goal_region: Tuple,
             fromto="{_fmt(_LINK_VISUALS['link0'][0])} {_fmt(_LINK_VISUALS['link0'][1])}"/>
       {chain}
     </body>
-    <body name="goal_marker" mocap="true" pos="{goal_region[0][0]} {goal_region[0][1]} {CUBE_HALF}">
-      <geom name="goal_marker" class="visual" type="box"
-            size="{CUBE_HALF} {CUBE_HALF} {CUBE_HALF}" rgba=".3 1 .3 .5"/>
-    </body>
   </worldbody>
   <equality>
     <joint joint1="finger_joint1" joint2="finger_joint2" solimp="0.95 0.99 0.001"
@@ -301,9 +298,7 @@ class Arm(MjxEnv):
     cube_xy = self._uniform(k_cube, self.cube_region)
     goal = jnp.concatenate([self._uniform(k_goal, self.goal_region), jnp.full((1,), CUBE_HALF)])
     qpos = self.init_qpos.at[0:2].set(cube_xy)
-    mocap = jnp.asarray(self.mj_model.body_pos[self.mj_model.body("goal_marker").id])[None]
-    mocap = mocap.at[0].set(goal)
-    data = mjcf.kinematic_init(self.mjx_model, qpos, jnp.zeros(self.mj_model.nv), mocap)
+    data = mjcf.kinematic_init(self.mjx_model, qpos, jnp.zeros(self.mj_model.nv))
     metrics = self.metrics(qpos[0:3], goal)
     return State(data=data, obs=self._obs(data, goal), reward=metrics["success"],
                  done=jnp.zeros(()), metrics=metrics, info={"goal": goal})

@@ -10,8 +10,9 @@ Physics: 0.003 s steps, 10 per control step in the open (0.03 s) and 5 in mazes 
 published; Newton solver, 1 iteration, 4 line-search steps. Contacts: every robot geom vs the
 floor (29 candidate slots; ``max_contact_points`` keeps the 8 deepest, and a humanoid with
 more than 8 geoms on the floor has fallen). In mazes, 11 spheres (head, hands, feet and
-massless proxies at torso, pelvis, knees and elbows) collide with 8 wall-cell boxes moved
-around the torso every control step (frictionless; :mod:`deepcrl_core.envs.mazes`).
+massless proxies at torso, pelvis, knees and elbows) collide with 4 wall-cell boxes moved
+onto the wall cells nearest the torso every control step (frictionless;
+:mod:`deepcrl_core.envs.mazes`).
 
 State (268) = qpos (26: root 7, 17 joints, target x, y) + qvel (25) + ``cinert`` of the 12
 links (torso ... left_lower_arm, target; 10 each) + ``cvel`` of the 12 links (6 each) +

@@ -37,13 +37,14 @@ class LocomotionEnv(MjxEnv):
       self.maze_goals = jnp.asarray(self.maze.goal_xy(scale))
       self._neighbour_walls = jnp.asarray(mazes.neighbour_walls(self.maze, scale))
 
-  def _build_world(self, spec: mujoco.MjSpec, *, max_contact_points: int) -> None:
+  def _build_world(self, spec: mujoco.MjSpec, *, max_contact_points: int,
+                   n_colliders: int = 4) -> None:
     """Adds the maze walls (and the contact caps that keep MJX cheap) to ``spec``."""
     if self.maze is None:
       return
     mjcf.add_contact_caps(spec, max_contact_points=max_contact_points)
     mjcf.add_maze_walls(spec, self.maze, self.maze_scale)
-    mjcf.add_wall_colliders(spec, self.maze_scale, count=self._neighbour_walls.shape[2])
+    mjcf.add_wall_colliders(spec, self.maze_scale, count=n_colliders)
     rows, cols = self.maze.shape
     centre = [(rows - 1) / 2 * self.maze_scale, (cols - 1) / 2 * self.maze_scale]
     height = 1.1 * max(rows, cols) * self.maze_scale
@@ -52,19 +53,25 @@ class LocomotionEnv(MjxEnv):
 
   def _find_wall_colliders(self, mj_model: mujoco.MjModel) -> None:
     """Records the model's default mocap positions and the wall colliders' mocap slots."""
-    self.mocap_pos0 = jnp.asarray(mj_model.body_pos[mj_model.body_mocapid >= 0][
-        np.argsort(mj_model.body_mocapid[mj_model.body_mocapid >= 0])], jnp.float32)
+    mocap_bodies = np.flatnonzero(mj_model.body_mocapid >= 0)
+    order = np.argsort(mj_model.body_mocapid[mocap_bodies])
+    self.mocap_pos0 = jnp.asarray(mj_model.body_pos[mocap_bodies[order]],
+                                  jnp.float32).reshape(-1, 3)
     if self.maze is None:
       return
-    count = self._neighbour_walls.shape[2]
+    count = sum(mj_model.body(b).name.startswith("wall_collider_") for b in range(mj_model.nbody))
     ids = [mj_model.body_mocapid[mj_model.body(f"wall_collider_{k}").id] for k in range(count)]
     if ids != list(range(ids[0], ids[0] + count)):
       raise ValueError(f"wall collider mocap ids are not contiguous: {ids}")
     self._collider_slots = slice(ids[0], ids[0] + count)
 
   def place_wall_colliders(self, mocap_pos: jax.Array, torso_xy: jax.Array) -> jax.Array:
-    """``mocap_pos`` with the wall colliders on the wall cells around ``torso_xy``.
+    """``mocap_pos`` with the colliders on the wall cells nearest to ``torso_xy``.
 
+    Candidates are the wall cells among the 8 neighbours of the torso's cell; the
+    ``n_colliders`` nearest to the torso (distance from the torso to the cell's square) get a
+    collider, the others stay parked. A robot whose parts reach less than half a cell beyond
+    the torso can touch at most 3 neighbour cells, so 4 colliders cover every reachable wall.
     Called before every control step; a no-op in the open.
     """
     if self.maze is None:
@@ -73,7 +80,11 @@ class LocomotionEnv(MjxEnv):
     ij = jnp.round(torso_xy / self.maze_scale).astype(jnp.int32)
     i = jnp.clip(ij[0], 0, rows - 1)
     j = jnp.clip(ij[1], 0, cols - 1)
-    return mocap_pos.at[self._collider_slots].set(self._neighbour_walls[i, j])
+    cells = self._neighbour_walls[i, j]  # [8, 3], parked ones far below the floor
+    gap = jnp.maximum(jnp.abs(cells[:, :2] - torso_xy) - 0.5 * self.maze_scale, 0.0)
+    dist = jnp.where(cells[:, 2] > 0, jnp.linalg.norm(gap, axis=-1), jnp.inf)
+    _, nearest = jax.lax.top_k(-dist, self._collider_slots.stop - self._collider_slots.start)
+    return mocap_pos.at[self._collider_slots].set(cells[nearest])
 
   def sample_goal_xy(self, key: jax.Array, ring: Tuple[float, float]) -> jax.Array:
     """A goal xy ``[2]``: a uniform goal cell in a maze, else radius ~ U(ring) at a uniform angle."""

@@ -8,10 +8,11 @@ cell as a goal; the ``*_eval`` layouts keep only the far goals used for evaluati
 For rendering, walls are merged greedily into few rectangles (:func:`wall_boxes`). For
 collisions, MJX (which has no dynamic broad phase: every geom pair that may touch is a fixed
 contact slot) gets only the wall cells next to the robot: :func:`neighbour_walls` tabulates,
-for every cell, the centres of the wall cells among its 8 neighbours, and the envs move 8
-cell-sized collider boxes there each control step. A robot whose torso lies in a cell can only
-reach its neighbour cells as long as its reach beyond the torso is less than one cell (ant:
-1.3 m vs 4 m cells; humanoid: < 1.5 m vs 2 m cells).
+for every cell, the centres of the wall cells among its 8 neighbours, and the envs move a few
+cell-sized collider boxes onto the nearest of them each control step. A robot whose torso lies
+in a cell can only reach its neighbour cells as long as its reach beyond the torso is less
+than one cell, and at most 3 of them while the reach is under half a cell (ant: 1.33 m vs
+4 m cells; a standing humanoid: < 1 m vs 2 m cells).
 """
 
 from __future__ import annotations

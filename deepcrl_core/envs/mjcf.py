@@ -72,10 +72,10 @@ def add_maze_walls(spec: mujoco.MjSpec, maze: mazes.Maze, scale: float,
   return len(boxes)
 
 
-def add_wall_colliders(spec: mujoco.MjSpec, scale: float, count: int = 8) -> None:
+def add_wall_colliders(spec: mujoco.MjSpec, scale: float, count: int = 4) -> None:
   """Adds ``count`` mocap bodies ``wall_collider_k``, each a wall-cell-sized colliding box.
 
-  The env moves them onto the wall cells around the robot every control step (see
+  The env moves them onto the wall cells nearest the robot every control step (see
   :func:`mazes.neighbour_walls`), so MJX checks the robot against ``count`` boxes whatever the
   maze size. They are invisible (alpha 0, geom group 3); walls are frictionless
   (``condim`` 1 with ``priority`` 1, see the module docstring).
@@ -87,14 +87,6 @@ def add_wall_colliders(spec: mujoco.MjSpec, scale: float, count: int = 8) -> Non
     body.add_geom(name=f"wall_collider_{k}", type=mujoco.mjtGeom.mjGEOM_BOX, size=half,
                   contype=0, conaffinity=WALL_BIT, condim=1, priority=1, group=3,
                   rgba=[0.0, 0.0, 0.0, 0.0])
-
-
-def add_goal_marker(spec: mujoco.MjSpec, radius: float, z: float,
-                    rgba=(0.9, 0.2, 0.2, 0.5)) -> None:
-  """A mocap sphere that shows the goal in renders; it takes part in no dynamics."""
-  body = spec.worldbody.add_body(name="goal_marker", mocap=True, pos=[0.0, 0.0, z])
-  body.add_geom(name="goal_marker", type=mujoco.mjtGeom.mjGEOM_SPHERE, size=[radius, 0, 0],
-                contype=0, conaffinity=0, rgba=rgba)
 
 
 def count_contact_slots(mj_model: mujoco.MjModel) -> int:

@@ -69,7 +69,7 @@ def test_contact_caps_are_read_from_the_model():
   uncapped = mjcf.count_contact_slots(envs.make("humanoid_big_maze",
                                                 max_contact_points=1000).mj_model)
   assert capped == 16
-  assert uncapped == 29 + 11 * 8  # 29 floor slots + 11 spheres x 8 wall colliders
+  assert uncapped == 29 + 11 * 4  # 29 floor slots + 11 spheres x 4 wall colliders
 
 
 def test_humanoid_state_layout():
@@ -123,12 +123,21 @@ def test_goal_distribution(name):
     assert np.histogram(angle, bins=4, range=(-np.pi, np.pi))[0].min() > 80
 
 
-def test_wall_colliders_follow_the_torso():
+def test_wall_colliders_go_to_the_nearest_wall_cells():
   env = envs.make("ant_big_maze")
-  table = mazes.neighbour_walls(env.maze, 4.0)
-  mocap = env.place_wall_colliders(env.mocap_pos0, jnp.array([4.3, 9.1]))  # cell (1, 2)
-  np.testing.assert_allclose(np.asarray(mocap[env._collider_slots]), table[1, 2])
-  assert env.mj_model.nmocap == 9  # goal marker + 8 colliders
+  assert env.mj_model.nmocap == 4
+  # torso in cell (2, 4), near its corner with cells (1, 4) [wall], (2, 5), (1, 5) [free]:
+  # walls around (2, 4) in the big maze: (1, 3), (1, 4), (2, 3), (3, 5)
+  place = jax.jit(env.place_wall_colliders)
+  mocap = np.asarray(place(env.mocap_pos0, jnp.array([2 * 4.0 - 1.5, 4 * 4.0 + 1.5])))
+  got = {(round(x / 4), round(y / 4)) for x, y, z in mocap if z > 0}
+  assert got == {(1, 3), (1, 4), (2, 3), (3, 5)}
+  # the nearest first: (1, 4) is 0.5 m away (its face at x = 6)
+  assert tuple(np.round(mocap[0, :2] / 4).astype(int)) == (1, 4)
+  # the start cell (1, 1) has 5 wall neighbours; only the 4 nearest are placed
+  mocap = np.asarray(place(env.mocap_pos0, jnp.array([5.9, 4.5])))
+  got = {(round(x / 4), round(y / 4)) for x, y, z in mocap if z > 0}
+  assert got == {(1, 0), (2, 0), (0, 1), (0, 2)}  # (0, 0) is the farthest
 
 
 @pytest.mark.parametrize("name", ALL)
