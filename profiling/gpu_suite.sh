@@ -22,6 +22,10 @@
 #                 hooks on: metrics.csv with time/collect_s, time/update_s, time/eval_s, and
 #                 a trace of 2 training steps ($OUT/train_humanoid/). Exits 0 with a message
 #                 while the humanoid env is not registered.
+#   --- environment throughput (owner: profiling/env_throughput.py) ---
+#   envs          Env-steps/s of every paper task at 2048 envs (training wrappers, random
+#                 actions; RESULTS.md "Environment throughput") -> $OUT/envs_2048.md,
+#                 rewritten after each task.
 #
 # Preparing the GPU machine. It has jax with CUDA but lacks dm-haiku, ml-collections, mujoco
 # and mujoco-mjx (the kernels steps need none of them; training/env steps do). On a machine
@@ -46,7 +50,7 @@
 set -euo pipefail
 
 STEP="${1:-}"
-STEPS="kernels kernels_tune depth depth_train width train"
+STEPS="kernels kernels_tune depth depth_train width train envs"
 if [[ " $STEPS " != *" $STEP "* ]] || [[ -z "$STEP" ]]; then
   echo "usage: bash profiling/gpu_suite.sh STEP   (steps: $STEPS)" >&2
   exit 2
@@ -129,6 +133,13 @@ case "$STEP" in
       --config=configs/humanoid.py:depth=16,epochs=2,train.train_steps_per_epoch=2,train.max_seconds=400,profile.timing_split_every=1,profile.trace_steps=2,checkpoint.every=0 \
       --workdir="$OUT/train_humanoid"
     log "metrics: $OUT/train_humanoid/metrics.csv; trace: $OUT/train_humanoid/profile"
+    ;;
+  # --- environment throughput (owner: profiling/env_throughput.py) ------------------------
+  envs)
+    device_info | tee "$OUT/envs_device.txt"
+    log "env-steps/s of the paper tasks at 2048 envs"
+    timeout 580 python3 profiling/env_throughput.py --num_envs=2048 --scan_length=50 \
+      --repeats=3 --out="$OUT/envs_2048.md"
     ;;
   # A new step: add its name to STEPS above and a case here that runs under a timeout and
   # writes under "$OUT".

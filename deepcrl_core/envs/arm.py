@@ -7,8 +7,10 @@ to ctrl 0..255) and the primitive collision geoms: hand capsule (r 0.04, half-le
 its 0.871 kg is the hand's mass), finger boxes (0.015 x 0.005 x 0.04), a 6 cm cube (0.216 kg),
 the table plane and, for bin picking, eight bin-wall boxes. The published meshes are visual
 only; here links are drawn with visual-only capsules (no mass, no contacts). Every geom has
-``contype = conaffinity = 0``: contacts come only from the published explicit ``<pair>``s
-(8 for pushing, 40 for bin picking; pair friction defaults to 1). The two finger slides are
+``contype = conaffinity = 0``: contacts come only from explicit ``<pair>``s, the published
+ones (pair friction defaults to 1) except that in bin picking the fingers and the hand meet
+the bin walls through massless proxy spheres (fingertips r 0.015, hand-capsule ends r 0.04),
+which MJX tests far more cheaply than box-box and capsule-box pairs. The two finger slides are
 coupled by a joint equality. The goal lives in ``info["goal"]`` only (the published model
 also had a free "goal marker" body with gravity compensation for rendering: 7 more qpos that
 no observation reads; renderers draw the goal themselves).
@@ -25,7 +27,7 @@ line-search steps (as published; binpick_hard also ``impratio`` 10), but 0.005 s
 per 0.05 s control step instead of the published 0.002 s x 25 (2.5x cheaper; on a scripted
 reach in C MuJoCo the hand path differs by < 5 mm, and the bin-picking model stays stable,
 which it does not with fewer solver iterations). ``max_contact_points`` keeps the 12 deepest
-of the candidate contacts (28 for pushing, 136 for bin picking); the published
+of the candidate contacts (24 for pushing, 88 for bin picking); the published
 finger-finger pair is dropped (the coupled fingers stay 1 mm apart when closed).
 """
 
@@ -123,21 +125,43 @@ _HAND = """
     <inertial mass="0.015" pos="0 0 0" diaginertia="2.375e-6 2.375e-6 7.5e-7"/>
     <joint name="finger_joint1" class="finger"/>
     <geom name="left_finger" type="box" size="0.015 0.005 0.04" pos="0 0.0055 0.035"
-          rgba=".25 .25 .25 1"/>
+          rgba=".25 .25 .25 1"/>{left_proxy}
   </body>
   <body name="right_finger" pos="0 0 0.0584" quat="0 0 0 1">
     <inertial mass="0.015" pos="0 0 0" diaginertia="2.375e-6 2.375e-6 7.5e-7"/>
     <joint name="finger_joint2" class="finger"/>
     <geom name="right_finger" type="box" size="0.015 0.005 0.04" pos="0 0.0055 0.035"
-          rgba=".25 .25 .25 1"/>
-  </body>
+          rgba=".25 .25 .25 1"/>{right_proxy}
+  </body>{hand_proxies}
 </body>"""
+
+# Bin-wall proxies (bin picking): spheres that stand in for the finger boxes and the hand
+# capsule against the bin walls, so that MJX runs 32 cheap sphere-box tests instead of 16
+# box-box and 8 capsule-box ones. Massless and invisible.
+_FINGER_PROXY = """
+    <geom name="{side}_finger_tip" type="sphere" size="0.015" pos="0 0.0055 0.06" mass="0"
+          group="3" rgba="0 0 0 0"/>"""
+_HAND_PROXIES = """
+  <geom name="hand_end_a" type="sphere" size="0.04" pos="0 0.06 0.035" mass="0" group="3"
+        rgba="0 0 0 0"/>
+  <geom name="hand_end_b" type="sphere" size="0.04" pos="0 -0.06 0.035" mass="0" group="3"
+        rgba="0 0 0 0"/>"""
+
 
 
 def arm_xml(bins: bool, cube_region: Tuple, goal_region: Tuple,
-            max_contact_points: Optional[int] = None) -> str:
-  """MJCF of the arm task. ``*_region`` = (centre xy, half-width xy): drawn floor pads."""
-  chain = _HAND
+            max_contact_points: Optional[int] = None, wall_proxies: bool = True) -> str:
+  """MJCF of the arm task. ``*_region`` = (centre xy, half-width xy): drawn floor pads.
+
+  ``wall_proxies`` (bin picking): the fingers and the hand meet the bin walls through spheres
+  (fingertip spheres r 0.015, spheres r 0.04 at the hand capsule's ends) instead of their own
+  box and capsule geoms (the published pairs).
+  """
+  proxies = bins and wall_proxies
+  chain = _HAND.format(
+      left_proxy=_FINGER_PROXY.format(side="left") if proxies else "",
+      right_proxy=_FINGER_PROXY.format(side="right") if proxies else "",
+      hand_proxies=_HAND_PROXIES if proxies else "")
   for k in reversed(range(len(_LINKS))):
     chain = _link_xml(k, chain)
   actuators = []
@@ -167,8 +191,12 @@ def arm_xml(bins: bool, cube_region: Tuple, goal_region: Tuple,
         name = f"{b}{w + 1}"
         bin_geoms.append(f'<geom name="{name}" type="box" pos="{cx + pos[0]} {cy + pos[1]} '
                          f'{pos[2]}" size="{_fmt(size)}" rgba="{rgba}"/>')
-        pair_names += [("cube", name), ("left_finger", name), ("right_finger", name),
-                       ("hand", name)]
+        if proxies:
+          pair_names += [("cube", name), ("left_finger_tip", name), ("right_finger_tip", name),
+                         ("hand_end_a", name), ("hand_end_b", name)]
+        else:
+          pair_names += [("cube", name), ("left_finger", name), ("right_finger", name),
+                         ("hand", name)]
   pairs = "\n    ".join(f'<pair geom1="{a}" geom2="{b}"/>' for a, b in pair_names)
   caps = (f'<custom><numeric name="max_contact_points" data="{max_contact_points}"/></custom>'
           if max_contact_points else "")
@@ -246,7 +274,7 @@ class Arm(MjxEnv):
   def __init__(self, task: str = "push_easy", *, success_radius: float = 0.1,
                episode_length: int = 1000, timestep: float = 0.005, n_substeps: int = 10,
                iterations: int = 6, ls_iterations: int = 12,
-               max_contact_points: Optional[int] = 12):
+               max_contact_points: Optional[int] = 12, wall_proxies: bool = True):
     if task not in TASKS:
       raise ValueError(f"unknown arm task {task!r}; known: {', '.join(TASKS)}")
     params = TASKS[task]
@@ -257,7 +285,7 @@ class Arm(MjxEnv):
     self.goal_region = tuple(np.asarray(v, np.float32) for v in params["goal_region"])
     spec = mujoco.MjSpec.from_string(
         arm_xml(params["bins"], params["cube_region"], params["goal_region"],
-                max_contact_points))
+                max_contact_points, wall_proxies))
     mjcf.set_mjx_options(spec, timestep=timestep, iterations=iterations,
                          ls_iterations=ls_iterations,
                          integrator=mujoco.mjtIntegrator.mjINT_IMPLICITFAST,
