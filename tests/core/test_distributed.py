@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -19,6 +20,8 @@ _EQUIVALENCE = """
 import json, sys
 sys.path.insert(0, {root!r})
 import jax
+jax.config.update("jax_compilation_cache_dir", {cache!r})
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 2.0)
 from deepcrl_core import train as train_lib
 from tests.core.test_config import load
 out = {{}}
@@ -44,7 +47,7 @@ def _env(extra_flags=""):
 
 
 def test_four_devices_match_one_device(tmp_path):
-  code = _EQUIVALENCE.format(root=REPO_ROOT, tiny=TINY)
+  code = _EQUIVALENCE.format(root=REPO_ROOT, tiny=TINY, cache=jax.config.jax_compilation_cache_dir)
   proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
                         text=True, timeout=600, cwd=REPO_ROOT,
                         env=_env("--xla_force_host_platform_device_count=4"))

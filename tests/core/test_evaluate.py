@@ -16,9 +16,14 @@ TINY = ("width=32,num_envs=16,batch=64,epochs=1,train.unroll_length=10,train.sgd
         "replay.window_length=20,eval.num_envs=16,env.episode_length=12,log.tensorboard=false")
 
 
-def test_evaluate_writes_metrics_and_video(tmp_path):
-  workdir = str(tmp_path / "run")
-  train_lib.train(load("pointmass", TINY), workdir, log_fn=lambda s: None)
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+  path = str(tmp_path_factory.mktemp("evaluate") / "run")
+  train_lib.train(load("pointmass", TINY), path, log_fn=lambda s: None)
+  return path
+
+
+def test_evaluate_writes_metrics_and_video(tmp_path, workdir):
   video = str(tmp_path / "episode.mp4")
   env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
   proc = subprocess.run(
@@ -35,9 +40,7 @@ def test_evaluate_writes_metrics_and_video(tmp_path):
   assert frames.std() > 1.0  # not a blank image
 
 
-def test_evaluate_rejects_a_checkpoint_of_other_networks(tmp_path):
-  workdir = str(tmp_path / "run")
-  train_lib.train(load("pointmass", TINY), workdir, log_fn=lambda s: None)
+def test_evaluate_rejects_a_checkpoint_of_other_networks(workdir):
   proc = subprocess.run(
       [sys.executable, "launch/evaluate.py", f"--config=configs/pointmass.py:{TINY},width=64",
        f"--checkpoint={workdir}"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)

@@ -15,8 +15,9 @@ SMOKE = ("width=32,num_envs=8,batch=32,epochs=2,env.episode_length=40,train.unro
          "replay.capacity=60,replay.window_length=10,eval.num_envs=8,log.tensorboard=false")
 
 
-@pytest.mark.parametrize("task, evaluate", [("ant", False), ("ant_u4_maze", True),
-                                            ("arm_push_easy", False)])
+@pytest.mark.parametrize("task, evaluate", [
+    pytest.param("ant", False, marks=pytest.mark.slow),  # the maze below runs the same ant
+    ("ant_u4_maze", True), ("arm_push_easy", False), pytest.param("humanoid", False, marks=pytest.mark.slow)])
 def test_paper_task_trains_on_cpu(task, evaluate, tmp_path):
   if not envs.is_registered(task):
     pytest.fail(f"{task} is not registered")
