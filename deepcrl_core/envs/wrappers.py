@@ -76,7 +76,7 @@ class EpisodeWrapper(Wrapper):
     state = self.env.step(state, action)
     steps = state.info["steps"] + 1
     out_of_time = steps >= self.episode_length
-    truncation = jnp.where(out_of_time & (state.done < 0.5), 1.0, 0.0)
+    truncation = (out_of_time & (state.done < 0.5)).astype(jnp.float32)
     done = jnp.maximum(state.done, out_of_time.astype(state.done.dtype))
     info = dict(state.info, steps=steps, truncation=truncation)
     return state.replace(done=done, info=info)

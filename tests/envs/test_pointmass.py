@@ -96,3 +96,13 @@ def test_eval_wrapper_does_not_reset(env):
 def test_unknown_env_is_a_clear_error():
   with pytest.raises(ValueError, match="unknown env 'nope'.*pointmass"):
     envs.make("nope")
+
+
+def test_stepped_state_has_the_types_of_a_reset_state(batched):
+  """A stepped state can be fed back into code compiled for a reset state (no weak types)."""
+  _, reset, step = batched
+  state = reset(jax.random.split(jax.random.PRNGKey(0), 2))
+  stepped = step(state, jnp.zeros((2, 2)))
+  avals = lambda s: [(jax.typeof(x).dtype, jax.typeof(x).shape, jax.typeof(x).weak_type)
+                     for x in jax.tree.leaves(s)]
+  assert avals(stepped) == avals(state)
