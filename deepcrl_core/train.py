@@ -49,6 +49,7 @@ class Components:
   eval_env: envs.Env        # batched, episode-limited
   agent: agent_lib.Agent
   mesh: Any                 # jax.sharding.Mesh with axis "data"
+  _memo: dict = dataclasses.field(default_factory=dict, repr=False)
 
   @property
   def spec(self) -> nets.NetworkSpec:
@@ -145,8 +146,11 @@ def make_epoch_fn(c: Components) -> Callable:
                  out_shardings=(shardings, distributed.replicated(c.mesh)))
 
 
-def _run_state_shapes(c: Components, seed: int = 0):
-  return jax.eval_shape(lambda: _init_run_state(c, seed))
+def _run_state_shapes(c: Components):
+  """Shapes/dtypes of the run state (traced once per Components: it traces env and networks)."""
+  if "shapes" not in c._memo:
+    c._memo["shapes"] = jax.eval_shape(lambda: _init_run_state(c, 0))
+  return c._memo["shapes"]
 
 
 def run_state_shardings(c: Components):
