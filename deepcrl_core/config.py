@@ -217,6 +217,10 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: str) -> ml_col
     paths = SHORTCUTS.get(key, (key,))
     for path in paths:
       parent, leaf = _lookup(config, path)
+      if parent is None and path.startswith("env.kwargs.") and path.count(".") == 2:
+        # env constructor arguments are open-ended (checked by validation_problems)
+        config.env.kwargs[leaf] = value
+        continue
       if parent is None:
         problems.append(f"unknown override key {key!r} (shortcuts: {', '.join(sorted(SHORTCUTS))}; "
                         "or a dotted field such as network.width)")
@@ -313,6 +317,11 @@ def validation_problems(config) -> List[str]:
       continue
     if not envs.is_registered(name):
       problems.append(f"env.{field}: {envs.unknown_env_message(name)}")
+    elif len(config.env.kwargs):
+      try:  # builds the model only (no compile): bad env arguments are named here
+        envs.make(name, **config.env.kwargs.to_dict())
+      except (TypeError, ValueError) as e:
+        problems.append(f"env.kwargs {config.env.kwargs.to_dict()} for env {name!r}: {e}")
   net = config.network
   for key in ("depth", "actor_depth", "critic_depth"):
     d = net[key]

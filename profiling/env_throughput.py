@@ -36,8 +36,9 @@ DEFAULT_TASKS = (
 )
 
 
-def measure(name: str, num_envs: int, scan_length: int, repeats: int) -> dict:
-  env = envs.make(name)
+def measure(name: str, num_envs: int, scan_length: int, repeats: int,
+            env_kwargs: dict = None) -> dict:
+  env = envs.make(name, **(env_kwargs or {}))
   train_env = envs.wrap_for_training(env, env.episode_length)
 
   def rollout(state, key):

@@ -3,17 +3,38 @@
 Model (authored here; primitives only): the published arm's kinematic chain (body positions
 and orientations), explicit link inertials, joint ranges, armature 0.1 and damping 5, the
 ``general`` affine position actuators (gain / bias per joint as published; fingers remapped
-to ctrl 0..255) and the primitive collision geoms: hand capsule (r 0.04, half-length 0.06;
-its 0.871 kg is the hand's mass), finger boxes (0.015 x 0.005 x 0.04), a 6 cm cube (0.216 kg),
-the table plane and, for bin picking, eight bin-wall boxes. The published meshes are visual
-only; here links are drawn with visual-only capsules (no mass, no contacts). Every geom has
-``contype = conaffinity = 0``: contacts come only from explicit ``<pair>``s, the published
-ones (pair friction defaults to 1) except that in bin picking the fingers and the hand meet
-the bin walls through massless proxy spheres (fingertips r 0.015, hand-capsule ends r 0.04),
-which MJX tests far more cheaply than box-box and capsule-box pairs. The two finger slides are
-coupled by a joint equality. The goal lives in ``info["goal"]`` only (the published model
-also had a free "goal marker" body with gravity compensation for rendering: 7 more qpos that
-no observation reads; renderers draw the goal themselves).
+to ctrl 0..255), the hand capsule (r 0.04, half-length 0.06; its 0.871 kg is the hand's
+mass), finger boxes (0.015 x 0.005 x 0.04), a 6 cm cube (0.216 kg), the table plane and, for
+bin picking, eight bin-wall boxes. The published meshes are visual only; here links are drawn
+with visual-only capsules. Every geom has ``contype = conaffinity = 0``: contacts come only
+from explicit ``<pair>``s. The two finger slides are coupled by a joint equality. The goal
+lives in ``info["goal"]`` only (renderers draw it).
+
+Physics presets (``physics=``, :data:`PHYSICS`):
+
+* ``"fast"`` (default). Contacts (``contacts="proxy"``): the cube meets the table as published
+  (box-plane) and the gripper through capsules: the hand's own capsule and, per finger, a
+  massless capsule of the finger box's thickness on its long axis, its pad surface on the
+  box's pad face. MJX tests capsule-box and capsule-plane pairs far more cheaply than the
+  published box-box pairs. Gripper-table and gripper-wall contacts are frictionless
+  (``condim`` 1, their own group under the contact cap); cube contacts keep the published
+  friction. In bin picking the cube meets the walls through two wall-sized mocap boxes moved
+  each control step onto the x-wall and the y-wall nearest the cube, the gripper through two
+  more placed by the hand: a 6 cm cube can touch at most one wall of each orientation, so
+  this is exact while a control step moves the cube less than the distance between walls.
+  The 8 deepest contacts of each group are kept. Time step 0.005 s x 10 substeps (published:
+  0.002 x 25), Newton with 6 iterations as published but 3 line-search steps (published 12:
+  under ``vmap`` every line-search step is paid for, and 3 give identical trajectories here).
+  Bin picking uses ``impratio`` 2 instead of the published 10: at this time step 10 makes the
+  grasp fail (3 of 4 scripted picks that lift the cube in the published model drop it; with
+  2 all 4 lift, final cube positions within 2 cm of the published model's).
+* ``"published"``: the published pairs (minus finger-finger), 0.002 s x 25, 6/12 iterations,
+  no contact cap. For comparisons: ~5-20x slower.
+
+Why not faster: at 0.01 s steps the arm (up to ~3 m/s at the hand) drives the cube 3 cm into
+things per step; scripted picks then fail and random actions launch the cube, and with fewer
+than 6 Newton iterations a cube pinched between the arm and the table or a wall gets
+launched too (``profiling/arm_physics.py`` measures both; ``profiling/RESULTS.md``).
 
 State (17): cube position (3), the 7 arm joint angles, ``link7`` origin position (3) and its
 world linear velocity (3), the distance between the two finger bodies (1); goal = cube
@@ -21,14 +42,6 @@ position (``goal_indices = (0, 1, 2)``), obs (20) = state + goal xyz. Actions (5
 are absolute targets: joint 1, 2, 4, 6 ctrl = centre + half-range * a (joints 3, 5, 7 held at
 0, 0, 1.4487), gripper closed when ``a[4] > 0`` else open. Success: cube within 0.1 of the
 goal; episodes never terminate early.
-
-Physics: implicitfast integrator, pyramidal cones, Newton solver with 6 iterations and 12
-line-search steps (as published; binpick_hard also ``impratio`` 10), but 0.005 s x 10 substeps
-per 0.05 s control step instead of the published 0.002 s x 25 (2.5x cheaper; on a scripted
-reach in C MuJoCo the hand path differs by < 5 mm, and the bin-picking model stays stable,
-which it does not with fewer solver iterations). ``max_contact_points`` keeps the 12 deepest
-of the candidate contacts (24 for pushing, 88 for bin picking); the published
-finger-finger pair is dropped (the coupled fingers stay 1 mm apart when closed).
 """
 
 from __future__ import annotations
@@ -132,36 +145,64 @@ _HAND = """
     <joint name="finger_joint2" class="finger"/>
     <geom name="right_finger" type="box" size="0.015 0.005 0.04" pos="0 0.0055 0.035"
           rgba=".25 .25 .25 1"/>{right_proxy}
-  </body>{hand_proxies}
+  </body>{hand_proxy}
 </body>"""
 
-# Bin-wall proxies (bin picking): spheres that stand in for the finger boxes and the hand
-# capsule against the bin walls, so that MJX runs 32 cheap sphere-box tests instead of 16
-# box-box and 8 capsule-box ones. Massless and invisible.
-_FINGER_PROXY = """
-    <geom name="{side}_finger_tip" type="sphere" size="0.015" pos="0 0.0055 0.06" mass="0"
-          group="3" rgba="0 0 0 0"/>"""
-_HAND_PROXIES = """
-  <geom name="hand_end_a" type="sphere" size="0.04" pos="0 0.06 0.035" mass="0" group="3"
-        rgba="0 0 0 0"/>
-  <geom name="hand_end_b" type="sphere" size="0.04" pos="0 -0.06 0.035" mass="0" group="3"
-        rgba="0 0 0 0"/>"""
+CONTACT_MODELS = ("proxy", "published")
+# Proxy model: each finger box touches things through two massless, invisible capsules along
+# the finger's long axis (near the box's side edges), as thick as the box, their pad surface on
+# the box's pad face; the hand through its own capsule. MJX tests capsules against boxes and
+# planes far more cheaply than boxes against boxes.
+FINGER_CAPSULE_RADIUS = 0.005
+FINGER_CAPSULE_X = (-0.01, 0.01)  # across the finger (the box spans -0.015..0.015)
+FINGER_CAPSULE_Z = (0.0, 0.07)    # segment ends along it (the box spans -0.005..0.075)
 
+
+def finger_proxies(side: str) -> Tuple[str, ...]:
+  return tuple(f"{side}_finger_proxy{k}" for k in range(len(FINGER_CAPSULE_X)))
+
+
+def finger_proxy_xml(side: str) -> str:
+  r = FINGER_CAPSULE_RADIUS
+  y = 0.0005 + r  # the box's pad face is at y = 0.0005
+  z0, z1 = FINGER_CAPSULE_Z
+  return "".join(
+      f'\n    <geom name="{name}" type="capsule" size="{r}" fromto="{x} {y} {z0} {x} {y} {z1}" '
+      f'mass="0" group="3" rgba="0 0 0 0"/>'
+      for name, x in zip(finger_proxies(side), FINGER_CAPSULE_X))
+
+
+# Wall colliders of the proxy bin-picking model: (name, half size). The env moves each onto
+# the bin wall of its orientation nearest the cube ("cube_*") or the hand ("hand_*").
+WALL_COLLIDERS = (("cube_xwall", _BIN_WALLS[0][1]), ("cube_ywall", _BIN_WALLS[2][1]),
+                  ("hand_xwall", _BIN_WALLS[0][1]), ("hand_ywall", _BIN_WALLS[2][1]))
+
+
+def bin_walls(cube_region: Tuple, goal_region: Tuple) -> Tuple[np.ndarray, np.ndarray]:
+  """World centres ``[4, 3]`` of the x-walls (long along x) and of the y-walls of both bins."""
+  xw, yw = [], []
+  for (cx, cy), _ in (cube_region, goal_region):
+    for w, (pos, _) in enumerate(_BIN_WALLS):
+      (xw if w < 2 else yw).append((cx + pos[0], cy + pos[1], pos[2]))
+  return np.array(xw, np.float32), np.array(yw, np.float32)
 
 
 def arm_xml(bins: bool, cube_region: Tuple, goal_region: Tuple,
-            max_contact_points: Optional[int] = None, wall_proxies: bool = True) -> str:
+            max_contact_points: Optional[int] = None, contacts: str = "proxy") -> str:
   """MJCF of the arm task. ``*_region`` = (centre xy, half-width xy): drawn floor pads.
 
-  ``wall_proxies`` (bin picking): the fingers and the hand meet the bin walls through spheres
-  (fingertip spheres r 0.015, spheres r 0.04 at the hand capsule's ends) instead of their own
-  box and capsule geoms (the published pairs).
+  ``contacts="published"``: the published contact pairs (cube, hand capsule and finger boxes
+  against the table and the bin walls, cube against hand and fingers) minus finger-finger.
+  ``contacts="proxy"``: the gripper touches the cube through proxy spheres (friction as
+  published) and the table and bin walls through the same spheres, frictionless (condim 1);
+  the cube meets the bins through two wall-sized mocap colliders (see :class:`Arm`).
   """
-  proxies = bins and wall_proxies
-  chain = _HAND.format(
-      left_proxy=_FINGER_PROXY.format(side="left") if proxies else "",
-      right_proxy=_FINGER_PROXY.format(side="right") if proxies else "",
-      hand_proxies=_HAND_PROXIES if proxies else "")
+  if contacts not in CONTACT_MODELS:
+    raise ValueError(f"unknown contact model {contacts!r}; known: {', '.join(CONTACT_MODELS)}")
+  proxy = contacts == "proxy"
+  chain = _HAND.format(left_proxy=finger_proxy_xml("left") if proxy else "",
+                       right_proxy=finger_proxy_xml("right") if proxy else "",
+                       hand_proxy="")
   for k in reversed(range(len(_LINKS))):
     chain = _link_xml(k, chain)
   actuators = []
@@ -180,24 +221,38 @@ def arm_xml(bins: bool, cube_region: Tuple, goal_region: Tuple,
                                            ("goal_pad", goal_region, ".8 0 0 1")):
     pads.append(f'<geom name="{name}" class="visual" type="box" pos="{cx} {cy} 0.0005" '
                 f'size="{hx + CUBE_HALF} {hy + CUBE_HALF} 0.0005" rgba="{rgba}"/>')
-  bin_geoms, pairs = [], []
-  pair_names = [("cube", "table"), ("cube", "hand"), ("cube", "left_finger"),
-                ("cube", "right_finger"), ("table", "hand"), ("table", "left_finger"),
-                ("table", "right_finger")]
+  # (geom1, geom2, condim or None for the pair default 3)
+  fingers = ("left_finger", "right_finger")
+  if proxy:
+    grip = ("hand",) + finger_proxies("left") + finger_proxies("right")
+    pairs = [("cube", "table", None)] + [(g, "cube", None) for g in grip]
+    pairs += [("table", g, 1) for g in grip]
+  else:
+    pairs = [("cube", "table", None), ("cube", "hand", None)]
+    pairs += [("cube", f, None) for f in fingers]
+    pairs += [("table", g, None) for g in ("hand",) + fingers]
+  bin_geoms, colliders = [], []
   if bins:
     for b, ((cx, cy), _), rgba in (("binA", cube_region, "0 .2 .8 1"),
                                    ("binB", goal_region, ".8 0 0 1")):
       for w, (pos, size) in enumerate(_BIN_WALLS):
         name = f"{b}{w + 1}"
-        bin_geoms.append(f'<geom name="{name}" type="box" pos="{cx + pos[0]} {cy + pos[1]} '
+        cls = ' class="visual"' if proxy else ""
+        bin_geoms.append(f'<geom name="{name}"{cls} type="box" pos="{cx + pos[0]} {cy + pos[1]} '
                          f'{pos[2]}" size="{_fmt(size)}" rgba="{rgba}"/>')
-        if proxies:
-          pair_names += [("cube", name), ("left_finger_tip", name), ("right_finger_tip", name),
-                         ("hand_end_a", name), ("hand_end_b", name)]
+        if not proxy:
+          pairs += [("cube", name, None)] + [(g, name, None) for g in fingers + ("hand",)]
+    if proxy:
+      for name, size in WALL_COLLIDERS:
+        colliders.append(f'<body name="{name}" mocap="true" pos="0 0 -1"><geom name="{name}" '
+                         f'type="box" size="{_fmt(size)}" group="3" rgba="0 0 0 0"/></body>')
+        if name.startswith("cube"):
+          pairs.append(("cube", name, None))
         else:
-          pair_names += [("cube", name), ("left_finger", name), ("right_finger", name),
-                         ("hand", name)]
-  pairs = "\n    ".join(f'<pair geom1="{a}" geom2="{b}"/>' for a, b in pair_names)
+          pairs += [(g, name, 1) for g in grip]
+  pairs = "\n    ".join(
+      f'<pair geom1="{a}" geom2="{b}"' + (f' condim="{c}"/>' if c else "/>")
+      for a, b, c in pairs)
   caps = (f'<custom><numeric name="max_contact_points" data="{max_contact_points}"/></custom>'
           if max_contact_points else "")
   return f"""
@@ -234,6 +289,7 @@ def arm_xml(bins: bool, cube_region: Tuple, goal_region: Tuple,
       <geom name="cube" type="box" size="{CUBE_HALF} {CUBE_HALF} {CUBE_HALF}" density="1000"
             rgba="0 .4 0 1"/>
     </body>
+    {''.join(colliders)}
     <body name="link0" childclass="panda">
       <geom class="visual" type="capsule" size="0.06"
             fromto="{_fmt(_LINK_VISUALS['link0'][0])} {_fmt(_LINK_VISUALS['link0'][1])}"/>
@@ -264,36 +320,65 @@ TASKS = {
 }
 
 
+# Physics presets: ``fast`` (default; the speed design of this library) and ``published`` (the
+# published contact pairs, time step and solver settings, for comparisons).
+PHYSICS = {
+    "fast": dict(contacts="proxy", timestep=0.005, n_substeps=10, iterations=6, ls_iterations=3,
+                 max_contact_points=8, impratio={"binpick_hard": 2.0}),
+    "published": dict(contacts="published", timestep=0.002, n_substeps=25, iterations=6,
+                      ls_iterations=12, max_contact_points=None, impratio={}),
+}
+
+
 class Arm(MjxEnv):
-  """Panda cube task ``task`` (a key of :data:`TASKS`)."""
+  """Panda cube task ``task`` (a key of :data:`TASKS`).
+
+  ``physics`` picks a preset of :data:`PHYSICS`; any of ``contacts``, ``timestep``,
+  ``n_substeps``, ``iterations``, ``ls_iterations``, ``max_contact_points`` (0 = no cap) and
+  ``impratio`` overrides it (a preset's ``impratio`` maps tasks to values; tasks it does not
+  name keep their published value).
+  """
 
   state_size = 17
   goal_indices = (0, 1, 2)
   action_size = 5
 
-  def __init__(self, task: str = "push_easy", *, success_radius: float = 0.1,
-               episode_length: int = 1000, timestep: float = 0.005, n_substeps: int = 10,
-               iterations: int = 6, ls_iterations: int = 12,
-               max_contact_points: Optional[int] = 12, wall_proxies: bool = True):
+  def __init__(self, task: str = "push_easy", *, physics: str = "fast",
+               success_radius: float = 0.1, episode_length: int = 1000,
+               contacts: Optional[str] = None, timestep: Optional[float] = None,
+               n_substeps: Optional[int] = None, iterations: Optional[int] = None,
+               ls_iterations: Optional[int] = None, max_contact_points: Optional[int] = None,
+               impratio: Optional[float] = None):
     if task not in TASKS:
       raise ValueError(f"unknown arm task {task!r}; known: {', '.join(TASKS)}")
+    if physics not in PHYSICS:
+      raise ValueError(f"unknown arm physics preset {physics!r}; known: {', '.join(PHYSICS)}")
+    opts = dict(PHYSICS[physics])
+    for key, value in (("contacts", contacts), ("timestep", timestep), ("n_substeps", n_substeps),
+                       ("iterations", iterations), ("ls_iterations", ls_iterations),
+                       ("max_contact_points", max_contact_points)):
+      if value is not None:
+        opts[key] = value
     params = TASKS[task]
+    opts["impratio"] = (float(impratio) if impratio is not None
+                        else opts["impratio"].get(task, params.get("impratio", 1.0)))
     self.task = task
+    self.physics = opts
     self.success_radius = float(success_radius)
     self.episode_length = int(episode_length)
     self.cube_region = tuple(np.asarray(v, np.float32) for v in params["cube_region"])
     self.goal_region = tuple(np.asarray(v, np.float32) for v in params["goal_region"])
     spec = mujoco.MjSpec.from_string(
         arm_xml(params["bins"], params["cube_region"], params["goal_region"],
-                max_contact_points, wall_proxies))
-    mjcf.set_mjx_options(spec, timestep=timestep, iterations=iterations,
-                         ls_iterations=ls_iterations,
+                opts["max_contact_points"] or None, opts["contacts"]))
+    mjcf.set_mjx_options(spec, timestep=opts["timestep"], iterations=opts["iterations"],
+                         ls_iterations=opts["ls_iterations"],
                          integrator=mujoco.mjtIntegrator.mjINT_IMPLICITFAST,
-                         impratio=params.get("impratio"))
+                         impratio=opts["impratio"])
     mj_model = spec.compile()
-    super().__init__(mj_model, n_substeps)
+    super().__init__(mj_model, opts["n_substeps"])
     body = lambda n: mj_model.body(n).id
-    self._link7, self._root = body("link7"), body("link0")
+    self._link7, self._root, self._hand = body("link7"), body("link0"), body("hand")
     self._fingers = (body("left_finger"), body("right_finger"))
     self._arm_qadr = np.array([mj_model.jnt_qposadr[mj_model.joint(f"joint{k}").id]
                                for k in range(1, 8)])
@@ -306,6 +391,30 @@ class Arm(MjxEnv):
     qpos0[self._arm_qadr] = ARM_INIT_QPOS
     qpos0[self._finger_qadr] = FINGER_INIT_QPOS
     self.init_qpos = jnp.asarray(qpos0)
+    # bin-wall colliders (proxy bin picking): mocap slots and the candidate wall centres
+    self._colliders = bool(params["bins"]) and opts["contacts"] == "proxy"
+    if self._colliders:
+      order = [int(mj_model.body_mocapid[body(n)]) for n, _ in WALL_COLLIDERS]
+      if order != list(range(len(WALL_COLLIDERS))):
+        raise ValueError(f"unexpected mocap order of the wall colliders: {order}")
+      xw, yw = bin_walls(params["cube_region"], params["goal_region"])
+      self._walls = (jnp.asarray(xw), jnp.asarray(yw))
+      self._wall_half = (np.asarray(_BIN_WALLS[0][1], np.float32),
+                         np.asarray(_BIN_WALLS[2][1], np.float32))
+      # the hand's start position (the arm always starts in the same pose)
+      d0 = mujoco.MjData(mj_model)
+      d0.qpos[:] = qpos0
+      mujoco.mj_kinematics(mj_model, d0)
+      self._hand0 = jnp.asarray(d0.xpos[self._hand], jnp.float32)
+
+  def collider_positions(self, cube: jax.Array, hand: jax.Array) -> jax.Array:
+    """``[4, 3]`` mocap positions: the x- and y-wall nearest the cube, then the hand."""
+    out = []
+    for point in (cube, hand):
+      for centres, half in zip(self._walls, self._wall_half):
+        gap = jnp.maximum(jnp.abs(point[None, :2] - centres[:, :2]) - half[:2], 0.0)
+        out.append(centres[jnp.argmin(jnp.sum(gap * gap, axis=-1))])
+    return jnp.stack(out)
 
   def _obs(self, data, goal):
     link7 = data.xpos[self._link7]
@@ -326,7 +435,8 @@ class Arm(MjxEnv):
     cube_xy = self._uniform(k_cube, self.cube_region)
     goal = jnp.concatenate([self._uniform(k_goal, self.goal_region), jnp.full((1,), CUBE_HALF)])
     qpos = self.init_qpos.at[0:2].set(cube_xy)
-    data = mjcf.kinematic_init(self.mjx_model, qpos, jnp.zeros(self.mj_model.nv))
+    mocap = (self.collider_positions(qpos[0:3], self._hand0) if self._colliders else None)
+    data = mjcf.kinematic_init(self.mjx_model, qpos, jnp.zeros(self.mj_model.nv), mocap)
     metrics = self.metrics(qpos[0:3], goal)
     return State(data=data, obs=self._obs(data, goal), reward=metrics["success"],
                  done=jnp.zeros(()), metrics=metrics, info={"goal": goal})
@@ -340,7 +450,11 @@ class Arm(MjxEnv):
     return jnp.concatenate([arm, jnp.stack([finger, finger])])
 
   def step(self, state, action):
-    data = self.pipeline_step(state.data, self.ctrl_from_action(action))
+    data = state.data
+    if self._colliders:
+      data = data.replace(mocap_pos=self.collider_positions(data.qpos[0:3],
+                                                            data.xpos[self._hand]))
+    data = self.pipeline_step(data, self.ctrl_from_action(action))
     goal = state.info["goal"]
     metrics = self.metrics(data.qpos[0:3], goal)
     return state.replace(data=data, obs=self._obs(data, goal), reward=metrics["success"],

@@ -129,3 +129,15 @@ def test_num_epochs_from_env_step_budget():
   assert prefill + n * per_epoch >= 1_000_000 > prefill + (n - 1) * per_epoch
   c = load("pointmass", "epochs=3")
   assert config_lib.num_epochs(c) == 3
+
+
+def test_env_constructor_arguments_override_and_validate():
+  c = load("arm_binpick_hard", "env.kwargs.physics=published,env.kwargs.n_substeps=25")
+  assert c.env.kwargs.to_dict() == {"physics": "published", "n_substeps": 25}
+  config_lib.validate(c)
+  with pytest.raises(config_lib.ConfigError, match="unknown arm physics preset 'slow'"):
+    config_lib.validate(load("arm_push_easy", "env.kwargs.physics=slow"))
+  with pytest.raises(config_lib.ConfigError, match="unexpected keyword argument 'physics'"):
+    config_lib.validate(load("ant", "env.kwargs.physics=fast"))
+  with pytest.raises(config_lib.ConfigError, match="unknown override key 'env.kwarg.x'"):
+    load("ant", "env.kwarg.x=1")

@@ -1,0 +1,22 @@
+"""profiling/mjx_stages.py: per-stage MJX costs are measured and add up."""
+
+import pathlib
+import sys
+
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).parents[2] / "profiling"))
+import mjx_stages  # noqa: E402  pylint: disable=g-import-not-at-top
+
+
+def test_stage_costs_for_a_small_env(capsys):
+  row = mjx_stages.measure("pointmass", num_envs=4, loops=3, repeats=1)
+  assert row["task"] == "pointmass" and row["substeps"] >= 1
+  costs = np.array([row[s] for s in mjx_stages.STAGES])
+  assert np.all(np.isfinite(costs))
+  assert row["mjx.step"] > 0
+  # the whole step is not cheaper than its solver (timing noise allowed)
+  assert row["mjx.step"] > 0.5 * row["solver"]
+  assert mjx_stages.main(["--tasks=pointmass", "--num_envs=2", "--loops=2", "--repeats=1"]) == 0
+  out = capsys.readouterr().out
+  assert "| pointmass |" in out and "mjx.step" in out
