@@ -79,6 +79,7 @@ def measure(name: str, num_envs: int, loops: int, repeats: int) -> dict:
     costs[stage] = 1e6 * best / (loops * num_envs)
   ident = costs.pop("identity")
   row = {k: v - ident for k, v in costs.items()}
+  row["identity"] = ident
   row.update(task=name, substeps=env.n_substeps, slots=mjcf.count_contact_slots(env.mj_model),
              nefc=int(data._impl.efc_J.shape[1]),  # pylint: disable=protected-access
              iterations=env.mj_model.opt.iterations, ls=env.mj_model.opt.ls_iterations)
