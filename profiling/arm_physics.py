@@ -36,7 +36,7 @@ import mujoco
 import numpy as np
 
 from deepcrl_core import envs
-from deepcrl_core.envs import arm, mjcf
+from deepcrl_core.envs import arm
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 import env_throughput  # noqa: E402  pylint: disable=g-import-not-at-top
@@ -149,12 +149,7 @@ def replay(env: arm.Arm, starts: np.ndarray, actions: np.ndarray) -> np.ndarray:
   """Cube positions ``[E, T, 3]`` replaying ``actions [E, T, 5]`` from cube ``starts``."""
 
   def one(xy, acts):
-    state = env.reset(jax.random.PRNGKey(0))
-    qpos = state.data.qpos.at[0:2].set(xy)
-    mocap = (env.collider_positions(qpos[0:3], env._hand0)  # pylint: disable=protected-access
-             if env.mj_model.nmocap else None)
-    state = state.replace(data=mjcf.kinematic_init(env.mjx_model, qpos,
-                                                   jnp.zeros(env.mj_model.nv), mocap))
+    state = env.reset_at(xy, jnp.array([0.0, 0.0, arm.CUBE_HALF]))
 
     def body(s, a):
       s = env.step(s, a)

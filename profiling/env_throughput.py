@@ -54,9 +54,6 @@ def measure(name: str, num_envs: int, scan_length: int, repeats: int,
   t0 = time.perf_counter()
   state = jax.block_until_ready(rollout(state, jax.random.PRNGKey(1)))
   compile_s = time.perf_counter() - t0
-  # The episode wrapper's step returns a weakly typed info["truncation"] (reset does not);
-  # strip weak types so that the timed calls reuse the compiled rollout.
-  state = jax.tree.map(lambda x: x.astype(x.dtype), state)
   best = best_cpu = float("inf")
   for r in range(repeats):
     t0, c0 = time.perf_counter(), time.process_time()

@@ -145,7 +145,7 @@ _HAND = """
     <joint name="finger_joint2" class="finger"/>
     <geom name="right_finger" type="box" size="0.015 0.005 0.04" pos="0 0.0055 0.035"
           rgba=".25 .25 .25 1"/>{right_proxy}
-  </body>{hand_proxy}
+  </body>
 </body>"""
 
 CONTACT_MODELS = ("proxy", "published")
@@ -193,16 +193,16 @@ def arm_xml(bins: bool, cube_region: Tuple, goal_region: Tuple,
 
   ``contacts="published"``: the published contact pairs (cube, hand capsule and finger boxes
   against the table and the bin walls, cube against hand and fingers) minus finger-finger.
-  ``contacts="proxy"``: the gripper touches the cube through proxy spheres (friction as
-  published) and the table and bin walls through the same spheres, frictionless (condim 1);
-  the cube meets the bins through two wall-sized mocap colliders (see :class:`Arm`).
+  ``contacts="proxy"``: the gripper (hand capsule, two proxy capsules per finger) touches the
+  cube with the published friction and the table and bin walls frictionless (condim 1); the
+  cube meets the bins through two wall-sized mocap colliders, the gripper through two more
+  (see :class:`Arm`).
   """
   if contacts not in CONTACT_MODELS:
     raise ValueError(f"unknown contact model {contacts!r}; known: {', '.join(CONTACT_MODELS)}")
   proxy = contacts == "proxy"
   chain = _HAND.format(left_proxy=finger_proxy_xml("left") if proxy else "",
-                       right_proxy=finger_proxy_xml("right") if proxy else "",
-                       hand_proxy="")
+                       right_proxy=finger_proxy_xml("right") if proxy else "")
   for k in reversed(range(len(_LINKS))):
     chain = _link_xml(k, chain)
   actuators = []
@@ -434,6 +434,10 @@ class Arm(MjxEnv):
     k_cube, k_goal = jax.random.split(key)
     cube_xy = self._uniform(k_cube, self.cube_region)
     goal = jnp.concatenate([self._uniform(k_goal, self.goal_region), jnp.full((1,), CUBE_HALF)])
+    return self.reset_at(cube_xy, goal)
+
+  def reset_at(self, cube_xy: jax.Array, goal: jax.Array) -> State:
+    """The start state with the cube resting at ``cube_xy`` and goal ``goal`` (xyz)."""
     qpos = self.init_qpos.at[0:2].set(cube_xy)
     mocap = (self.collider_positions(qpos[0:3], self._hand0) if self._colliders else None)
     data = mjcf.kinematic_init(self.mjx_model, qpos, jnp.zeros(self.mj_model.nv), mocap)
