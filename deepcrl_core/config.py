@@ -309,7 +309,7 @@ def env_steps_per_epoch(config) -> int:
 def validation_problems(config) -> List[str]:
   """Every problem with ``config`` (empty when valid). Checks nothing that needs compiling."""
   from deepcrl_core import envs  # pylint: disable=g-import-not-at-top
-  from kernels import IMPLS, ENERGIES, VARIANTS  # pylint: disable=g-import-not-at-top
+  from deepcrl_kernels import IMPLS, ENERGIES, VARIANTS  # pylint: disable=g-import-not-at-top
   problems = []
   for field in ("name", "eval_name"):
     name = config.env[field]

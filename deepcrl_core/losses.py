@@ -15,7 +15,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-import kernels
+import deepcrl_kernels as kernels
 from deepcrl_core import networks as nets
 
 

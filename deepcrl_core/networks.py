@@ -19,7 +19,7 @@ import haiku as hk
 import jax
 import jax.numpy as jnp
 
-import kernels
+import deepcrl_kernels as kernels
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 INIT_SCALE = 1.0 / 3.0

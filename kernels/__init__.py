@@ -10,12 +10,12 @@ Tile sizes and launch parameters are :class:`BlockConfig` / :class:`InfoNCEConfi
 ``kernels/README.md``.
 """
 
-from kernels._dispatch import IMPLS, resolve_impl
-from kernels.infonce import ENERGIES, VARIANTS, infonce_loss, infonce_reference, pairwise_energy
-from kernels.infonce_pallas import InfoNCEConfig, default_infonce_config
-from kernels.residual_block import (fused_residual_block, fused_residual_stack,
+from deepcrl_kernels._dispatch import IMPLS, resolve_impl
+from deepcrl_kernels.infonce import ENERGIES, VARIANTS, infonce_loss, infonce_reference, pairwise_energy
+from deepcrl_kernels.infonce_pallas import InfoNCEConfig, default_infonce_config
+from deepcrl_kernels.residual_block import (fused_residual_block, fused_residual_stack,
                                     residual_block_reference)
-from kernels.residual_block_pallas import BlockConfig, default_block_config
+from deepcrl_kernels.residual_block_pallas import BlockConfig, default_block_config
 
 __all__ = [
     "IMPLS", "ENERGIES", "VARIANTS", "resolve_impl", "fused_residual_block",

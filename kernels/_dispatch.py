@@ -8,7 +8,7 @@ from typing import Callable
 import jax
 
 IMPLS = ("auto", "pallas", "interpret", "xla")
-logger = logging.getLogger("kernels")
+logger = logging.getLogger("deepcrl_kernels")
 
 
 def check_impl(impl: str) -> str:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from kernels._dispatch import check_impl, select_impl
+from deepcrl_kernels._dispatch import check_impl, select_impl
 
 ENERGIES = ("l2", "l2_sq", "dot")
 VARIANTS = ("forward", "backward", "symmetric")
@@ -95,7 +95,7 @@ def infonce_loss(phi, psi, *, energy: str = "l2", variant: str = "forward",
   """
   check_impl(impl)
   check_infonce_args(phi, psi, energy, variant)
-  from kernels import infonce_pallas  # pylint: disable=g-import-not-at-top
+  from deepcrl_kernels import infonce_pallas  # pylint: disable=g-import-not-at-top
   impl = select_impl(impl, "infonce_loss",
                      lambda: infonce_pallas.check_supported(phi, psi, config))
   if impl == "xla":

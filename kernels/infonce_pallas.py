@@ -25,8 +25,8 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
-from kernels import _pallas_common as common
-from kernels.infonce import MIN_SQ_DIST
+from deepcrl_kernels import _pallas_common as common
+from deepcrl_kernels.infonce import MIN_SQ_DIST
 
 MAX_DIM = 512
 SUPPORTED_DTYPES = (jnp.float32, jnp.bfloat16)

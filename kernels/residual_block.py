@@ -14,7 +14,7 @@ from typing import Mapping
 import jax
 import jax.numpy as jnp
 
-from kernels._dispatch import check_impl, select_impl
+from deepcrl_kernels._dispatch import check_impl, select_impl
 
 LAYERS_PER_BLOCK = 4
 LN_EPS = 1e-5
@@ -84,7 +84,7 @@ def fused_residual_block(x, params, *, impl: str = "auto", config=None, matmul_d
   """
   check_impl(impl)
   check_block_params(x, params)
-  from kernels import residual_block_pallas  # pylint: disable=g-import-not-at-top
+  from deepcrl_kernels import residual_block_pallas  # pylint: disable=g-import-not-at-top
   impl = select_impl(impl, "fused_residual_block",
                      lambda: residual_block_pallas.check_supported(x, params, config))
   if impl == "xla":

@@ -31,9 +31,9 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
-from kernels import _pallas_common as common
-from kernels.residual_block import LAYERS_PER_BLOCK as LAYERS
-from kernels.residual_block import LN_EPS
+from deepcrl_kernels import _pallas_common as common
+from deepcrl_kernels.residual_block import LAYERS_PER_BLOCK as LAYERS
+from deepcrl_kernels.residual_block import LN_EPS
 
 MAX_WIDTH = 1024
 MIN_WIDTH = 16

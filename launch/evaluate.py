@@ -12,7 +12,6 @@ with Mesa) or OSMesa (``MUJOCO_GL=osmesa``, package ``libosmesa6``).
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 if any(a.startswith("--video") for a in sys.argv):
   os.environ.setdefault("MUJOCO_GL", "egl")  # before mujoco is imported
 

@@ -10,11 +10,7 @@ checkpoint.
 """
 
 import os
-import sys
 import time
-
-# Make the repository importable when run as a script from a checkout without installing.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import deepcrl_core  # noqa: E402  (sets CPU XLA flags before jax initialises)
 from absl import app, flags  # noqa: E402

@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-import kernels  # noqa: E402
+import deepcrl_kernels as kernels  # noqa: E402
 
 CHECK_RTOL = {"forward": 5e-3, "grad": 1e-2}  # TF32 matmuls vs a float32 HIGHEST reference
 

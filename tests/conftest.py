@@ -6,18 +6,33 @@ A persistent compilation cache lets repeated identical compiles (e.g. a resumed 
 """
 
 import os
-import sys
 
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_use_fusion_emitters=false")
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO_ROOT not in sys.path:
-  sys.path.insert(0, REPO_ROOT)
 
 import jax  # noqa: E402
 
 jax.config.update("jax_compilation_cache_dir",
                   os.environ.get("DEEPCRL_TEST_JAX_CACHE", "/tmp/deepcrl_test_jax_cache"))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 2.0)
+
+
+def assert_close_to_rounding(actual, expected, *, terms: int, ulps: float = 16.0):
+  """Asserts two float32 results agree to what reordered float32 sums can change.
+
+  Two computations of the same value in float32 (e.g. a rematerialised backward pass, or XLA's
+  CPU code on another processor) may sum in another order. Each reordering perturbs a result by
+  about ``eps * sqrt(terms)`` times the magnitude of what is being summed, so the tolerance is
+  ``ulps * eps32 * sqrt(terms) * max|expected|`` per array, where ``terms`` is the number of
+  values accumulated along the path that produced it (e.g. depth x width for a trunk's
+  gradient). A real bug (a wrong or missing term) is many orders of magnitude larger.
+  """
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  expected = np.asarray(expected, np.float64)
+  scale = float(np.max(np.abs(expected))) if expected.size else 0.0
+  atol = ulps * float(np.finfo(np.float32).eps) * np.sqrt(terms) * max(scale, 1e-30)
+  np.testing.assert_allclose(np.asarray(actual, np.float64), expected, rtol=0, atol=atol)
 
 
 def enable_x64():

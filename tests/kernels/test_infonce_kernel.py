@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import kernels
-from kernels import infonce_pallas
+import deepcrl_kernels as kernels
+from deepcrl_kernels import infonce_pallas
 from kernel_refs64 import MIN_SQ_DIST, assert_close, infonce_value_and_grads
 
 RTOL = 3e-4

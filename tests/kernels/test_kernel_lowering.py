@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-import kernels
-from kernels import infonce_pallas, residual_block_pallas
+import deepcrl_kernels as kernels
+from deepcrl_kernels import infonce_pallas, residual_block_pallas
 from kernel_refs64 import block_params
 
 

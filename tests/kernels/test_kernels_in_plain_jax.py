@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import kernels
+import deepcrl_kernels as kernels
 
 # --- begin README example (kernels/README.md, "Dropping the kernels into your own network") ---
 

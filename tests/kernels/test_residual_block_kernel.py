@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import kernels
-from kernels import residual_block_pallas as rbp
+import deepcrl_kernels as kernels
+from deepcrl_kernels import residual_block_pallas as rbp
 from kernel_refs64 import assert_close, block_params, block_value_and_grads
 
 RTOL = 3e-4  # f32 kernel vs float64, relative to each array's scale
@@ -159,7 +159,7 @@ def test_auto_falls_back_to_xla_with_a_warning_on_gpu(monkeypatch, caplog):
   monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
   params = block_params(jax.random.PRNGKey(0), 72)
   x = jax.random.normal(jax.random.PRNGKey(1), (5, 72))
-  with caplog.at_level(logging.WARNING, logger="kernels"):
+  with caplog.at_level(logging.WARNING, logger="deepcrl_kernels"):
     y = kernels.fused_residual_block(x, params, impl="auto")
   assert "falling back to impl='xla'" in caplog.text and "multiple of 16" in caplog.text
   np.testing.assert_allclose(y, kernels.residual_block_reference(x, params), rtol=1e-6)

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import kernels
+import deepcrl_kernels as kernels
 
 
 @pytest.mark.parametrize("width", [16, 32])
