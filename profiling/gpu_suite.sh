@@ -5,6 +5,10 @@
 # the exit status is non-zero when a check fails. Run from anywhere; paths are repo-relative.
 #
 # Steps:
+#   first         The first thing to run on a newly lent GPU, <= 8 minutes in all: kernel
+#                 correctness and fused-vs-XLA at the default shapes, the XLA-path depth sweep
+#                 4..256 (loop vs unrolled), env throughput of ant and arm_push_easy at 2048
+#                 envs. Each part has its own timeout; a failing part does not stop the rest.
 #   kernels       Pallas kernels on the GPU: correctness against the XLA reference (ragged
 #                 batches, padded widths, every energy/variant) and fused-vs-XLA timings of
 #                 the residual block and InfoNCE (profiling/kernel_bench.py).
@@ -44,13 +48,14 @@
 #   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl \
 #     && export PYTHONPATH=/tmp/site
 #
-# This script adds the repository root to PYTHONPATH (keeping what is there), so no
-# `pip install -e .` is needed on the GPU machine.
+# This script puts the repository on PYTHONPATH (keeping what is there), with the kernels
+# folder importable under its installed name `deepcrl_kernels`, so no `pip install -e .` is
+# needed on the GPU machine.
 
 set -euo pipefail
 
 STEP="${1:-}"
-STEPS="kernels kernels_tune depth depth_train width train envs"
+STEPS="first kernels kernels_tune depth depth_train width train envs"
 if [[ " $STEPS " != *" $STEP "* ]] || [[ -z "$STEP" ]]; then
   echo "usage: bash profiling/gpu_suite.sh STEP   (steps: $STEPS)" >&2
   exit 2
@@ -59,7 +64,11 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="${OUT:-./gpu_out}"
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
-export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
+# `kernels/` installs as `deepcrl_kernels` (pyproject.toml); without an install, a symlink
+# under a scratch folder gives it that name.
+SHIM="$(mktemp -d)"
+ln -s "$REPO/kernels" "$SHIM/deepcrl_kernels"
+export PYTHONPATH="$REPO:$SHIM${PYTHONPATH:+:$PYTHONPATH}"
 cd "$REPO"
 
 log() { echo "[gpu_suite $STEP $(date +%H:%M:%S)] $*" >&2; }
@@ -70,6 +79,28 @@ device_info() {
 }
 
 case "$STEP" in
+  first)
+    # The highest-value checks for a first lent GPU, in one command under 8 minutes.
+    device_info | tee "$OUT/first_device.txt"
+    status=0
+    log "kernels: correctness at the default shapes and fused vs XLA"
+    timeout 60 python3 profiling/kernel_bench.py --ops=block --check-only \
+      --batches=37,512 --widths=256 --out="$OUT/first_kernels_check_block.md" || status=1
+    timeout 40 python3 profiling/kernel_bench.py --ops=infonce --check-only \
+      --batches=300,512 --dims=64 --energies=l2 --variant=forward \
+      --out="$OUT/first_kernels_check_infonce.md" || status=1
+    timeout 100 python3 profiling/kernel_bench.py --batches=512,4096 --widths=256 \
+      --out="$OUT/first_kernels_bench.md" || status=1
+    log "XLA-path gradient step vs depth 4..256 (humanoid sizes)"
+    timeout 170 python3 profiling/step_time.py --config=configs/humanoid.py \
+      --depths=4,16,64,256 --impls=xla --nounroll --budget_s=150 --row_timeout=60 \
+      --out="$OUT/first_depth" || status=1
+    log "env throughput at 2048 envs: ant, arm_push_easy"
+    timeout 110 python3 profiling/env_throughput.py --num_envs=2048 --scan_length=50 \
+      --repeats=2 --tasks=ant,arm_push_easy --out="$OUT/first_envs_2048.md" || status=1
+    log "done (status $status); outputs in $OUT/first_*"
+    exit "$status"
+    ;;
   kernels)
     device_info | tee "$OUT/kernels_device.txt"
     status=0
