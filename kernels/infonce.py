@@ -97,7 +97,8 @@ def infonce_loss(phi, psi, *, energy: str = "l2", variant: str = "forward",
   check_infonce_args(phi, psi, energy, variant)
   from deepcrl_kernels import infonce_pallas  # pylint: disable=g-import-not-at-top
   impl = select_impl(impl, "infonce_loss",
-                     lambda: infonce_pallas.check_supported(phi, psi, config))
+                     lambda: infonce_pallas.check_supported(phi, psi, config),
+                     lambda: infonce_pallas.self_check(phi, psi, energy, variant, config))
   if impl == "xla":
     return infonce_reference(phi, psi, energy=energy, variant=variant,
                              logsumexp_penalty=logsumexp_penalty)

@@ -375,3 +375,56 @@ def infonce(phi, psi, *, energy: str = "l2", variant: str = "forward",
       "accuracy": jnp.mean((pos >= row_max).astype(jnp.float32)),
   }
   return loss, aux
+
+
+# ---------------------------------------------------------------------------------------------
+# One-time self-check (impl="auto" on a GPU; see kernels/_dispatch.py).
+
+# Max error relative to each array's scale against the XLA reference at precision "highest".
+CHECK_TOLERANCES = {"value": 5e-3, "grad": 1e-2}
+
+
+def self_check(phi, psi, energy: str, variant: str, config: InfoNCEConfig | None = None):
+  """The :class:`~deepcrl_kernels._dispatch.SelfCheck` of the InfoNCE kernels for these inputs.
+
+  Runs the loss and its gradients (all three kernels) with the same dim, dtype, energy,
+  variant and tiles on two row tiles plus a ragged tail, against the jnp reference.
+  """
+  from deepcrl_kernels import _dispatch  # pylint: disable=g-import-not-at-top
+  from deepcrl_kernels.infonce import infonce_reference  # pylint: disable=g-import-not-at-top
+  batch, dim = phi.shape
+  config = config or default_infonce_config(dim, batch)
+  dtype = jnp.promote_types(phi.dtype, psi.dtype)
+  key = ("infonce", dim, jnp.dtype(dtype).name, energy, variant, config)
+  describe = (f"dim={dim} (called with batch {batch}), {jnp.dtype(dtype).name}, energy "
+              f"{energy}, variant {variant}, {config}")
+  tol = dict(CHECK_TOLERANCES)
+  if dtype == jnp.bfloat16:
+    tol = {"value": 3e-2, "grad": 5e-2}
+
+  def run(impl: str):
+    rows = 2 * max(config.block_rows, config.block_cols) + 3
+    k1, k2 = jax.random.split(jax.random.PRNGKey(0))
+    a = jax.random.normal(k1, (rows, dim))
+    b = (a + 0.5 * jax.random.normal(k2, (rows, dim))).astype(dtype)
+    a = a.astype(dtype)
+
+    def value_and_grads(fn):
+      return jax.jit(jax.value_and_grad(lambda a, b: fn(a, b), argnums=(0, 1), has_aux=True))
+
+    (loss, aux), (da, db) = value_and_grads(lambda a, b: infonce(
+        a, b, energy=energy, variant=variant, logsumexp_penalty=0.1,
+        interpret=(impl == "interpret"), config=config))(a, b)
+    with jax.default_matmul_precision("highest"):
+      (loss_r, aux_r), (da_r, db_r) = value_and_grads(lambda a, b: infonce_reference(
+          a, b, energy=energy, variant=variant, logsumexp_penalty=0.1))(a, b)
+    pairs = [("loss", loss, loss_r, "value"), ("positive", aux["positive"],
+                                               aux_r["positive"], "value")]
+    if variant in ("forward", "symmetric"):
+      pairs.append(("logsumexp", aux["logsumexp"], aux_r["logsumexp"], "value"))
+    if variant in ("backward", "symmetric"):
+      pairs.append(("logsumexp_col", aux["logsumexp_col"], aux_r["logsumexp_col"], "value"))
+    pairs += [("dphi", da, da_r, "grad"), ("dpsi", db, db_r, "grad")]
+    return _dispatch.compare(pairs, tol)
+
+  return _dispatch.SelfCheck(key=key, describe=describe, run=run)

@@ -86,7 +86,8 @@ def fused_residual_block(x, params, *, impl: str = "auto", config=None, matmul_d
   check_block_params(x, params)
   from deepcrl_kernels import residual_block_pallas  # pylint: disable=g-import-not-at-top
   impl = select_impl(impl, "fused_residual_block",
-                     lambda: residual_block_pallas.check_supported(x, params, config))
+                     lambda: residual_block_pallas.check_supported(x, params, config),
+                     lambda: residual_block_pallas.self_check(x, params, config, matmul_dtype))
   if impl == "xla":
     return residual_block_reference(x, params, matmul_dtype)
   return residual_block_pallas.residual_block(x, params, interpret=(impl == "interpret"),

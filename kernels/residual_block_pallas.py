@@ -402,3 +402,62 @@ def residual_block(x, params, *, interpret: bool = False, config: BlockConfig | 
   vecs = [jnp.pad(params[k], ((0, 0), (0, pad_w))) for k in ("b", "scale", "offset")]
   y = _block_padded(xp, w, *vecs, st)
   return y[:batch, :width]
+
+
+# ---------------------------------------------------------------------------------------------
+# One-time self-check (impl="auto" on a GPU; see kernels/_dispatch.py).
+
+# Max error relative to each array's scale against the XLA reference at precision "highest":
+# TF32 matmuls (~1e-3 per product, renormalised by each LayerNorm) or bf16 matmul operands.
+CHECK_TOLERANCES = {
+    "float32": {"value": 5e-3, "grad": 1e-2},
+    "bfloat16": {"value": 3e-2, "grad": 5e-2},
+}
+
+
+def self_check(x, params, config: BlockConfig | None = None, matmul_dtype=None):
+  """The :class:`~deepcrl_kernels._dispatch.SelfCheck` of the block kernels for these inputs.
+
+  Runs forward and backward (all three kernels) with the same width, dtypes, tiles and
+  matmul dtype on two row tiles plus a ragged tail, against the jnp reference.
+  """
+  from deepcrl_kernels import _dispatch  # pylint: disable=g-import-not-at-top
+  from deepcrl_kernels.residual_block import PARAM_NAMES, residual_block_reference  # pylint: disable=g-import-not-at-top
+  batch, width = x.shape
+  config = config or default_block_config(width, batch)
+  mm = jnp.dtype(matmul_dtype or params["w"].dtype)
+  dtypes = {k: jnp.dtype(params[k].dtype) for k in PARAM_NAMES}
+  key = ("residual_block", width, jnp.dtype(x.dtype).name,
+         tuple(d.name for d in dtypes.values()), mm.name, config)
+  describe = (f"width={width} (called with batch {batch}), x {jnp.dtype(x.dtype).name}, "
+              f"matmul {mm.name}, {config}")
+  tol = CHECK_TOLERANCES["bfloat16" if jnp.bfloat16 in (mm, jnp.dtype(x.dtype)) else "float32"]
+
+  def run(impl: str):
+    rows = 2 * max(config.block_rows, config.block_batch) + 3
+    k = jax.random.split(jax.random.PRNGKey(0), 6)
+    xs = jax.random.normal(k[0], (rows, width)).astype(x.dtype)
+    p = {"w": jax.random.normal(k[1], (LAYERS, width, width)) / jnp.sqrt(width),
+         "b": 0.1 * jax.random.normal(k[2], (LAYERS, width)),
+         "scale": 1.0 + 0.2 * jax.random.normal(k[3], (LAYERS, width)),
+         "offset": 0.1 * jax.random.normal(k[4], (LAYERS, width))}
+    p = {n: v.astype(dtypes[n]) for n, v in p.items()}
+    ct = jax.random.normal(k[5], (rows, width)).astype(x.dtype)
+
+    def value_and_vjp(fn):
+      def f(xs, p, ct):
+        y, back = jax.vjp(fn, xs, p)
+        return y, back(ct)
+      return jax.jit(f)
+
+    got = value_and_vjp(lambda a, q: residual_block(
+        a, q, interpret=(impl == "interpret"), config=config, matmul_dtype=matmul_dtype))(
+            xs, p, ct)
+    with jax.default_matmul_precision("highest"):
+      want = value_and_vjp(lambda a, q: residual_block_reference(a, q, matmul_dtype))(xs, p, ct)
+    (y, (dx, dp)), (y_ref, (dx_ref, dp_ref)) = got, want
+    pairs = [("y", y, y_ref, "value"), ("dx", dx, dx_ref, "grad")]
+    pairs += [(f"d{n}", dp[n], dp_ref[n], "grad") for n in PARAM_NAMES]
+    return _dispatch.compare(pairs, tol)
+
+  return _dispatch.SelfCheck(key=key, describe=describe, run=run)
