@@ -35,9 +35,12 @@ SHORTCUTS: Dict[str, Sequence[str]] = {
 LEARNING_RATE = 3e-4
 SAMPLERS = ("transitions", "windows")
 REMAT_POLICIES = ("none", "block", "nested")
+RESET_MODES = ("first", "fresh")            # deepcrl_core.envs.wrappers.RESET_MODES
+PREFILL_POLICIES = ("actor", "random")
+TANH_CORRECTIONS = ("published", "exact")   # deepcrl_core.networks.TANH_CORRECTIONS
 
-# Env steps of the paper's runs per task (REFERENCE.md §2); "ant" (open arena) is not in the
-# paper's table and gets the locomotion budget.
+# Env steps of the paper's runs per task (the paper's results table; its code's per-task run
+# scripts); "ant" (open arena) is not in the paper's table and gets the locomotion budget.
 PAPER_ENV_STEPS = {
     "ant": 100_000_000, "ant_u4_maze": 100_000_000, "ant_u5_maze": 400_000_000,
     "ant_big_maze": 100_000_000, "ant_hardest_maze": 200_000_000, "humanoid": 100_000_000,
@@ -67,7 +70,8 @@ def format_problems(problems: Sequence[str]) -> str:
 
 
 def base_config() -> ml_collections.ConfigDict:
-  """Defaults shared by every task: the paper's CRL hyperparameters (REFERENCE.md §1)."""
+  """Defaults shared by every task: the paper's CRL hyperparameters and pipeline, as in its code
+  (github.com/wang-kevin3290/scaling-crl); FIDELITY.md lists what still differs."""
   c = ml_collections.ConfigDict()
   c.seed = 0
 
@@ -76,6 +80,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.env.eval_name = ""          # "" = evaluate on env.name
   c.env.episode_length = 1000
   c.env.kwargs = ml_collections.ConfigDict()   # passed to envs.make(name, **kwargs)
+  c.env.reset_mode = "first"    # first (published: each env slot back to its first start/goal)
+                                #   | fresh (a new start and goal every episode)
 
   c.network = ml_collections.ConfigDict()
   c.network.depth = 4            # Dense layers inside residual blocks (multiple of 4)
@@ -92,6 +98,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.loss.variant = "forward"     # forward | backward | symmetric
   c.loss.logsumexp_penalty = 0.1
   c.loss.target_entropy_scale = 0.5   # target entropy = -scale * action_size
+  c.loss.tanh_correction = "published"  # published: -log(1 - tanh(u)^2 + 1e-6) | exact
 
   c.optim = ml_collections.ConfigDict()
   c.optim.actor_lr = LEARNING_RATE
@@ -104,7 +111,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.sgd_steps = 800              # gradient steps per training step (after each unroll)
   c.train.batch_size = 512
   c.train.gamma = 0.99
-  c.train.prefill_steps = 1000         # random-action env steps per env before training
+  c.train.prefill_steps = 1000         # env steps per env before training, rounded up to whole
+                                       #   unrolls (published: ceil(1000 / 62) = 17 unrolls)
+  c.train.prefill_policy = "actor"     # actor (published: the initial stochastic actor) | random
   c.train.train_steps_per_epoch = 10   # training steps fused into one jitted epoch
   c.train.total_env_steps = 100_000_000
   c.train.num_epochs = 0               # 0 = derive from total_env_steps
@@ -112,7 +121,7 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.replay = ml_collections.ConfigDict()
   c.replay.capacity = 10_000           # time steps kept per env
-  c.replay.sampling = "transitions"    # transitions (i.i.d.) | windows (the published scheme)
+  c.replay.sampling = "windows"        # windows (the published scheme) | transitions (i.i.d.)
   c.replay.window_length = 1000        # window length for sampling="windows"
 
   c.eval = ml_collections.ConfigDict()
@@ -127,6 +136,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.log = ml_collections.ConfigDict()
   c.log.tensorboard = True
   c.log.print_every = 1
+  c.log.progress_every_s = 30.0        # in-epoch progress line (with ETAs) at most this often
+                                       #   (0 = off: the epoch compiles without the callback)
 
   c.distributed = ml_collections.ConfigDict()
   c.distributed.num_devices = 0             # devices in the "data" mesh axis (0 = all)
@@ -297,8 +308,17 @@ def num_epochs(config) -> int:
   if config.train.num_epochs > 0:
     return int(config.train.num_epochs)
   per_epoch = env_steps_per_epoch(config)
-  prefill = config.train.prefill_steps * config.train.num_envs
+  prefill = prefill_steps_per_env(config) * config.train.num_envs
   return max(1, -(-(config.train.total_env_steps - prefill) // per_epoch))
+
+
+def prefill_steps_per_env(config) -> int:
+  """Env steps per env collected before training: ``train.prefill_steps`` rounded up to whole
+  unrolls of ``train.unroll_length``, as the published code does (1000 -> 17 x 62 = 1054)."""
+  t = config.train
+  if t.prefill_steps <= 0 or t.unroll_length <= 0:
+    return max(0, t.prefill_steps)
+  return -(-t.prefill_steps // t.unroll_length) * t.unroll_length
 
 
 def env_steps_per_epoch(config) -> int:
@@ -353,7 +373,8 @@ def validation_problems(config) -> List[str]:
                      "eval.every": config.eval.every,
                      "train.max_seconds": config.train.max_seconds,
                      "profile.trace_steps": config.profile.trace_steps,
-                     "profile.timing_split_every": config.profile.timing_split_every}.items():
+                     "profile.timing_split_every": config.profile.timing_split_every,
+                     "log.progress_every_s": config.log.progress_every_s}.items():
     if value < 0:
       problems.append(f"{key} must be >= 0, got {value!r}")
   if not 0.0 < config.train.gamma < 1.0:
@@ -379,6 +400,13 @@ def validation_problems(config) -> List[str]:
     problems.append(f"loss.variant must be one of {VARIANTS}, got {config.loss.variant!r}")
   if config.replay.sampling not in SAMPLERS:
     problems.append(f"replay.sampling must be one of {SAMPLERS}, got {config.replay.sampling!r}")
+  for key, value, choices in (("env.reset_mode", config.env.reset_mode, RESET_MODES),
+                              ("train.prefill_policy", config.train.prefill_policy,
+                               PREFILL_POLICIES),
+                              ("loss.tanh_correction", config.loss.tanh_correction,
+                               TANH_CORRECTIONS)):
+    if value not in choices:
+      problems.append(f"{key} must be one of {choices}, got {value!r}")
   if config.loss.logsumexp_penalty < 0:
     problems.append(f"loss.logsumexp_penalty must be >= 0, got {config.loss.logsumexp_penalty!r}")
   # Replay geometry: windows must fit in what the buffer holds, and a training step's batches
@@ -387,7 +415,13 @@ def validation_problems(config) -> List[str]:
   if rp.capacity > 0 and rp.window_length > rp.capacity:
     problems.append(f"replay.window_length ({rp.window_length}) exceeds replay.capacity "
                     f"({rp.capacity} steps per env)")
-  filled = tr.prefill_steps + tr.unroll_length
+  filled = prefill_steps_per_env(config) + tr.unroll_length
+  if (rp.sampling == "windows" and rp.window_length > 1 and tr.num_envs > 0 and
+      tr.sgd_steps * tr.batch_size > tr.num_envs * (rp.window_length - 1)):
+    problems.append(f"replay.sampling=windows draws one window per env: train.sgd_steps x "
+                    f"train.batch_size ({tr.sgd_steps * tr.batch_size}) exceeds the "
+                    f"train.num_envs x (replay.window_length - 1) = "
+                    f"{tr.num_envs * (rp.window_length - 1)} transitions of a training step")
   if rp.window_length > 0 and tr.unroll_length > 0 and rp.window_length > filled:
     problems.append(f"replay.window_length ({rp.window_length}) exceeds the steps per env stored "
                     f"before the first update (train.prefill_steps + train.unroll_length = "
@@ -429,10 +463,13 @@ def resolved_dict(config) -> Dict[str, Any]:
 
 
 def paper_task_config(task: str, overrides: str = "", **task_settings):
-  """The paper's setup for ``task`` (REFERENCE.md §1-2): 512 envs x 62-step unrolls, 800 SGD
-  steps of batch 512 per unroll (1 gradient step per ~40 env steps), width 256, depth 4
-  (``depth=...`` to scale), Adam 3e-4, gamma 0.99, 10k steps per env of replay, 1k prefill,
-  1000-step episodes, evaluation on 128 envs (far-goal layout for mazes) every ~2M env steps.
+  """The paper's setup for ``task`` (the paper and github.com/wang-kevin3290/scaling-crl):
+  512 envs x 62-step unrolls, 800 SGD steps of batch 512 per unroll (1 gradient step per ~40
+  env steps), width 256, depth 4 (``depth=...`` to scale), Adam 3e-4, gamma 0.99, 10k steps per
+  env of replay, 17 unrolls of prefill with the initial actor, first-state resets, one window
+  per env per training step, the bounded tanh correction, 1000-step episodes, evaluation on 128
+  envs (far-goal layout for mazes) after every epoch of the published length (31 training steps,
+  ~1M env steps, for the 100M-step tasks); ``epochs=100`` gives the published run length.
   """
   if task not in PAPER_ENV_STEPS:
     raise KeyError(f"{task!r} is not one of the paper's tasks: {sorted(PAPER_ENV_STEPS)}")
@@ -442,12 +479,25 @@ def paper_task_config(task: str, overrides: str = "", **task_settings):
       env__episode_length=1000,
       network__depth=4, network__width=256, network__repr_dim=64,
       train__num_envs=512, train__unroll_length=62, train__sgd_steps=800, train__batch_size=512,
-      train__prefill_steps=1000, train__train_steps_per_epoch=63,
+      train__prefill_steps=1000,
+      train__train_steps_per_epoch=published_train_steps_per_epoch(PAPER_ENV_STEPS[task]),
       train__total_env_steps=PAPER_ENV_STEPS[task],
       replay__capacity=10_000, replay__window_length=1000, eval__num_envs=128,
+      # the published pipeline (also the base defaults; FIDELITY.md lists the alternatives)
+      env__reset_mode="first", replay__sampling="windows", train__prefill_policy="actor",
+      loss__tanh_correction="published",
   )
   settings.update(task_settings)
   return make_config(overrides, **settings)
+
+
+def published_train_steps_per_epoch(total_env_steps: int, num_epochs: int = 100,
+                                    num_envs: int = 512, unroll_length: int = 62,
+                                    min_replay_size: int = 1000) -> int:
+  """Training steps per epoch of the published code: ``(total - min_replay_size * num_envs)
+  // (num_epochs * num_envs * unroll_length)`` with its 100 epochs (100M -> 31, 400M -> 125)."""
+  return max(1, (total_env_steps - min_replay_size * num_envs) //
+             (num_epochs * num_envs * unroll_length))
 
 
 def get_config_for(task_settings: Optional[dict] = None):

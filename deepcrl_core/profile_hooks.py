@@ -7,8 +7,7 @@ bit-identical; the cost is their compile time, two extra training steps of compu
 while they run, a second copy of the run state's replay buffer):
 
 * ``collect``: one unroll of ``train.unroll_length`` env steps with the stochastic actor;
-* ``update``: ``train.sgd_steps`` gradient steps with replay sampling (``make_train_step``'s
-  ``train_step.update``);
+* ``update``: ``train.sgd_steps`` gradient steps with replay sampling (``TrainFns.update``);
 * ``train_step``: one whole training step (collect + replay insert + update), exactly the
   epoch's scan body (for the trace window).
 
@@ -34,18 +33,20 @@ from deepcrl_core import agent as agent_lib
 
 
 class SideProfiler:
-  """Separately jitted collect and training step of ``c``, compiled on first use."""
+  """Separately jitted collect and training step of ``c``, compiled on first use.
 
-  def __init__(self, c, make_train_step: Callable):
+  ``make_train_fns(c) -> TrainFns`` is :func:`deepcrl_core.train.make_train_fns` (passed in,
+  since train imports this module)."""
+
+  def __init__(self, c, make_train_fns: Callable):
     self.c = c
     t = c.config.train
     self._collect = jax.jit(lambda run: agent_lib.collect(
         c.agent, c.train_env, run.training.actor_params, run.env_state, run.training.key,
         t.unroll_length))
-    train_step = make_train_step(c)
-    self._train_step = jax.jit(train_step)
-    self._update = jax.jit(lambda run: train_step.update(run.training, run.replay,
-                                                         run.training.key))
+    fns = make_train_fns(c)
+    self._train_step = jax.jit(fns.train_step)
+    self._update = jax.jit(lambda run: fns.update(run.training, run.replay, run.training.key))
     self._compiled: Dict[str, Callable] = {}
 
   def _get(self, name: str, run):

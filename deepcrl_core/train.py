@@ -1,9 +1,16 @@
-"""The training loop: prefill, jitted epochs, evaluation, logging, checkpoints, resume.
+"""Training as a pipeline: build -> restore-or-init -> compiled epochs -> callbacks.
 
-One epoch is a single jitted call: ``lax.scan`` over ``train.train_steps_per_epoch`` training
-steps, each = unroll ``train.unroll_length`` env steps on every env -> insert into replay ->
-``train.sgd_steps`` x (sample + relabel a minibatch -> actor/alpha/critic update). Python only
-evaluates, logs and checkpoints between epochs.
+* :func:`build` validates the config and makes the immutable :class:`Components` (envs, agent,
+  device mesh, run-state shapes); :func:`make_train_fns` the pure step functions
+  (:class:`TrainFns`); nothing is compiled yet.
+* :func:`train` restores the newest complete checkpoint or initialises and prefills, compiles
+  one epoch -- a single jitted call, ``lax.scan`` over ``train.train_steps_per_epoch`` training
+  steps, each = unroll ``train.unroll_length`` env steps on every env -> insert into replay ->
+  ``train.sgd_steps`` x (sample + relabel a minibatch -> actor/alpha/critic update) -- and runs
+  it, evaluating between epochs. Every epoch's metrics row goes to a list of callbacks
+  (:mod:`deepcrl_core.callbacks`: CSV, TensorBoard, console, NaN guard, checkpoints,
+  profilers); inside long epochs a progress line with ETAs comes from a host callback
+  (:mod:`deepcrl_core.progress`).
 """
 
 from __future__ import annotations
@@ -13,13 +20,14 @@ import json
 import math
 import os
 import time
-from typing import Any, Callable, Dict, List, NamedTuple, Optional
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from deepcrl_core import agent as agent_lib
+from deepcrl_core import callbacks as cb_lib
 from deepcrl_core import checkpoint as ckpt
 from deepcrl_core import config as config_lib
 from deepcrl_core import distributed
@@ -28,11 +36,11 @@ from deepcrl_core import logging as log_lib
 from deepcrl_core import losses as losses_lib
 from deepcrl_core import networks as nets
 from deepcrl_core import profile_hooks
+from deepcrl_core import progress as progress_lib
 from deepcrl_core import replay
+from deepcrl_core import rundir
 
-
-class TrainingDiverged(RuntimeError):
-  """A loss became NaN/inf; the run stopped keeping its last good checkpoint."""
+TrainingDiverged = cb_lib.TrainingDiverged
 
 
 class RunState(NamedTuple):
@@ -41,24 +49,50 @@ class RunState(NamedTuple):
   replay: replay.ReplayState
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Components:
+  """Everything a run is built from; immutable (``dataclasses.replace`` to vary one)."""
   config: Any
   env: envs.Env             # raw training env
   train_env: envs.Env       # batched, auto-resetting
   eval_env: envs.Env        # batched, episode-limited
   agent: agent_lib.Agent
   mesh: Any                 # jax.sharding.Mesh with axis "data"
-  _memo: dict = dataclasses.field(default_factory=dict, repr=False)
+  shapes: Any = None        # RunState of jax.ShapeDtypeStructs (filled in by build)
 
   @property
   def spec(self) -> nets.NetworkSpec:
     return self.agent.spec
 
 
+class EnvSizes(NamedTuple):
+  state_size: int
+  goal_size: int
+  action_size: int
+
+
+def build_agent(config, sizes: EnvSizes) -> agent_lib.Agent:
+  """The run's agent (networks, losses, optimisers) for an env of ``sizes``; what training,
+  evaluation and the profiling scripts all use."""
+  spec = nets.NetworkSpec(
+      state_size=sizes.state_size, goal_size=sizes.goal_size, action_size=sizes.action_size,
+      actor_depth=config_lib.actor_depth(config), critic_depth=config_lib.critic_depth(config),
+      width=config.network.width, repr_dim=config.network.repr_dim,
+      kernel_impl=config.network.kernel_impl, remat=config.network.remat,
+      matmul_dtype=config.network.matmul_dtype)
+  loss_cfg = losses_lib.LossConfig(
+      energy=config.loss.energy, variant=config.loss.variant,
+      logsumexp_penalty=config.loss.logsumexp_penalty,
+      target_entropy=-config.loss.target_entropy_scale * sizes.action_size,
+      kernel_impl=config.network.kernel_impl,
+      tanh_correction=config.loss.tanh_correction)
+  return agent_lib.Agent(nets.make_networks(spec), loss_cfg, config.optim.actor_lr,
+                         config.optim.critic_lr, config.optim.alpha_lr)
+
+
 def build(config) -> Components:
   """Validates ``config`` and builds envs, networks, the agent and the device mesh (nothing is
-  compiled)."""
+  compiled; the run state's shapes are traced once)."""
   config_lib.validate(config)
   distributed.initialize(config)
   mesh = distributed.make_mesh(config.distributed.num_devices)
@@ -67,23 +101,23 @@ def build(config) -> Components:
       config.env.kwargs)
   env = envs.make(config.env.name, **kwargs)
   eval_env = envs.make(config_lib.eval_env_name(config), **kwargs)
-  spec = nets.NetworkSpec(
-      state_size=env.state_size, goal_size=env.goal_size, action_size=env.action_size,
-      actor_depth=config_lib.actor_depth(config), critic_depth=config_lib.critic_depth(config),
-      width=config.network.width, repr_dim=config.network.repr_dim,
-      kernel_impl=config.network.kernel_impl, remat=config.network.remat,
-      matmul_dtype=config.network.matmul_dtype)
-  loss_cfg = losses_lib.LossConfig(
-      energy=config.loss.energy, variant=config.loss.variant,
-      logsumexp_penalty=config.loss.logsumexp_penalty,
-      target_entropy=-config.loss.target_entropy_scale * env.action_size,
-      kernel_impl=config.network.kernel_impl)
-  agent = agent_lib.Agent(nets.make_networks(spec), loss_cfg, config.optim.actor_lr,
-                          config.optim.critic_lr, config.optim.alpha_lr)
-  return Components(
+  agent = build_agent(config, EnvSizes(env.state_size, env.goal_size, env.action_size))
+  c = Components(
       config=config, env=env,
-      train_env=envs.wrap_for_training(env, config.env.episode_length),
+      train_env=envs.wrap_for_training(env, config.env.episode_length,
+                                       reset_mode=config.env.reset_mode),
       eval_env=envs.wrap_for_eval(eval_env, config.env.episode_length), agent=agent, mesh=mesh)
+  return dataclasses.replace(c, shapes=jax.eval_shape(lambda: _init_run_state(c, 0)))
+
+
+class TrainFns(NamedTuple):
+  """The pure functions of one training step (jit them as needed).
+
+  ``train_step(run) -> (run, metrics)``: unroll + replay insert + ``train.sgd_steps`` updates;
+  ``update(training, replay, key) -> (training, metrics)``: the updates alone (with sampling).
+  """
+  train_step: Callable
+  update: Callable
 
 
 def _to_transitions(batch: replay.Relabelled, state_size: int) -> losses_lib.Transitions:
@@ -91,31 +125,32 @@ def _to_transitions(batch: replay.Relabelled, state_size: int) -> losses_lib.Tra
                                 goal=batch.obs[:, state_size:])
 
 
-def make_train_step(c: Components) -> Callable:
-  """``(RunState) -> (RunState, metrics)`` for one training step (unroll + SGD steps)."""
+def make_train_fns(c: Components, progress: Optional[progress_lib.Progress] = None) -> TrainFns:
+  """The training step and its update part; ``progress`` gets in-epoch ticks (see
+  :mod:`deepcrl_core.progress`), None compiles without them."""
   cfg = c.config
   t = cfg.train
   state_size, goal_idx = c.env.state_size, c.env.goal_indices
+  sgd_step = progress_lib.ticking(
+      c.agent.sgd_step, progress,
+      progress_lib.tick_every(t.train_steps_per_epoch * t.sgd_steps))
 
   def sgd_steps(ts, buf, key):
     if cfg.replay.sampling == "windows":
-      # The published scheme: windows -> relabel within each -> shuffle -> minibatches.
-      w = cfg.replay.window_length
-      needed = t.sgd_steps * t.batch_size
-      k_win, k_rel, k_perm = jax.random.split(key, 3)
-      windows = replay.sample_windows(buf, k_win, -(-needed // w), w)
-      flat = replay.relabel_windows(windows, k_rel, t.gamma, goal_idx, state_size)
-      order = jax.random.permutation(k_perm, flat.obs.shape[0])[:needed]
-      batches = jax.tree.map(
-          lambda x: x[order].reshape((t.sgd_steps, t.batch_size) + x.shape[1:]), flat)
+      # The published scheme (one window per env, relabel within it, drop its last step,
+      # shuffle, first sgd_steps x batch), drawn as indices; each step gathers its batch.
+      anchors = replay.sample_windows(buf, key, t.sgd_steps * t.batch_size,
+                                      cfg.replay.window_length, t.gamma)
+      anchors = jax.tree.map(lambda x: x.reshape((t.sgd_steps, t.batch_size)), anchors)
       return jax.lax.scan(
-          lambda ts, b: c.agent.sgd_step(
-              ts, distributed.constrain_batch(_to_transitions(b, state_size), c.mesh)),
-          ts, batches)
+          lambda ts, a: sgd_step(ts, distributed.constrain_batch(
+              _to_transitions(replay.gather(buf, a, goal_idx, state_size), state_size),
+              c.mesh)),
+          ts, anchors)
 
     def one(ts, k):
       batch = replay.sample(buf, k, t.batch_size, t.gamma, goal_idx, state_size)
-      return c.agent.sgd_step(ts, distributed.constrain_batch(
+      return sgd_step(ts, distributed.constrain_batch(
           _to_transitions(batch, state_size), c.mesh))
     return jax.lax.scan(one, ts, jax.random.split(key, t.sgd_steps))
 
@@ -128,12 +163,17 @@ def make_train_step(c: Components) -> Callable:
     ts, metrics = sgd_steps(ts, buf, k_sample)
     return RunState(ts, env_state, buf), jax.tree.map(jnp.mean, metrics)
 
-  train_step.update = sgd_steps  # (ts, replay, key) -> (ts, metrics); timed alone by profile_hooks
-  return train_step
+  return TrainFns(train_step=train_step, update=sgd_steps)
 
 
-def make_epoch_fn(c: Components) -> Callable:
-  train_step = make_train_step(c)
+def make_train_step(c: Components) -> Callable:
+  """``(RunState) -> (RunState, metrics)`` for one training step (unroll + SGD steps)."""
+  return make_train_fns(c).train_step
+
+
+def make_epoch_fn(c: Components, progress: Optional[progress_lib.Progress] = None) -> Callable:
+  """The jitted epoch ``(RunState) -> (RunState, metrics)`` (the input is donated)."""
+  train_step = make_train_fns(c, progress).train_step
 
   def epoch(run: RunState):
     def body(run, _):
@@ -146,17 +186,15 @@ def make_epoch_fn(c: Components) -> Callable:
                  out_shardings=(shardings, distributed.replicated(c.mesh)))
 
 
-def _run_state_shapes(c: Components):
-  """Shapes/dtypes of the run state (traced once per Components: it traces env and networks)."""
-  if "shapes" not in c._memo:
-    c._memo["shapes"] = jax.eval_shape(lambda: _init_run_state(c, 0))
-  return c._memo["shapes"]
+def run_state_shapes(c: Components):
+  """Shapes/dtypes of the run state (``c.shapes``, or traced now for hand-made Components)."""
+  return c.shapes if c.shapes is not None else jax.eval_shape(lambda: _init_run_state(c, 0))
 
 
 def run_state_shardings(c: Components):
   """Params/optimiser state replicated; env states sharded over envs (axis 0); replay sharded
   over envs (axis 1 of its time-major arrays)."""
-  shapes = _run_state_shapes(c)
+  shapes = run_state_shapes(c)
   rep_ = distributed.replicated(c.mesh)
   return RunState(
       training=jax.tree.map(lambda _: rep_, shapes.training),
@@ -184,16 +222,26 @@ def init_run_state(c: Components, seed: int) -> RunState:
 
 
 def prefill(c: Components, run: RunState) -> RunState:
-  """Fills replay with ``train.prefill_steps`` random-action steps per env."""
-  steps = c.config.train.prefill_steps
+  """Fills replay before training: ``config.prefill_steps_per_env`` steps per env (whole unrolls,
+  the published rule) with the initial stochastic actor (``train.prefill_policy=actor``, as
+  published) or uniform random actions (``random``)."""
+  t = c.config.train
+  steps = config_lib.prefill_steps_per_env(c.config)
   if steps == 0:
     return run
+  unroll = t.unroll_length if steps % t.unroll_length == 0 else steps
+  random_actions = t.prefill_policy == "random"
 
   def fill(run):
     key, k = jax.random.split(run.training.key)
-    env_state, unroll = agent_lib.collect(c.agent, c.train_env, None, run.env_state, k, steps,
-                                          random_actions=True)
-    return RunState(run.training._replace(key=key), env_state, replay.insert(run.replay, unroll))
+
+    def one(env_state, k):  # one unroll, as in training (the published prefill)
+      return agent_lib.collect(c.agent, c.train_env, run.training.actor_params, env_state, k,
+                               unroll, random_actions=random_actions)
+
+    env_state, data = jax.lax.scan(one, run.env_state, jax.random.split(k, steps // unroll))
+    data = jax.tree.map(lambda x: x.reshape((steps,) + x.shape[2:]), data)
+    return RunState(run.training._replace(key=key), env_state, replay.insert(run.replay, data))
 
   shardings = run_state_shardings(c)
   return jax.jit(fill, in_shardings=(shardings,), out_shardings=shardings,
@@ -212,144 +260,223 @@ def make_eval_fn(c: Components) -> Callable:
   return jax.jit(run_eval, in_shardings=(rep_, rep_), out_shardings=rep_)
 
 
-def _finite(row: Dict[str, float], keys) -> List[str]:
-  return [k for k in keys if k in row and not math.isfinite(row[k])]
+def default_callbacks(c: Components, workdir: str) -> List[cb_lib.Callback]:
+  """The standard callbacks of a run, in order (see :mod:`deepcrl_core.callbacks`)."""
+  cfg = c.config
+  csv = cb_lib.CSVLogger(os.path.join(workdir, "metrics.csv"))
+  out: List[cb_lib.Callback] = [
+      cb_lib.NaNGuard(record=csv),
+      cb_lib.CheckpointPolicy(os.path.join(workdir, "checkpoints"), every=cfg.checkpoint.every,
+                              keep=cfg.checkpoint.keep,
+                              include_replay=cfg.checkpoint.include_replay),
+      csv,
+  ]
+  if cfg.log.tensorboard:
+    out.append(cb_lib.TensorBoardLogger(os.path.join(workdir, "tb")))
+  out.append(cb_lib.ConsoleLogger(cfg.log.print_every))
+  prof = cfg.profile
+  logdir = os.path.join(workdir, "profile")
+  if prof.timing_split_every > 0 or prof.trace_steps > 0:
+    out.append(cb_lib.SideProfiling(
+        profile_hooks.SideProfiler(c, make_train_fns), timing_split_every=prof.timing_split_every,
+        trace_steps=prof.trace_steps, trace_epoch=prof.trace_epoch, logdir=logdir))
+  if prof.trace_epoch > 0 and prof.trace_steps <= 0:
+    out.append(cb_lib.EpochTrace(prof.trace_epoch, logdir))
+  return out
 
 
-LOSS_KEYS = ("critic_loss", "actor_loss", "alpha_loss", "alpha", "logsumexp")
+def checkpoint_templates(c: Components, include_replay: bool):
+  """``(state, replay_arrays)`` templates of a run checkpoint (ShapeDtypeStructs)."""
+  big, small = ckpt.split_sharded(c.shapes.replay)
+  state = {"training": c.shapes.training, "env_state": c.shapes.env_state, "replay_pos": small}
+  return state, (big if include_replay else None)
+
+
+def _restore(c: Components, checkpointer, step: int) -> tuple:
+  """The run state of checkpoint ``step`` on this run's mesh, and its metadata (a fresh,
+  empty replay buffer when the checkpoint holds none)."""
+  cfg = c.config
+  shardings = run_state_shardings(c)
+  state_t, replay_t = checkpoint_templates(c, cfg.checkpoint.include_replay)
+  state, big, meta = checkpointer.restore(step, state_t, replay_t)
+  training = distributed.from_host(state["training"], shardings.training)
+  env_state = distributed.from_host(state["env_state"], shardings.env_state)
+  if big is None:
+    buf = init_run_state(c, cfg.seed).replay
+  else:
+    host = ckpt.join_sharded(c.shapes.replay, big, state["replay_pos"])
+    buf = distributed.from_host(host, shardings.replay)
+  return RunState(training, env_state, buf), meta
+
+
+def _timed(log_fn, what: str, fn, block: bool = True):
+  """``(fn(), seconds)``, saying first what is happening (waits for device results)."""
+  log_fn(f"{what} ...")
+  t0 = time.time()
+  out = fn()
+  if block:
+    jax.block_until_ready(out)
+  return out, time.time() - t0
 
 
 def train(config, workdir: str, *, resume: bool = False,
           log_fn: Callable[[str], None] = print,
-          stop_after_epochs: Optional[int] = None) -> List[Dict[str, float]]:
+          stop_after_epochs: Optional[int] = None,
+          callbacks: Optional[List[cb_lib.Callback]] = None,
+          extra_callbacks: Sequence[cb_lib.Callback] = ()) -> List[Dict[str, float]]:
   """Trains per ``config`` writing into ``workdir``; returns the metrics rows of this call.
 
-  ``stop_after_epochs`` ends this call after that many epochs (as if killed), leaving a
+  ``resume`` continues from the newest complete checkpoint in ``workdir`` (a fresh start when
+  there is none); without it, a ``workdir`` that already holds checkpoints is refused, so
+  nothing written is lost. ``workdir`` is locked for the call: a second live run on it raises
+  :class:`deepcrl_core.rundir.RunDirectoryBusy` (a lock left by a killed run is stale and
+  ignored). ``callbacks`` replaces :func:`default_callbacks`; ``extra_callbacks`` run after
+  them. ``stop_after_epochs`` ends this call after that many epochs (as if killed), leaving a
   checkpoint to ``resume`` from. Raises TrainingDiverged on NaN/inf losses.
   """
-  c = build(config)
-  cfg = c.config
-  main_process = distributed.is_main_process()
+  t_start = time.time()
+  config_lib.validate(config)
+  # Process 0 owns the run directory (decided without starting a JAX backend, which
+  # multi-host initialisation must precede).
+  main_process = int(config.distributed.process_id) == 0
   if not main_process:  # one process writes the run directory and prints
     log_fn = lambda s: None
-  n_epochs = config_lib.num_epochs(cfg)
-  os.makedirs(workdir, exist_ok=True)
   ckpt_dir = os.path.join(workdir, "checkpoints")
-  per_epoch_steps = config_lib.env_steps_per_epoch(cfg)
-  prefill_env_steps = cfg.train.prefill_steps * cfg.train.num_envs
-  include_replay = cfg.checkpoint.include_replay
+  lock = rundir.lock(workdir) if main_process else None
+  try:
+    if main_process and not resume and ckpt.complete_steps(ckpt_dir):
+      raise rundir.RunDirectoryNotEmpty(
+          f"run directory {workdir!r} already holds checkpoints "
+          f"(newest: {ckpt.step_dir(ckpt_dir, ckpt.latest_complete_step(ckpt_dir))}); pass "
+          f"--resume to continue it, or choose another --workdir")
+    return _train(config, workdir, ckpt_dir, resume, log_fn, stop_after_epochs, callbacks,
+                  extra_callbacks, t_start, main_process)
+  finally:
+    if lock is not None:
+      lock.release()
 
-  t_start = time.time()
-  run = init_run_state(c, cfg.seed)
+
+def _train(config, workdir, ckpt_dir, resume, log_fn, stop_after_epochs, callbacks,
+           extra_callbacks, t_start, main_process):
+  c, build_s = _timed(log_fn, "building envs and networks", lambda: build(config),
+                     block=False)
+  cfg = c.config
+  t = cfg.train
+  n_epochs = config_lib.num_epochs(cfg)
+  per_epoch_steps = config_lib.env_steps_per_epoch(cfg)
+  prefill_env_steps = config_lib.prefill_steps_per_env(cfg) * t.num_envs
+  log_fn(f"built in {build_s:.1f}s")
+  callbacks = list(default_callbacks(c, workdir) if callbacks is None else callbacks)
+  callbacks += list(extra_callbacks)
+  checkpointer = next((cb.checkpointer for cb in callbacks
+                       if isinstance(cb, cb_lib.CheckpointPolicy)),
+                      ckpt.RunCheckpointer(ckpt_dir, keep=cfg.checkpoint.keep))
+
   start_epoch = 0
-  last = ckpt.latest_step(ckpt_dir) if resume else None
+  last = ckpt.latest_complete_step(ckpt_dir) if resume else None
   if resume and last is None:
-    log_fn(f"--resume: no checkpoint in {ckpt_dir}; starting from scratch")
+    log_fn(f"--resume: no complete checkpoint in {ckpt_dir}; starting from scratch")
   if last is not None:
     # Restores host arrays onto this run's mesh, whatever device count wrote them.
-    shapes, shardings = _run_state_shapes(c), run_state_shardings(c)
-    keys = ("training", "env_state", "replay") if include_replay else ("training", "env_state")
-    tree, meta = ckpt.load(ckpt.path_for(ckpt_dir, last),
-                           {k: getattr(shapes, k) for k in keys})
-    tree = {k: distributed.from_host(tree[k], getattr(shardings, k)) for k in keys}
-    run = RunState(tree["training"], tree["env_state"], tree.get("replay", run.replay))
-    if not include_replay:
-      run = prefill(c, run)
+    (run, meta), s = _timed(log_fn, f"restoring {ckpt.step_dir(ckpt_dir, last)}",
+                            lambda: _restore(c, checkpointer, last), block=False)
+    jax.block_until_ready(run)
     start_epoch = int(meta["epoch"])
-    log_fn(f"resumed from {ckpt.path_for(ckpt_dir, last)} (epoch {start_epoch})")
+    log_fn(f"resumed from {ckpt.step_dir(ckpt_dir, last)} (epoch {start_epoch}) in {s:.1f}s")
+    if not cfg.checkpoint.include_replay:
+      run, s = _timed(log_fn, "prefilling replay (the checkpoint holds none)",
+                      lambda: prefill(c, run))
+      log_fn(f"prefilled in {s:.1f}s")
   else:
+    os.makedirs(workdir, exist_ok=True)
     if main_process:
       with open(os.path.join(workdir, "config.json"), "w") as f:
         json.dump(config_lib.resolved_dict(cfg), f, indent=2, sort_keys=True)
-    run = prefill(c, run)
+    run = init_run_state(c, cfg.seed)
+    if t.prefill_steps:
+      run, s = _timed(log_fn, f"prefilling replay: {prefill_env_steps:,} env steps",
+                      lambda: prefill(c, run))
+      log_fn(f"prefilled in {s:.1f}s (compilation included)")
 
-  csv_writer = log_lib.MetricsCSV(os.path.join(workdir, "metrics.csv"))
-  if start_epoch > 0 and main_process:
-    csv_writer.truncate_after(start_epoch)
-  tb = (log_lib.TensorBoard(os.path.join(workdir, "tb"))
-        if cfg.log.tensorboard and main_process else None)
-
-  epoch_fn = make_epoch_fn(c)
+  progress = (progress_lib.Progress(
+      log_fn, num_epochs=n_epochs, grad_steps_per_epoch=t.train_steps_per_epoch * t.sgd_steps,
+      sgd_steps_per_train_step=t.sgd_steps, env_steps_per_train_step=t.unroll_length * t.num_envs,
+      prefill_env_steps=prefill_env_steps, interval_s=cfg.log.progress_every_s)
+      if cfg.log.progress_every_s > 0 else None)
+  epoch_fn = make_epoch_fn(c, progress)
+  eval_key = jax.random.PRNGKey(cfg.seed + 1)
+  log_fn(f"compiling the epoch ({t.train_steps_per_epoch} training steps of {t.unroll_length} "
+         f"env steps x {t.num_envs} envs and {t.sgd_steps} gradient steps)"
+         f"{' and the evaluation' if cfg.eval.every else ''} ...")
   t0 = time.time()
   compiled = epoch_fn.lower(run).compile()
   epoch_compile_s = time.time() - t0
-  eval_key = jax.random.PRNGKey(cfg.seed + 1)
   eval_fn = (make_eval_fn(c).lower(run.training.actor_params, eval_key).compile()
              if cfg.eval.every else None)
+  compile_s = time.time() - t0
   # Processes compile at different speeds; meet before the first collective so none times out.
   distributed.barrier("deepcrl_compiled")
   log_fn(f"{cfg.env.name}: actor depth {c.spec.actor_depth}, critic depth {c.spec.critic_depth},"
          f" width {c.spec.width}, params actor {nets.param_count(run.training.actor_params):,} "
          f"critic {nets.param_count(run.training.critic_params):,}; epoch compiled in "
-         f"{epoch_compile_s:.1f}s; {n_epochs} epochs of {per_epoch_steps:,} env steps")
-  # Profiling hooks (profile_hooks.py): measured on the side, the run itself is unchanged.
-  prof = cfg.profile
-  side = (profile_hooks.SideProfiler(c, make_train_step)
-          if prof.timing_split_every > 0 or prof.trace_steps > 0 else None)
-  trace_epoch = prof.trace_epoch if prof.trace_epoch > 0 or not prof.trace_steps else start_epoch + 1
+         f"{epoch_compile_s:.1f}s (with evaluation {compile_s:.1f}s); {n_epochs} epochs of "
+         f"{per_epoch_steps:,} env steps")
 
-  rows = []
+  ctx = cb_lib.RunContext(config=cfg, workdir=workdir, components=c, num_epochs=n_epochs,
+                          start_epoch=start_epoch, main_process=main_process, log_fn=log_fn,
+                          run=run, epoch=start_epoch)
+  for cb in callbacks:
+    cb.on_train_start(ctx)
+  rows: List[Dict[str, float]] = []
   epochs_this_call = 0
+  eval_s = 0.0
   try:
     for epoch in range(start_epoch + 1, n_epochs + 1):
-      tracing = epoch == trace_epoch and not prof.trace_steps
-      if epoch == trace_epoch and prof.trace_steps > 0:
-        side.trace(run, prof.trace_steps, os.path.join(workdir, "profile"))
-      split = (side.timing_split(run) if prof.timing_split_every > 0 and
-               (epoch - start_epoch - 1) % prof.timing_split_every == 0 else {})
-      if tracing:
-        jax.profiler.start_trace(os.path.join(workdir, "profile"))
+      extra: Dict[str, float] = {}
+      for cb in callbacks:
+        extra.update(cb.on_epoch_start(ctx, epoch) or {})
+      if progress is not None:
+        evals_left = (sum(1 for e in range(epoch, n_epochs + 1)
+                          if e % cfg.eval.every == 0 or e == n_epochs) if cfg.eval.every else 0)
+        progress.eval_s = eval_s
+        progress.start_epoch(epoch, (epoch - 1) * t.train_steps_per_epoch * t.sgd_steps,
+                             evals_left)
       t_epoch = time.time()
       run, metrics = compiled(run)
       metrics = {k: float(v) for k, v in distributed.to_host(metrics).items()}
       epoch_s = time.time() - t_epoch
-      if tracing:
-        jax.profiler.stop_trace()
+      if progress is not None:
+        progress.end_epoch()
       row = {"epoch": epoch, "env_steps": prefill_env_steps + epoch * per_epoch_steps,
              "grad_steps": int(distributed.to_host(run.training.grad_steps)),
-             "sps": per_epoch_steps / epoch_s,
-             "time/epoch_s": epoch_s, **split, **metrics}
+             "sps": per_epoch_steps / epoch_s, "time/epoch_s": epoch_s, **extra, **metrics}
       if cfg.eval.every and (epoch % cfg.eval.every == 0 or epoch == n_epochs):
         t_eval = time.time()
         ev = distributed.to_host(
             eval_fn(run.training.actor_params, jax.random.fold_in(eval_key, epoch)))
         row.update({f"eval/{k}": float(v) for k, v in ev.items()})
-        row["time/eval_s"] = time.time() - t_eval
+        eval_s = row["time/eval_s"] = time.time() - t_eval
       row["wall_s"] = time.time() - t_start
-      bad = _finite(row, LOSS_KEYS)
-      if bad:
-        if main_process:
-          csv_writer.write(row)
-        good = ckpt.latest_step(ckpt_dir)
-        where = (f"last good checkpoint: {ckpt.path_for(ckpt_dir, good)}" if good is not None
-                 else "no checkpoint was written before this")
-        raise TrainingDiverged(
-            f"non-finite {', '.join(bad)} at epoch {epoch} (env step {row['env_steps']:,}); "
-            f"stopped without checkpointing this state; {where}")
-      out_of_time = cfg.train.max_seconds > 0 and row["wall_s"] >= cfg.train.max_seconds
+      out_of_time = t.max_seconds > 0 and row["wall_s"] >= t.max_seconds
       epochs_this_call += 1
-      stopping = (epoch == n_epochs or out_of_time or
-                  (stop_after_epochs is not None and epochs_this_call >= stop_after_epochs))
-      if (cfg.checkpoint.every and epoch % cfg.checkpoint.every == 0) or stopping:
-        tree = {"training": run.training, "env_state": run.env_state}
-        if include_replay:
-          tree["replay"] = run.replay
-        tree = distributed.to_host(tree)  # a collective when several processes hold shards
-        if main_process:
-          ckpt.save(ckpt_dir, epoch, tree, {"epoch": epoch, "env_steps": row["env_steps"]},
-                    keep=cfg.checkpoint.keep)
-      if main_process:
-        csv_writer.write(row)
-      if tb is not None:
-        tb.write(row["env_steps"], row)
-      if epoch % cfg.log.print_every == 0 or stopping:
-        log_fn(log_lib.format_progress(row, n_epochs))
+      ctx.run, ctx.epoch = run, epoch
+      ctx.stopping = (epoch == n_epochs or out_of_time or
+                      (stop_after_epochs is not None and epochs_this_call >= stop_after_epochs))
+      for cb in callbacks:
+        cb.on_epoch_end(ctx, row)
       rows.append(row)
       if out_of_time and epoch < n_epochs:
-        log_fn(f"stopping: train.max_seconds={cfg.train.max_seconds} reached")
-      if stopping:
+        log_fn(f"stopping: train.max_seconds={t.max_seconds} reached")
+      if ctx.stopping:
         break
+  except BaseException as e:
+    ctx.error = e
+    raise
   finally:
-    if tb is not None:
-      tb.close()
+    for cb in callbacks:
+      try:
+        cb.on_train_end(ctx, rows)
+      except Exception:  # pylint: disable=broad-except
+        if ctx.error is None:
+          raise
   return rows

@@ -9,6 +9,7 @@ import pytest
 
 from deepcrl_core import checkpoint as ckpt
 from deepcrl_core import losses as losses_lib
+from deepcrl_core import rundir
 from deepcrl_core import train as train_lib
 from tests.core.test_config import load
 
@@ -41,9 +42,14 @@ def test_quick_start_learns(tmp_path):
 
 
 def _final_state(workdir):
-  last = ckpt.latest_step(os.path.join(workdir, "checkpoints"))
-  with np.load(ckpt.path_for(os.path.join(workdir, "checkpoints"), last)) as f:
-    return last, {k: f[k] for k in f.files if k != "__metadata__"}
+  """``(step, {file/array: values})`` of the newest complete checkpoint (state and shards)."""
+  d = os.path.join(workdir, "checkpoints")
+  last = ckpt.latest_complete_step(d)
+  out = {}
+  for name in sorted(os.listdir(ckpt.step_dir(d, last))):
+    with np.load(os.path.join(ckpt.step_dir(d, last), name)) as f:
+      out.update({f"{name}/{k}": f[k] for k in f.files if k != "__metadata__"})
+  return last, out
 
 
 def test_killed_and_resumed_run_matches_uninterrupted_run(tmp_path):
@@ -51,8 +57,16 @@ def test_killed_and_resumed_run_matches_uninterrupted_run(tmp_path):
   full, parts = str(tmp_path / "full"), str(tmp_path / "parts")
   rows_full = train_lib.train(config, full, log_fn=lambda s: None)
   train_lib.train(config, parts, log_fn=lambda s: None, stop_after_epochs=2)
-  assert ckpt.latest_step(os.path.join(parts, "checkpoints")) == 2
-  # Simulate a crash that lost the metrics row of the checkpointed epoch and left junk rows.
+  assert ckpt.latest_complete_step(os.path.join(parts, "checkpoints")) == 2
+  # Simulate a crash after epoch 3's row was written but before its checkpoint completed: a
+  # junk row for epoch 3 and a half-written step directory (its replay shard only).
+  with open(os.path.join(parts, "metrics.csv"), "a") as f:
+    f.write("3" + ",999" * (len(_rows(parts)[0]) - 1) + "\n")
+  os.makedirs(os.path.join(parts, "checkpoints", "step_00000003"))
+  with open(os.path.join(parts, "checkpoints", "step_00000003", "replay-00000-of-00001.npz"),
+            "wb") as f:
+    f.write(b"truncated")
+  assert [int(r["epoch"]) for r in _rows(parts)] == [1, 2, 3]
   rows_resumed = train_lib.train(config, parts, resume=True, log_fn=lambda s: None)
   assert [r["epoch"] for r in rows_resumed] == [3, 4]
   step_a, a = _final_state(full)
@@ -63,6 +77,33 @@ def test_killed_and_resumed_run_matches_uninterrupted_run(tmp_path):
   for key in ("critic_loss", "actor_loss", "eval/success"):
     assert rows_full[-1][key] == rows_resumed[-1][key]
   assert [int(r["epoch"]) for r in _rows(parts)] == [1, 2, 3, 4]
+  assert float(_rows(parts)[2]["critic_loss"]) != 999  # the junk row was replaced
+
+
+def test_a_fresh_run_refuses_a_run_directory_with_checkpoints(tmp_path):
+  config = load("pointmass", TINY + ",epochs=1")
+  train_lib.train(config, str(tmp_path), log_fn=lambda s: None)
+  before = sorted(os.listdir(tmp_path))
+  with pytest.raises(rundir.RunDirectoryNotEmpty, match="--resume"):
+    train_lib.train(config, str(tmp_path), log_fn=lambda s: None)
+  assert sorted(os.listdir(tmp_path)) == before and len(_rows(tmp_path)) == 1
+
+
+def test_progress_lines_inside_an_epoch(tmp_path):
+  lines = []
+  config = load("pointmass", TINY + ",epochs=2,log.progress_every_s=1e-6")
+  train_lib.train(config, str(tmp_path), log_fn=lines.append)
+  inside = [l for l in lines if "grad steps |" in l]
+  # 2 training steps x 4 gradient steps per epoch, a tick after each: up to 8 lines per epoch
+  # (host callbacks are unordered: a late tick of an earlier step is dropped).
+  assert 8 <= len(inside) <= 16, lines
+  # After training step 1: 320 prefill + 1 x 10 steps x 16 envs.
+  assert any(l.startswith("epoch 1/2 | 4/8 grad steps | env steps 480 |") for l in inside), inside
+  assert all("ETA epoch" in l and ", run " in l for l in inside)
+  # Before the first epoch the run says what it does and how long it took.
+  assert any(l.startswith("prefilling replay: 320 env steps") for l in lines)
+  assert any(l.startswith("prefilled in") for l in lines)
+  assert any("epoch compiled in" in l for l in lines)
 
 
 def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
@@ -80,8 +121,8 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypa
   monkeypatch.setattr(losses_lib, "critic_loss", poisoned)
   with pytest.raises(train_lib.TrainingDiverged, match="non-finite critic_loss.* at epoch 2") as e:
     train_lib.train(config, workdir, resume=True, log_fn=lambda s: None)
-  assert "ckpt_00000001.npz" in str(e.value)
-  assert ckpt.list_steps(os.path.join(workdir, "checkpoints")) == [good_step]
+  assert "step_00000001" in str(e.value)
+  assert ckpt.complete_steps(os.path.join(workdir, "checkpoints")) == [good_step]
   _, after = _final_state(workdir)
   for k in good:
     np.testing.assert_array_equal(good[k], after[k])

@@ -1,0 +1,126 @@
+"""Progress lines from inside a running epoch.
+
+An epoch is one jitted call (a ``lax.scan`` of training steps), which at the paper's sizes runs
+for tens of minutes to hours on one GPU. :class:`Progress` gets a host callback from inside it:
+``tick(grad_steps)`` is called through ``jax.debug.callback`` every ``every`` gradient steps
+(:func:`ticking`, a ``lax.cond`` on the step counter, so the other steps pay one integer
+compare), and prints a line when at least ``interval_s`` seconds have passed since the last one:
+
+    epoch 3/50 | 21,600/50,400 grad steps | env steps 1,361,920 | 812 grad steps/s | ETA epoch 35s, run 41m02s
+
+The rate is measured within the running epoch; the run's ETA adds the remaining epochs at that
+rate plus their evaluations at the last evaluation's duration. With several devices the callback
+may fire once per device for the same step: repeated steps are ignored.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from typing import Callable, Optional
+
+import jax
+
+
+def format_duration(seconds: float) -> str:
+  if not math.isfinite(seconds) or seconds < 0:
+    return "?"
+  seconds = int(round(seconds))
+  h, rem = divmod(seconds, 3600)
+  m, s = divmod(rem, 60)
+  if h:
+    return f"{h}h{m:02d}m"
+  if m:
+    return f"{m}m{s:02d}s"
+  return f"{s}s"
+
+
+class Progress:
+  """Host side of the in-epoch progress line. Not traced: the jitted epoch calls :meth:`tick`."""
+
+  def __init__(self, log_fn: Callable[[str], None], *, num_epochs: int,
+               grad_steps_per_epoch: int, sgd_steps_per_train_step: int,
+               env_steps_per_train_step: int, prefill_env_steps: int = 0, interval_s: float = 30.0,
+               clock: Callable[[], float] = time.monotonic):
+    self.log_fn = log_fn
+    self.num_epochs = num_epochs
+    self.grad_steps_per_epoch = grad_steps_per_epoch
+    self.sgd_steps = sgd_steps_per_train_step
+    self.env_steps_per_train_step = env_steps_per_train_step
+    self.prefill_env_steps = prefill_env_steps
+    self.interval_s = interval_s
+    self.clock = clock
+    self.eval_s = 0.0            # duration of the last evaluation (ETA of the run)
+    self.evals_left = 0          # evaluations still to come after the running epoch
+    self._lock = threading.Lock()
+    self._epoch: Optional[int] = None
+    self.lines_printed = 0
+
+  def start_epoch(self, epoch: int, grad_steps: int, evals_left: int = 0) -> None:
+    with self._lock:
+      self._epoch, self._epoch_start_steps = epoch, int(grad_steps)
+      self._epoch_start_t = self._last_print_t = self.clock()
+      self._last_step = int(grad_steps)
+      self.evals_left = evals_left
+
+  def end_epoch(self) -> None:
+    with self._lock:
+      self._epoch = None
+
+  def tick(self, grad_steps) -> None:
+    """Called from the device (``jax.debug.callback``) with the global gradient step count."""
+    step = int(grad_steps)
+    with self._lock:
+      if self._epoch is None or step <= self._last_step:
+        return
+      self._last_step = step
+      now = self.clock()
+      if now - self._last_print_t < self.interval_s:
+        return
+      self._last_print_t = now
+      line = self._line(step, now)
+    self.lines_printed += 1
+    self.log_fn(line)
+
+  def _line(self, step: int, now: float) -> str:
+    epoch = self._epoch
+    done_in_epoch = step - self._epoch_start_steps
+    elapsed = now - self._epoch_start_t
+    rate = done_in_epoch / elapsed if elapsed > 0 else float("nan")
+    in_epoch = step - (epoch - 1) * self.grad_steps_per_epoch
+    left_epoch = max(self.grad_steps_per_epoch - in_epoch, 0)
+    left_run = left_epoch + (self.num_epochs - epoch) * self.grad_steps_per_epoch
+    eta_epoch = left_epoch / rate if rate > 0 else float("nan")
+    eta_run = left_run / rate + self.evals_left * self.eval_s if rate > 0 else float("nan")
+    # Each training step unrolls (env steps) before its gradient steps.
+    env_steps = self.prefill_env_steps + (
+        -(-step // self.sgd_steps) * self.env_steps_per_train_step)
+    return (f"epoch {epoch}/{self.num_epochs} | {in_epoch:,}/{self.grad_steps_per_epoch:,} "
+            f"grad steps | env steps {env_steps:,} | {rate:,.1f} grad steps/s | ETA epoch "
+            f"{format_duration(eta_epoch)}, run {format_duration(eta_run)}")
+
+
+def tick_every(grad_steps_per_epoch: int, ticks_per_epoch: int = 256) -> int:
+  """How many gradient steps between two ticks: ~``ticks_per_epoch`` ticks an epoch."""
+  return max(1, grad_steps_per_epoch // ticks_per_epoch)
+
+
+def ticking(sgd_step: Callable, progress: Optional[Progress], every: int) -> Callable:
+  """Wraps ``sgd_step(ts, batch) -> (ts, metrics)`` to call ``progress.tick`` every ``every``
+  gradient steps (``ts.grad_steps`` after the step). Returns ``sgd_step`` itself when
+  ``progress`` is None, so a run without progress compiles exactly as before."""
+  if progress is None:
+    return sgd_step
+
+  def step(ts, batch):
+    ts, metrics = sgd_step(ts, batch)
+    jax.lax.cond(ts.grad_steps % every == 0,
+                 lambda g: jax.debug.callback(progress.tick, g),
+                 lambda g: None, ts.grad_steps)
+    return ts, metrics
+
+  return step
+
+
+__all__ = ["Progress", "format_duration", "tick_every", "ticking"]
