@@ -1,4 +1,5 @@
-"""The paper's arm_push_easy task (REFERENCE.md §1-2); scale with e.g. `configs/arm_push_easy.py:depth=64`."""
+"""The paper's arm_push_easy task: its hyperparameters and published pipeline
+(FIDELITY.md lists what differs). Scale with e.g. `configs/arm_push_easy.py:depth=64`."""
 
 from deepcrl_core.config import paper_task_config
 

@@ -1,4 +1,5 @@
-"""The paper's humanoid task (REFERENCE.md §1-2); scale with e.g. `configs/humanoid.py:depth=64`."""
+"""The paper's humanoid task: its hyperparameters and published pipeline
+(FIDELITY.md lists what differs). Scale with e.g. `configs/humanoid.py:depth=64`."""
 
 from deepcrl_core.config import paper_task_config
 

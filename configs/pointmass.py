@@ -1,6 +1,10 @@
 """Quick start: CRL on a point mass reaching goals in a 2 x 2 m arena (CPU, minutes).
 
     python launch/train.py --config=configs/pointmass.py --workdir=runs/pointmass
+
+Not a paper task: it keeps deepcrl's own pipeline choices (a fresh start and goal every
+episode, i.i.d. transitions, random-action prefill, the exact tanh log-density); the paper's
+configs use the published ones (FIDELITY.md).
 """
 
 from deepcrl_core.config import make_config
@@ -24,4 +28,8 @@ def get_config(overrides: str = ""):
       replay__window_length=50,
       eval__num_envs=128,
       checkpoint__every=5,
+      env__reset_mode="fresh",
+      replay__sampling="transitions",
+      train__prefill_policy="random",
+      loss__tanh_correction="exact",
   )

@@ -4,7 +4,8 @@
   symmetric; ``loss.energy``: l2 = ``-||phi - psi||`` (default), l2_sq, dot, cosine) plus
   ``logsumexp_penalty * mean(logsumexp^2)``, computed by :func:`kernels.infonce_loss`.
 * actor: ``mean(alpha * log pi(a|s,g) - Q(s, a, g))`` with ``a ~ pi`` and ``Q`` the energy of
-  ``phi(s, a)`` against ``psi(g)`` for the batch's own goals.
+  ``phi(s, a)`` against ``psi(g)`` for the batch's own goals; ``log pi`` uses the published
+  bounded tanh correction unless ``tanh_correction="exact"``.
 * alpha: ``mean(alpha * stop_grad(-log pi - target_entropy))``, ``alpha = exp(log_alpha)``.
 """
 
@@ -25,6 +26,7 @@ class LossConfig(NamedTuple):
   logsumexp_penalty: float = 0.1
   target_entropy: float = -1.0
   kernel_impl: str = "auto"
+  tanh_correction: str = "published"   # networks.tanh_gaussian_log_prob: published | exact
 
 
 class Transitions(NamedTuple):
@@ -76,7 +78,7 @@ def critic_loss(critic_params, networks: nets.Networks, batch: Transitions, cfg:
 def actor_loss(actor_params, critic_params, log_alpha, networks: nets.Networks,
                batch: Transitions, key, cfg: LossConfig):
   mean, log_std = networks.actor.apply(actor_params, batch.obs)
-  action, log_prob = nets.tanh_gaussian_sample(key, mean, log_std)
+  action, log_prob = nets.tanh_gaussian_sample(key, mean, log_std, cfg.tanh_correction)
   phi, psi = networks.critic.apply(critic_params, batch.state, action, batch.goal)
   q = energy(phi, psi, cfg.energy)
   alpha = jnp.exp(jax.lax.stop_gradient(log_alpha))

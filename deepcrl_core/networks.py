@@ -1,12 +1,13 @@
 """Haiku networks of deep CRL: residual trunks, the critic's two encoders and the actor.
 
-Trunk (REFERENCE.md §1): ``Dense -> LayerNorm -> Swish``, then ``depth / 4`` residual blocks of
-``4 x (Dense -> LayerNorm -> Swish)`` plus skip, then an output ``Dense``. The blocks' weights
+Trunk (as in the paper's code, github.com/wang-kevin3290/scaling-crl): ``Dense -> LayerNorm ->
+Swish``, then ``depth / 4`` residual blocks of ``4 x (Dense -> LayerNorm -> Swish)`` plus skip, then an output ``Dense``. The blocks' weights
 are stacked (``[depth/4, 4, width, width]``) and applied by :func:`kernels.fused_residual_stack`
 (a ``lax.scan``), so compile time does not grow with depth; ``remat="block"`` rematerialises
 each block in the backward pass and ``remat="nested"`` groups of ~sqrt(depth/4) blocks, so
 activation memory grows slowly (nested: nearly flat) with depth. Dense weights use
-variance scaling 1/3, fan-in, uniform; biases zero; LayerNorm eps 1e-5 with scale and offset.
+variance scaling 1/3, fan-in, uniform; biases zero; LayerNorm eps 1e-5 with scale and offset
+(the published flax LayerNorm uses 1e-6; FIDELITY.md).
 """
 
 from __future__ import annotations
@@ -129,21 +130,38 @@ def init_params(networks: Networks, key: jax.Array):
 
 # --- tanh-Gaussian policy -------------------------------------------------------------------
 
-def tanh_gaussian_sample(key, mean, log_std):
-  """Samples ``a = tanh(u)``, ``u ~ N(mean, exp(log_std))``; returns ``(a, log_prob)``.
+TANH_CORRECTIONS = ("published", "exact")
+# The published actor loss subtracts log(1 - tanh(u)^2 + eps) with this eps.
+PUBLISHED_TANH_EPS = 1e-6
 
-  ``log_prob`` includes the tanh change of variables:
-  ``log N(u) - sum log(1 - tanh(u)^2)``, with ``log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u))``.
-  """
+
+def tanh_gaussian_sample(key, mean, log_std, correction: str = "exact"):
+  """Samples ``a = tanh(u)``, ``u ~ N(mean, exp(log_std))``; returns ``(a, log_prob)``
+  (``correction``: see :func:`tanh_gaussian_log_prob`)."""
   u = mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape, mean.dtype)
-  return jnp.tanh(u), tanh_gaussian_log_prob(u, mean, log_std)
+  return jnp.tanh(u), tanh_gaussian_log_prob(u, mean, log_std, correction)
 
 
-def tanh_gaussian_log_prob(u, mean, log_std):
-  """Log density of ``tanh(u)`` where ``u ~ N(mean, exp(log_std))`` (summed over the last axis)."""
+def tanh_gaussian_log_prob(u, mean, log_std, correction: str = "exact"):
+  """Log density of ``tanh(u)`` where ``u ~ N(mean, exp(log_std))`` (summed over the last axis).
+
+  ``correction`` is the change-of-variables term subtracted from ``log N(u)``:
+
+  * ``"exact"``: ``log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u))``, the true density,
+    unbounded above as actions saturate.
+  * ``"published"``: ``log(1 - tanh(u)^2 + 1e-6)`` with ``tanh`` in float32, as in the paper's
+    code (github.com/wang-kevin3290/scaling-crl, ``train.py``, actor loss): at most
+    ``-log(1e-6) ≈ 13.8`` per action dimension, so the entropy estimate that drives alpha stays
+    bounded when actions saturate.
+  """
+  if correction not in TANH_CORRECTIONS:
+    raise ValueError(f"correction must be one of {TANH_CORRECTIONS}, got {correction!r}")
   z = (u - mean) * jnp.exp(-log_std)
   normal = -0.5 * jnp.square(z) - log_std - 0.5 * math.log(2 * math.pi)
-  log_det = 2.0 * (math.log(2.0) - u - jax.nn.softplus(-2.0 * u))
+  if correction == "published":
+    log_det = jnp.log(1.0 - jnp.square(jnp.tanh(u)) + PUBLISHED_TANH_EPS)
+  else:
+    log_det = 2.0 * (math.log(2.0) - u - jax.nn.softplus(-2.0 * u))
   return jnp.sum(normal - log_det, axis=-1)
 
 

@@ -13,11 +13,16 @@ published code). ``d`` is drawn by inverting the truncated geometric CDF and ``L
 search over ``traj_id``, so sampling costs ``O(batch * log capacity)`` time and ``O(batch)``
 memory -- never the ``O(batch x T^2)`` matrix of the published implementation.
 
-Two samplers:
+Two samplers (``replay.sampling``):
 
-* :func:`sample` -- i.i.d. transitions over (env, step), relabelled; the training default.
-* :func:`sample_windows` + :func:`relabel_windows` -- the published scheme: contiguous windows
-  of ``window_length`` steps, goals restricted to the window as well as the episode.
+* ``windows`` -- :func:`sample_windows` + :func:`gather`: the published scheme
+  (github.com/wang-kevin3290/scaling-crl, ``buffer.py`` and ``train.py``): one window of
+  ``window_length`` steps per env, goals restricted to the window as well as the episode, the
+  window's last step dropped, everything shuffled, the first ``sgd_steps x batch`` used. Drawn
+  as indices, never as copied windows.
+* ``transitions`` -- :func:`sample`: i.i.d. transitions over (env, step) of the whole buffer,
+  goals anywhere later in the episode. Its goal offsets are somewhat longer than the windows'
+  and it gives the newest steps their full weight.
 """
 
 from __future__ import annotations
@@ -28,6 +33,10 @@ from typing import NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+
+# The published relabelling adds 1e-5 to the diagonal of its [W, W] future-goal weights.
+PUBLISHED_SELF_WEIGHT = 1e-5
 
 
 class ReplayState(NamedTuple):
@@ -92,14 +101,26 @@ def _ring_index(state: ReplayState, chrono):
   return (oldest + chrono) % state.capacity
 
 
-def truncated_geometric(key, gamma: float, horizon):
-  """Samples ``d`` in ``1..horizon`` with ``P(d) ∝ gamma^d`` (0 where ``horizon == 0``)."""
+def truncated_geometric(key, gamma: float, horizon, self_weight: float = 0.0):
+  """Samples ``d`` in ``1..horizon`` with ``P(d) ∝ gamma^d`` (0 where ``horizon == 0``).
+
+  ``self_weight > 0`` adds weight ``self_weight`` on ``d = 0`` (the published sampler's
+  ``1e-5`` on the diagonal): ``P(0) = self_weight / (self_weight + sum_{d=1..L} gamma^d)``.
+  """
   u = jax.random.uniform(key, horizon.shape)
   h = horizon.astype(jnp.float32)
   log_g = math.log(gamma)
+  tail = -jnp.expm1(h * log_g)   # 1 - gamma^L
+  own = jnp.zeros(horizon.shape, bool)
+  if self_weight > 0:
+    future = gamma / (1.0 - gamma) * tail   # sum_{d=1..L} gamma^d
+    v = u * (self_weight + future)
+    own = v < self_weight
+    u = jnp.clip((v - self_weight) / jnp.maximum(future, 1e-30), 0.0, 1.0)
   # P(D <= d) = (1 - gamma^d) / (1 - gamma^L)  =>  d = ceil(log(1 - u (1 - gamma^L)) / log gamma)
-  d = jnp.ceil(jnp.log1p(-u * -jnp.expm1(h * log_g)) / log_g)
-  return jnp.clip(d, 1, jnp.maximum(h, 1)).astype(jnp.int32) * (horizon > 0)
+  d = jnp.ceil(jnp.log1p(-u * tail) / log_g)
+  d = jnp.clip(d, 1, jnp.maximum(h, 1)).astype(jnp.int32) * (horizon > 0)
+  return jnp.where(own, 0, d)
 
 
 def _episode_last(traj_row_fn, tid, lo, hi, num_iters: int):
@@ -144,39 +165,49 @@ def _gather_relabelled(state, env, t, k, d, horizon, goal_indices, state_size):
                     offset=d.astype(jnp.int32), horizon=horizon.astype(jnp.int32))
 
 
-class Windows(NamedTuple):
-  """Contiguous windows ``[num_windows, window_length, ...]`` of stored steps."""
-  obs: jax.Array
-  action: jax.Array
-  traj_id: jax.Array
+class Anchors(NamedTuple):
+  """Where transitions and their goals sit in the buffer (chronological steps, per env)."""
+  env: jax.Array       # [...] int32
+  t: jax.Array         # [...] int32: the transition's chronological step
+  offset: jax.Array    # [...] int32: d, the goal is the state at t + d
+  horizon: jax.Array   # [...] int32: L, later steps of the episode inside the window
 
 
-def sample_windows(state: ReplayState, key, num_windows: int, window_length: int) -> Windows:
-  """``num_windows`` windows, each from a uniform env and start (``size >= window_length``)."""
-  k_env, k_start = jax.random.split(key)
-  env = jax.random.randint(k_env, (num_windows,), 0, state.num_envs)
-  start = jax.random.randint(k_start, (num_windows,), 0,
-                             jnp.maximum(state.size - window_length + 1, 1))
-  chrono = start[:, None] + jnp.arange(window_length)[None, :]
-  ring = _ring_index(state, chrono)
-  envs = env[:, None]
-  return Windows(obs=state.obs[ring, envs], action=state.action[ring, envs],
-                 traj_id=state.traj_id[ring, envs])
+def sample_windows(state: ReplayState, key, num_transitions: int, window_length: int,
+                   gamma: float, self_weight: float = PUBLISHED_SELF_WEIGHT) -> Anchors:
+  """The published minibatch scheme, as anchors (``[num_transitions]``), without copying windows.
+
+  One window of ``window_length`` consecutive stored steps from every env, each starting
+  uniformly in ``0 .. size - window_length - 1`` (so the newest stored step is never in a
+  window); every step of a window but its last is a transition, relabelled with the state
+  ``d`` steps later in the same window and episode, ``P(d) ∝ gamma^d`` for ``d >= 1`` plus
+  ``self_weight`` on ``d = 0`` (the anchor's own state, all there is when nothing follows it);
+  the ``num_envs * (window_length - 1)`` transitions are shuffled and the first
+  ``num_transitions`` kept. The published code gathers the windows (``[num_envs,
+  window_length, obs]``), builds a ``[window_length, window_length]`` probability matrix per
+  env and draws a categorical per row; here the same law is drawn per kept transition
+  (binary search for its episode's end in the window, inverse CDF for ``d``), so memory is
+  ``O(num_transitions)`` indices. Requires ``size > window_length`` and ``num_transitions <=
+  num_envs * (window_length - 1)``.
+  """
+  n, w = state.num_envs, int(window_length)
+  if num_transitions > n * (w - 1):
+    raise ValueError(f"{num_transitions} transitions requested from {n} windows of {w - 1}")
+  k_start, k_perm, k_d = jax.random.split(key, 3)
+  start = jax.random.randint(k_start, (n,), 0, jnp.maximum(state.size - w, 1))
+  flat = jax.random.permutation(k_perm, n * (w - 1))[:num_transitions].astype(jnp.int32)
+  env, pos = flat % n, flat // n
+  t = start[env] + pos
+  traj = lambda c: state.traj_id[_ring_index(state, c), env]
+  num_iters = max(1, int(np.ceil(np.log2(w))) + 1)
+  end = _episode_last(traj, traj(t), t, start[env] + (w - 1), num_iters)
+  horizon = end - t
+  d = truncated_geometric(k_d, gamma, horizon, self_weight)
+  return Anchors(env=env, t=t, offset=d, horizon=horizon)
 
 
-def relabel_windows(windows: Windows, key, gamma: float, goal_indices: Sequence[int],
-                    state_size: int) -> Relabelled:
-  """Relabels every step of every window with a future goal of the same episode and window;
-  returns ``[num_windows * window_length]`` transitions."""
-  n, w = windows.traj_id.shape
-  pos = jnp.arange(w)
-  # Last index of each step's episode inside its window: traj ids are sorted along the window.
-  end = jax.vmap(lambda tids: jnp.searchsorted(tids, tids, side="right") - 1)(windows.traj_id)
-  horizon = end - pos[None, :]
-  d = truncated_geometric(key, gamma, horizon)
-  k = pos[None, :] + d
-  goal = jnp.take_along_axis(windows.obs, k[:, :, None], axis=1)[..., np.asarray(goal_indices)]
-  obs = jnp.concatenate([windows.obs[..., :state_size], goal], axis=-1)
-  flat = lambda x: x.reshape((n * w,) + x.shape[2:])
-  return Relabelled(obs=flat(obs), action=flat(windows.action), offset=flat(d),
-                    horizon=flat(horizon))
+def gather(state: ReplayState, anchors: Anchors, goal_indices: Sequence[int],
+           state_size: int) -> Relabelled:
+  """The relabelled transitions ``[B]`` of ``anchors`` (``[B]``)."""
+  return _gather_relabelled(state, anchors.env, anchors.t, anchors.t + anchors.offset,
+                            anchors.offset, anchors.horizon, goal_indices, state_size)

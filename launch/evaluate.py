@@ -1,10 +1,12 @@
 """Evaluate a trained policy and (optionally) render an episode to a video, headless.
 
-    python launch/evaluate.py --config=configs/pointmass.py --checkpoint=runs/pointmass \
-        --video=out.mp4
+    python launch/evaluate.py --workdir=runs/pointmass --video=out.mp4
+    python launch/evaluate.py --checkpoint=runs/pointmass/checkpoints/step_00000024
 
-``--checkpoint`` is a checkpoint file or a run directory (its newest checkpoint). The config
-must describe the same networks as the run (its ``config.json`` holds the resolved values).
+``--workdir`` is a run directory (its newest complete checkpoint); ``--checkpoint`` a run
+directory, its ``checkpoints/`` folder or one ``step_NNNNNNNN`` checkpoint. The networks and env
+are rebuilt from the config stored in the checkpoint, so no ``--config`` is needed; one given
+anyway must describe the same networks (e.g. to evaluate on another env layout).
 Rendering uses ``mujoco.Renderer`` with EGL (``MUJOCO_GL=egl``, Debian package ``libegl1``
 with Mesa) or OSMesa (``MUJOCO_GL=osmesa``, package ``libosmesa6``).
 """
@@ -15,16 +17,17 @@ import sys
 if any(a.startswith("--video") for a in sys.argv):
   os.environ.setdefault("MUJOCO_GL", "egl")  # before mujoco is imported
 
-import deepcrl_core  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from deepcrl_core import cli  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/pointmass.py", "Config file.",
-                                          lock_config=True)
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Checkpoint file or run directory.",
-                                  required=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file (default: the config stored in the checkpoint).",
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: evaluates its newest checkpoint.")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None,
+                                  "A run directory or one checkpoint (checkpoints/step_N).")
 _VIDEO = flags.DEFINE_string("video", None, "Write one rendered episode here (.mp4 or .gif).")
 _EPISODES = flags.DEFINE_integer("episodes", 0, "Evaluation episodes (0 = config's eval.num_envs).")
 _SEED = flags.DEFINE_integer("seed", 0, "Evaluation seed.")
@@ -32,17 +35,24 @@ _HEIGHT = flags.DEFINE_integer("height", 240, "Video height.")
 _WIDTH = flags.DEFINE_integer("width", 320, "Video width.")
 
 
-def _checkpoint_path(path: str) -> str:
+def _checkpoint_location(path: str):
+  """``(checkpoints directory, step)`` for a run directory, its checkpoints folder or a step."""
   from deepcrl_core import checkpoint as ckpt
-  if os.path.isdir(path):
-    d = os.path.join(path, "checkpoints") if os.path.isdir(os.path.join(path, "checkpoints")) else path
-    step = ckpt.latest_step(d)
-    if step is None:
-      cli.exit_with(f"no checkpoint in {d!r}")
-    return ckpt.path_for(d, step)
-  if not os.path.isfile(path):
-    cli.exit_with(f"checkpoint {path!r} does not exist")
-  return path
+  path = os.path.normpath(path)
+  name = os.path.basename(path)
+  if name.startswith("step_") and name[5:].isdigit():
+    directory, step = os.path.dirname(path), int(name[5:])
+    if not ckpt.is_complete(directory, step):
+      cli.exit_with(f"checkpoint {path!r} does not exist or is incomplete")
+    return directory, step
+  if not os.path.isdir(path):
+    cli.exit_with(f"{path!r} is not a run directory or checkpoint")
+  directory = os.path.join(path, "checkpoints") if os.path.isdir(
+      os.path.join(path, "checkpoints")) else path
+  step = ckpt.latest_complete_step(directory)
+  if step is None:
+    cli.exit_with(f"no complete checkpoint in {directory!r}")
+  return directory, step
 
 
 def main(argv):
@@ -58,25 +68,38 @@ def main(argv):
   from deepcrl_core import train as train_lib
 
   logging.set_verbosity(logging.WARNING)
+  if bool(_WORKDIR.value) == bool(_CHECKPOINT.value):
+    cli.exit_with("pass exactly one of --workdir=RUN or --checkpoint=PATH")
+  ckpt_dir, step = _checkpoint_location(_WORKDIR.value or _CHECKPOINT.value)
+  checkpointer = ckpt.RunCheckpointer(ckpt_dir)
   config = _CONFIG.value
+  if config is None:
+    stored = checkpointer.metadata(step).get("config")
+    if stored is None:
+      cli.exit_with(f"checkpoint {ckpt.step_dir(ckpt_dir, step)} stores no config; pass --config")
+    config = config_lib.from_resolved_dict(stored)
+  path = ckpt.step_dir(ckpt_dir, step)
   if _EPISODES.value:
     config.unlock()
     config.eval.num_envs = _EPISODES.value
     config.distributed.num_devices = 1
     config.lock()
   cli.validate_or_exit(config)
-  path = _checkpoint_path(_CHECKPOINT.value)
   c = train_lib.build(config)
-  shapes = train_lib._run_state_shapes(c)  # pylint: disable=protected-access
   try:
-    tree, meta = ckpt.load(path, {"training": shapes.training})
+    tree, _, meta = checkpointer.restore(step, {"training": c.shapes.training})
   except ValueError as e:
     cli.exit_with(f"{e}\n(pass the config the run was trained with, e.g. the same overrides)")
   params = jax.tree.map(jnp.asarray, tree["training"].actor_params)
 
   metrics = jax.device_get(train_lib.make_eval_fn(c)(params, jax.random.PRNGKey(_SEED.value)))
+  # The published metric names (summary.py): episode_success = time at goal (steps within the
+  # success radius), episode_success_any = fraction of episodes reaching the goal.
+  from deepcrl_core import summary
+  published = summary.published_eval_metrics(metrics)
+  aka = {k: f" ({v.split('/', 1)[1]})" for k, v in summary.PUBLISHED_NAMES.items()}
   print(f"{path} (epoch {meta.get('epoch')}): " + ", ".join(
-      f"{k} {float(v):.3f}" for k, v in metrics.items()), flush=True)
+      f"{k} {v:.3f}{aka.get(k, '')}" for k, v in published.items()), flush=True)
 
   if _VIDEO.value:
     from deepcrl_core import render

@@ -7,6 +7,11 @@ separately; then ``--repeats`` timed calls are made and the best is reported.
 
   python profiling/env_throughput.py --num_envs=64
   python profiling/env_throughput.py --num_envs=2048 --tasks=ant,humanoid --out=$OUT/envs.md
+  python profiling/env_throughput.py --tasks=ant,humanoid,arm_push_easy --reset_mode=first,fresh
+
+``--reset_mode`` (comma-separated: ``first``, ``fresh``) picks the auto-reset of
+:func:`deepcrl_core.envs.wrap_for_training`; with several, each task is measured in each mode
+and the table adds the cost of ``fresh`` relative to ``first``.
 
 Prints a markdown table (also written to ``--out`` when given). "CPU us / env-step" is process
 CPU time (all threads) per env-step: on a shared machine it is less sensitive to other load
@@ -37,9 +42,9 @@ DEFAULT_TASKS = (
 
 
 def measure(name: str, num_envs: int, scan_length: int, repeats: int,
-            env_kwargs: dict = None) -> dict:
+            env_kwargs: dict = None, reset_mode: str = "fresh") -> dict:
   env = envs.make(name, **(env_kwargs or {}))
-  train_env = envs.wrap_for_training(env, env.episode_length)
+  train_env = envs.wrap_for_training(env, env.episode_length, reset_mode=reset_mode)
 
   def rollout(state, key):
     def body(carry, k):
@@ -62,7 +67,7 @@ def measure(name: str, num_envs: int, scan_length: int, repeats: int,
     best_cpu = min(best_cpu, time.process_time() - c0)
   finite = bool(jnp.all(jnp.isfinite(state.obs)))
   return {
-      "task": name, "steps_per_s": num_envs * scan_length / best,
+      "task": name, "reset_mode": reset_mode, "steps_per_s": num_envs * scan_length / best,
       "cpu_us_per_step": 1e6 * best_cpu / (num_envs * scan_length),
       "compile_s": compile_s, "dt": env.dt, "slots": mjcf.count_contact_slots(env.mj_model),
       "finite": finite,
@@ -75,17 +80,24 @@ def main(argv=None) -> int:
   parser.add_argument("--tasks", default=",".join(DEFAULT_TASKS))
   parser.add_argument("--scan_length", type=int, default=50)
   parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--reset_mode", default="fresh",
+                      help="comma-separated auto-reset modes to measure: first, fresh")
   parser.add_argument("--out", default=None, help="also write the table to this file")
   args = parser.parse_args(argv)
 
   tasks = [t for t in args.tasks.split(",") if t]
+  modes = [m for m in args.reset_mode.split(",") if m]
+  for m in modes:
+    if m not in envs.wrappers.RESET_MODES:
+      parser.error(f"--reset_mode: {m!r} is not one of {envs.wrappers.RESET_MODES}")
   rows = []
   table = ""
   for name in tasks:
-    r = measure(name, args.num_envs, args.scan_length, args.repeats)
-    rows.append(r)
-    print(f"# {name}: {r['steps_per_s']:.0f} env-steps/s (compile {r['compile_s']:.1f} s)",
-          file=sys.stderr, flush=True)
+    for mode in modes:
+      r = measure(name, args.num_envs, args.scan_length, args.repeats, reset_mode=mode)
+      rows.append(r)
+      print(f"# {name} ({mode}): {r['steps_per_s']:.0f} env-steps/s "
+            f"(compile {r['compile_s']:.1f} s)", file=sys.stderr, flush=True)
     table = format_table(rows, args)
     if args.out:  # rewritten after every task, so a timeout keeps the finished rows
       with open(args.out, "w") as f:
@@ -95,13 +107,17 @@ def main(argv=None) -> int:
 
 
 def format_table(rows, args) -> str:
+  modes = sorted({r["reset_mode"] for r in rows})
+  if len(modes) > 1:
+    return format_reset_table(rows, args)
   ref = {r["task"]: r["steps_per_s"] for r in rows}
   lines = [
       f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), "
       f"jax {jax.__version__}, mujoco {mujoco.__version__}, python {platform.python_version()}, "
       f"{datetime.date.today().isoformat()}",
       f"num_envs {args.num_envs}, scan of {args.scan_length} control steps, best of "
-      f"{args.repeats}; training wrappers (episode limit + auto-reset), random actions",
+      f"{args.repeats}; training wrappers (episode limit + auto-reset "
+      f"{rows[0]['reset_mode'] if rows else ''}), random actions",
       "",
       "| task | env-steps/s | cost vs open robot | CPU us / env-step | control dt (s) "
       "| contact slots | compile (s) |",
@@ -113,6 +129,28 @@ def format_table(rows, args) -> str:
            else "-")
     lines.append(f"| {r['task']} | {r['steps_per_s']:,.0f} | {rel} | {r['cpu_us_per_step']:.1f} "
                  f"| {r['dt']:.3f} | {r['slots']} | {r['compile_s']:.1f} |"
+                 + ("" if r["finite"] else " NaN!"))
+  return "\n".join(lines)
+
+
+def format_reset_table(rows, args) -> str:
+  """One row per (task, reset mode), with each mode's CPU cost relative to ``first``."""
+  first = {r["task"]: r for r in rows if r["reset_mode"] == "first"}
+  lines = [
+      f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), "
+      f"jax {jax.__version__}, mujoco {mujoco.__version__}, python {platform.python_version()}, "
+      f"{datetime.date.today().isoformat()}",
+      f"num_envs {args.num_envs}, scan of {args.scan_length} control steps, best of "
+      f"{args.repeats}; training wrappers, random actions",
+      "",
+      "| task | reset mode | env-steps/s | CPU us / env-step | CPU cost vs first | compile (s) |",
+      "|---|---|---|---|---|---|",
+  ]
+  for r in rows:
+    f = first.get(r["task"])
+    rel = f"{r['cpu_us_per_step'] / f['cpu_us_per_step']:.2f}x" if f else "-"
+    lines.append(f"| {r['task']} | {r['reset_mode']} | {r['steps_per_s']:,.0f} "
+                 f"| {r['cpu_us_per_step']:.1f} | {rel} | {r['compile_s']:.1f} |"
                  + ("" if r["finite"] else " NaN!"))
   return "\n".join(lines)
 

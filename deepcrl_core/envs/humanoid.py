@@ -5,9 +5,20 @@ Model: gymnasium's ``humanoid.xml`` (installed package data, primitives only) ed
 bodies are fused (the jointless feet join the shins, leaving the 11 robot links), robot geoms
 touch the floor but not each other (and the walls in a maze), and a non-colliding 1 kg
 ``target`` body on two free x/y slide joints at z 1.25 holds the goal, as in the published
-model. 17 motors (gears 100 x5, 300, 200, 100 x2, 300, 200, 25 x6), ``ctrl = 0.4 * action``.
-Physics: 0.003 s steps, 10 per control step in the open (0.03 s) and 5 in mazes (0.015 s), as
-published; Newton solver, 1 iteration, 4 line-search steps. Contacts: every robot geom vs the
+model. 17 motors, ``ctrl = 0.4 * action`` (the published action mapping), with gears
+(``actuation``):
+
+* ``"gymnasium"`` (default): the MJCF's own gears, 100 x5, 300, 200, 100 x2, 300, 200, 25 x6
+  (abdomen, hips, knees, then shoulders and elbows), as JaxGCRL's MJX code path uses them.
+* ``"published"``: the gears the paper's code sets for brax's spring engine, 350 x11 (abdomen,
+  hips, knees) and 100 x6 (arms) -- on MuJoCo physics, where they drive MJCF masses, damping and
+  armature that the spring engine ignores (FIDELITY.md; ``profiling/RESULTS.md``, "Humanoid
+  actuation", measures how they behave).
+
+Physics: MuJoCo through MJX (the paper's code runs brax's spring engine), 0.003 s steps, 10
+per control step in the open (0.03 s, the published control period) and 5 in mazes (0.015 s,
+the published control period, which the published maze reaches with 10 spring steps of
+0.0015 s); Newton solver, 1 iteration, 4 line-search steps (JaxGCRL's MJX settings). Contacts: every robot geom vs the
 floor (29 candidate slots; ``max_contact_points`` keeps the 8 deepest, and a humanoid with
 more than 8 geoms on the floor has fallen). In mazes, 11 spheres (head, hands, feet and
 massless proxies at torso, pelvis, knees and elbows) collide with 4 wall-cell boxes moved
@@ -39,6 +50,10 @@ from deepcrl_core.envs.base import State
 from deepcrl_core.envs.locomotion import LocomotionEnv
 
 GOAL_Z = 1.25
+ACTUATIONS = ("gymnasium", "published")
+# The paper's code replaces the humanoid's gears for brax's spring engine: 350 on the 11
+# abdomen/hip/knee motors, 100 on the 6 shoulder/elbow motors (MJCF actuator order).
+PUBLISHED_GEARS = (350.0,) * 11 + (100.0,) * 6
 # Bodies 1..12 after fusing: 11 robot links, then the target (mocap bodies come after).
 _N_LINKS = 12
 # Massless, invisible spheres that stand in for the capsules against maze walls (with the
@@ -61,9 +76,17 @@ def gymnasium_humanoid_path() -> str:
                       "humanoid.xml")
 
 
-def humanoid_spec(in_maze: bool = False) -> mujoco.MjSpec:
+def humanoid_spec(in_maze: bool = False, actuation: str = "gymnasium") -> mujoco.MjSpec:
   """The edited gymnasium humanoid (with its target body) as an ``MjSpec``."""
+  if actuation not in ACTUATIONS:
+    raise ValueError(f"unknown humanoid actuation {actuation!r}; choose from {ACTUATIONS}")
   spec = mujoco.MjSpec.from_file(gymnasium_humanoid_path())
+  if actuation == "published":
+    if len(spec.actuators) != len(PUBLISHED_GEARS):
+      raise ValueError(f"expected {len(PUBLISHED_GEARS)} humanoid motors, "
+                       f"found {len(spec.actuators)}")
+    for act, gear in zip(spec.actuators, PUBLISHED_GEARS):
+      act.gear = [gear, 0.0, 0.0, 0.0, 0.0, 0.0]
   for tendon in list(spec.tendons):
     spec.delete(tendon)
   wall_bit = mjcf.WALL_BIT if in_maze else 0
@@ -103,14 +126,16 @@ class Humanoid(LocomotionEnv):
                goal_radius=(1.0, 5.0), success_radius: float = 0.5,
                episode_length: int = 1000, timestep: float = 0.003,
                n_substeps: Optional[int] = None, healthy_z=(1.0, 2.0),
-               max_contact_points: int = 8, action_scale: float = 0.4):
+               max_contact_points: int = 8, action_scale: float = 0.4,
+               actuation: str = "gymnasium"):
     self.success_radius = float(success_radius)
     self.episode_length = int(episode_length)
     self.goal_radius = tuple(goal_radius)
     self.healthy_z = tuple(healthy_z)
     self.action_scale = float(action_scale)
     self._init_maze(maze, maze_scale)
-    spec = humanoid_spec(in_maze=self.maze is not None)
+    self.actuation = actuation
+    spec = humanoid_spec(in_maze=self.maze is not None, actuation=actuation)
     mjcf.set_mjx_options(spec, timestep=timestep)
     if self.maze is None:
       mjcf.add_contact_caps(spec, max_contact_points=max_contact_points)

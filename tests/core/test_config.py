@@ -141,3 +141,48 @@ def test_env_constructor_arguments_override_and_validate():
     config_lib.validate(load("ant", "env.kwargs.physics=fast"))
   with pytest.raises(config_lib.ConfigError, match="unknown override key 'env.kwarg.x'"):
     load("ant", "env.kwarg.x=1")
+
+
+@pytest.mark.parametrize("task", PAPER_TASKS)
+def test_paper_tasks_default_to_the_published_pipeline(task):
+  c = load(task)
+  assert c.env.reset_mode == "first" and c.replay.sampling == "windows"
+  assert c.train.prefill_policy == "actor" and c.loss.tanh_correction == "published"
+  assert c.replay.window_length == c.env.episode_length == 1000
+  # published prefill: ceil(1000 / 62) = 17 unrolls of 62 steps
+  assert config_lib.prefill_steps_per_env(c) == 17 * 62
+  config_lib.validate(c)
+
+
+def test_quick_start_keeps_deepcrls_pipeline():
+  c = load("pointmass")
+  assert (c.env.reset_mode, c.replay.sampling, c.train.prefill_policy,
+          c.loss.tanh_correction) == ("fresh", "transitions", "random", "exact")
+
+
+def test_unknown_pipeline_choices_are_named_before_compiling():
+  c = load("humanoid")
+  c.env.reset_mode = "sometimes"
+  c.train.prefill_policy = "expert"
+  c.loss.tanh_correction = "approx"
+  joined = "\n".join(config_lib.validation_problems(c))
+  for fragment in ("env.reset_mode must be one of ('first', 'fresh'), got 'sometimes'",
+                   "train.prefill_policy must be one of ('actor', 'random'), got 'expert'",
+                   "loss.tanh_correction must be one of ('published', 'exact'), got 'approx'"):
+    assert fragment in joined, joined
+  with pytest.raises(config_lib.ConfigError, match="env.reset_mode"):
+    config_lib.validate(load("ant", "env.reset_mode=always"))
+  # one window per env must hold a training step's minibatches
+  with pytest.raises(config_lib.ConfigError, match="one window per env"):
+    config_lib.validate(load("ant", "num_envs=256"))
+
+
+def test_paper_epochs_have_the_published_length():
+  """31 training steps per epoch for 100M env steps (62 for 200M, 125 for 400M): evaluation
+  every ~1M env steps, and epochs=100 is exactly the published run."""
+  for task, steps in (("humanoid", 31), ("ant_hardest_maze", 62), ("humanoid_u_maze", 125)):
+    c = load(task)
+    assert c.train.train_steps_per_epoch == steps
+    assert config_lib.num_epochs(load(task, "epochs=100")) * steps == 100 * steps
+  c = load("humanoid")
+  assert 0.98e6 < config_lib.env_steps_per_epoch(c) < 1e6

@@ -27,13 +27,16 @@ def test_evaluate_writes_metrics_and_video(tmp_path, workdir):
   video = str(tmp_path / "episode.mp4")
   env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
   proc = subprocess.run(
-      [sys.executable, "launch/evaluate.py", f"--config=configs/pointmass.py:{TINY}",
-       f"--checkpoint={workdir}", f"--video={video}", "--episodes=8", "--height=64", "--width=96"],
+      # No --config: the networks and env come from the config stored in the checkpoint.
+      [sys.executable, "launch/evaluate.py", f"--workdir={workdir}", f"--video={video}",
+       "--episodes=8", "--height=64", "--width=96"],
       cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, env=env)
   if proc.returncode != 0 and ("EGL" in proc.stderr or "OpenGL" in proc.stderr):
     pytest.skip(f"no offscreen OpenGL here (install libegl1 + Mesa): {proc.stderr[-300:]}")
   assert proc.returncode == 0, proc.stderr[-2000:]
-  assert "success" in proc.stdout and "time_at_goal" in proc.stdout
+  # the published metric names (time at goal = episode_success), with deepcrl's in brackets
+  assert "eval/episode_success " in proc.stdout and "(time_at_goal)" in proc.stdout
+  assert "eval/episode_success_any " in proc.stdout and "(success)" in proc.stdout
   import imageio.v2 as imageio
   frames = np.stack([f for f in imageio.get_reader(video)])  # len() is inf: no list()
   assert frames.shape == (12, 64, 96, 3)
@@ -45,4 +48,12 @@ def test_evaluate_rejects_a_checkpoint_of_other_networks(workdir):
       [sys.executable, "launch/evaluate.py", f"--config=configs/pointmass.py:{TINY},width=64",
        f"--checkpoint={workdir}"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 2 and "does not match" in proc.stderr
+  assert "Traceback" not in proc.stderr
+
+
+def test_evaluate_names_a_missing_checkpoint(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, "launch/evaluate.py", f"--workdir={tmp_path}"], cwd=REPO_ROOT,
+      capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 2 and "no complete checkpoint" in proc.stderr, proc.stderr
   assert "Traceback" not in proc.stderr

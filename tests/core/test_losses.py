@@ -108,6 +108,34 @@ def test_tanh_gaussian_log_prob_is_a_density():
   assert ours == pytest.approx(direct, rel=1e-6)  # mean was rounded to f32
 
 
+def test_published_tanh_correction_is_the_papers_formula_and_bounded():
+  """published: log N(u) - sum log(1 - tanh(u)^2 + 1e-6) (the paper's code, in numpy here);
+  it stays bounded where the exact density diverges, and is the default of the loss."""
+  rng = np.random.default_rng(0)
+  mean = rng.normal(size=(64, 3)).astype(np.float32)
+  log_std = rng.uniform(-2, 1, size=(64, 3)).astype(np.float32)
+  # |u| <= 3: float32 tanh implementations (numpy's, XLA's) agree there; beyond, they round
+  # 1 - tanh(u)^2 differently, which only the bound below constrains.
+  u = np.clip(mean + np.exp(log_std) * rng.normal(size=(64, 3)), -3, 3).astype(np.float32)
+  std = np.exp(log_std.astype(np.float64))
+  normal = -0.5 * ((u - mean) / std) ** 2 - np.log(std) - 0.5 * np.log(2 * np.pi)
+  expected = np.sum(normal - np.log(1 - np.tanh(u.astype(np.float64)) ** 2 + 1e-6), -1)
+  ours = nets.tanh_gaussian_log_prob(jnp.asarray(u), jnp.asarray(mean), jnp.asarray(log_std),
+                                     "published")
+  np.testing.assert_allclose(ours, expected, rtol=2e-5, atol=2e-4)
+  # Saturated actions: bounded (-log 1e-6 per dimension at most) vs the exact form's growth.
+  big = jnp.full((1, 3), 12.0)
+  zeros = jnp.zeros((1, 3))
+  pub = float(nets.tanh_gaussian_log_prob(big, zeros, zeros, "published")[0])
+  exact = float(nets.tanh_gaussian_log_prob(big, zeros, zeros, "exact")[0])
+  normal12 = 3 * (-0.5 * 144 - 0.5 * math.log(2 * math.pi))
+  assert pub <= normal12 + 3 * -math.log(1e-6) + 1e-3
+  assert exact > pub + 3 * 8  # exact adds 2*(12 - log 2) ~ 22.6 per dim more
+  assert L.LossConfig().tanh_correction == "published"
+  with pytest.raises(ValueError, match="correction must be one of"):
+    nets.tanh_gaussian_log_prob(big, zeros, zeros, "approx")
+
+
 def test_actor_and_alpha_losses():
   spec = nets.NetworkSpec(state_size=3, goal_size=2, action_size=2, actor_depth=4,
                           critic_depth=4, width=16, repr_dim=8, kernel_impl="xla")
@@ -121,7 +149,7 @@ def test_actor_and_alpha_losses():
   loss, aux = L.actor_loss(actor_params, critic_params, log_alpha, networks, batch, key, cfg)
   # Recompute by hand from the same sample.
   mean, log_std = networks.actor.apply(actor_params, batch.obs)
-  action, log_prob = nets.tanh_gaussian_sample(key, mean, log_std)
+  action, log_prob = nets.tanh_gaussian_sample(key, mean, log_std, cfg.tanh_correction)
   phi, psi = networks.critic.apply(critic_params, batch.state, action, batch.goal)
   q = -jnp.linalg.norm(phi - psi, axis=-1)
   np.testing.assert_allclose(loss, jnp.mean(jnp.exp(0.5) * log_prob - q), rtol=1e-5)

@@ -109,26 +109,123 @@ def test_truncated_geometric_moments():
       jax.random.PRNGKey(0), 0.99, jnp.zeros(5, jnp.int32))) == 0)
 
 
-def test_windows_relabel_within_window_and_episode(filled):
+def _published_offsets_numpy(tid_chrono, gamma, window, rng):
+  """The published sampler's rule, written independently in numpy from its description: for
+  every env one window of ``window`` stored steps starting uniformly in 0 .. size - window - 1;
+  for each window row i the goal index j ~ Categorical(w_ij), w_ij = gamma^(j - i) for j > i in
+  the same episode (equal trajectory id) plus 1e-5 on j = i; the last row dropped. Returns
+  (env, anchor step, offset j - i) of every transition."""
+  size, n = tid_chrono.shape
+  envs_, ts, ds = [], [], []
+  for e in range(n):
+    s0 = rng.integers(0, size - window)
+    ids = tid_chrono[s0:s0 + window, e]
+    i, j = np.meshgrid(np.arange(window), np.arange(window), indexing="ij")
+    w = np.where((j > i) & (ids[None, :] == ids[:, None]), gamma ** (j - i).astype(float), 0.0)
+    w = w + 1e-5 * np.eye(window)
+    p = w / w.sum(1, keepdims=True)
+    goal = np.array([rng.choice(window, p=row) for row in p])
+    envs_.append(np.full(window - 1, e))
+    ts.append(s0 + np.arange(window - 1))
+    ds.append((goal - np.arange(window))[:-1])
+  return np.concatenate(envs_), np.concatenate(ts), np.concatenate(ds)
+
+
+def _chrono_traj(state):
+  oldest = (int(state.insert_pos) - int(state.size)) % state.capacity
+  ring = (oldest + np.arange(int(state.size))) % state.capacity
+  return np.asarray(state.traj_id)[ring]
+
+
+def test_windows_follow_the_published_scheme(filled):
+  """Every env gives one contiguous window that never holds the newest step; every window step
+  but the last is a transition; goals stay in the window and the episode."""
   state, tid, total = filled
   w = 20
-  windows = replay.sample_windows(state, jax.random.PRNGKey(5), 400, w)
-  flat = replay.relabel_windows(windows, jax.random.PRNGKey(6), GAMMA, GOAL_INDICES, STATE_SIZE)
+  n_all = NUM_ENVS * (w - 1)
+  sample = jax.jit(replay.sample_windows, static_argnums=(2, 3, 4))
+  anchors = sample(state, jax.random.PRNGKey(5), n_all, w, GAMMA)
+  flat = replay.gather(state, anchors, GOAL_INDICES, STATE_SIZE)
   obs = np.asarray(flat.obs)
+  env = np.asarray(flat.action[:, 1]).astype(int)
   t_abs, goal_time = obs[:, 0].astype(int), obs[:, 2].astype(int)
   np.testing.assert_array_equal(obs[:, 3], obs[:, 1])  # same episode
   np.testing.assert_array_equal(goal_time - t_abs, np.asarray(flat.offset))
-  # Windows are contiguous stored steps; goals stay inside the window.
-  times = np.asarray(windows.obs[..., 0]).astype(int)
-  np.testing.assert_array_equal(np.diff(times, axis=1), 1)
-  assert times.min() >= total - CAPACITY and times.max() <= total - 1
-  window_end = np.repeat(times[:, -1], w)
-  assert np.all(goal_time <= window_end)
-  h = np.asarray(flat.horizon)
-  m = h > 0
-  assert np.all(goal_time[m] > t_abs[m])
-  chi2 = _pit_uniformity_chi2(np.asarray(flat.offset)[m], h[m], GAMMA, np.random.default_rng(2))
-  assert chi2 < 27.9, chi2
+  chrono_tid = _chrono_traj(state)
+  for e in range(NUM_ENVS):
+    ts = np.sort(t_abs[env == e])
+    assert len(ts) == w - 1  # one window per env, its last step dropped
+    np.testing.assert_array_equal(np.diff(ts), 1)
+    last = ts[-1] + 1  # the window's last (dropped) step
+    assert ts[0] >= total - CAPACITY and last <= total - 2  # never the newest stored step
+    m = env == e
+    assert np.all(goal_time[m] <= last)
+    # horizon = later steps of the episode inside the window (numpy, by scanning)
+    for t, h in zip(t_abs[m], np.asarray(flat.horizon)[m]):
+      c = t - (total - CAPACITY)
+      k = 0
+      while t + k + 1 <= last and chrono_tid[c + k + 1, e] == chrono_tid[c, e]:
+        k += 1
+      assert h == k
+  # A subset is the first num_transitions of the shuffle: distinct transitions.
+  part = sample(state, jax.random.PRNGKey(6), 30, w, GAMMA)
+  keys = np.asarray(part.env) * 10_000 + np.asarray(part.t)
+  assert len(np.unique(keys)) == 30
+
+
+def test_windows_goal_offsets_match_a_numpy_implementation_of_the_published_rule(filled):
+  """Goal offsets d (0 = own state) and window starts from the jax sampler and from an
+  independent numpy implementation of the published rule have the same distribution
+  (two-sample chi-square). Transitions of one window are dependent, so each side keeps one
+  random transition per (draw, env)."""
+  from scipy import stats
+  state, _, _ = filled
+  w, reps = 20, 1500
+  chrono_tid = _chrono_traj(state)
+  rng = np.random.default_rng(0)
+
+  def one_per_window(env, t, d):
+    env, t, d = env.reshape(reps, -1), t.reshape(reps, -1), d.reshape(reps, -1)
+    out_d, out_start = [], []
+    for r in range(reps):
+      for e in range(NUM_ENVS):
+        idx = np.flatnonzero(env[r] == e)
+        out_d.append(d[r, rng.choice(idx)])
+        out_start.append(t[r, idx].min())
+    return np.array(out_d), np.array(out_start)
+
+  ref = [_published_offsets_numpy(chrono_tid, GAMMA, w, rng) for _ in range(reps)]
+  ref_d, ref_start = one_per_window(*(np.stack([r[k] for r in ref]) for k in range(3)))
+  sample = jax.jit(jax.vmap(replay.sample_windows, in_axes=(None, 0, None, None, None)),
+                   static_argnums=(2, 3, 4))
+  got = sample(state, jax.random.split(jax.random.PRNGKey(1), reps), NUM_ENVS * (w - 1), w,
+               GAMMA)
+  # the jax sampler's steps are chronological (0 = oldest stored), like the reference's
+  got_d, got_start = one_per_window(*(np.asarray(x) for x in (got.env, got.t, got.offset)))
+  assert 0 < (got_d == 0).mean() < 1  # own state where nothing follows
+
+  def two_sample_p(a, b, edges):
+    ca, cb = np.histogram(a, edges)[0], np.histogram(b, edges)[0]
+    keep = (ca + cb) > 0
+    return stats.chi2_contingency(np.stack([ca[keep], cb[keep]]))[1]
+
+  d_edges = np.concatenate([np.arange(0, 8), [8, 11, w]]) - 0.5
+  start_edges = np.linspace(0, CAPACITY - w, 7)
+  assert two_sample_p(got_d, ref_d, d_edges) > 1e-3
+  assert two_sample_p(got_start, ref_start, start_edges) > 1e-3
+  assert ref_start.max() == got_start.max() == CAPACITY - w - 1  # the newest step is never in
+  # The test has power: offsets of the i.i.d. "transitions" sampler are rejected.
+  iid = replay.sample(state, jax.random.PRNGKey(2), len(got_d), GAMMA, GOAL_INDICES, STATE_SIZE)
+  assert two_sample_p(np.asarray(iid.offset), ref_d, d_edges) < 1e-6
+
+
+def test_truncated_geometric_self_weight():
+  """P(0) = eps / (eps + sum_{d=1..L} gamma^d); the rest keeps P(d) ∝ gamma^d."""
+  eps, gamma, L = 0.3, 0.5, 4
+  d = np.asarray(replay.truncated_geometric(jax.random.PRNGKey(3), gamma,
+                                            jnp.full((400000,), L, jnp.int32), eps))
+  w = np.concatenate([[eps], gamma ** np.arange(1, L + 1)])
+  np.testing.assert_allclose(np.bincount(d, minlength=L + 1) / len(d), w / w.sum(), atol=3e-3)
 
 
 def test_sampling_cost_is_linear_in_batch():

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from deepcrl_core import envs
+from deepcrl_core.envs.wrappers import Wrapper
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +16,13 @@ def env():
 
 @pytest.fixture(scope="module")
 def batched(env):
-  wrapped = envs.wrap_for_training(env, episode_length=5)
+  wrapped = envs.wrap_for_training(env, episode_length=5, reset_mode="fresh")
+  return wrapped, jax.jit(wrapped.reset), jax.jit(wrapped.step)
+
+
+@pytest.fixture(scope="module")
+def batched_first(env):
+  wrapped = envs.wrap_for_training(env, episode_length=5, reset_mode="first")
   return wrapped, jax.jit(wrapped.reset), jax.jit(wrapped.step)
 
 
@@ -82,6 +89,52 @@ def test_auto_reset_starts_a_fresh_episode(batched):
   assert np.all(prev.done == 0)
 
 
+def test_first_reset_mode_restores_the_first_state_and_goal_exactly(batched_first):
+  _, reset, step = batched_first
+  state0 = reset(jax.random.split(jax.random.PRNGKey(3), 3))
+  state = state0
+  actions = jax.random.uniform(jax.random.PRNGKey(4), (10, 3, 2), minval=-1, maxval=1)
+  for i in range(10):
+    prev = state
+    state = step(state, actions[i])
+    if i == 3:
+      # mid-episode: the physics has moved away from the start
+      assert not np.allclose(state.data.qpos, state0.data.qpos)
+    if i in (4, 9):  # each 5-step episode ends: the slot is back at its first state and goal
+      np.testing.assert_array_equal(state.done, 1.0)
+      np.testing.assert_array_equal(state.info["traj_id"], (i + 1) // 5)
+      np.testing.assert_array_equal(state.info["steps"], 0)
+      np.testing.assert_array_equal(state.obs, state0.obs)
+      np.testing.assert_array_equal(state.info["goal"], state0.info["goal"])
+      for a, b in zip(jax.tree.leaves(state.data), jax.tree.leaves(state0.data)):
+        np.testing.assert_array_equal(a, b)
+      assert np.all(prev.done == 0)
+  # slots keep their own (different) first goals
+  assert not np.allclose(state0.info["goal"][0], state0.info["goal"][1])
+
+
+class _CountingResets(Wrapper):
+  traced_resets = 0
+
+  def reset(self, key):
+    _CountingResets.traced_resets += 1
+    return self.env.reset(key)
+
+
+@pytest.mark.parametrize("mode, resets_in_step", [("first", 0), ("fresh", 1)])
+def test_first_reset_mode_computes_no_reset_after_the_first(env, mode, resets_in_step):
+  wrapped = envs.wrap_for_training(_CountingResets(env), episode_length=5, reset_mode=mode)
+  state = wrapped.reset(jax.random.split(jax.random.PRNGKey(0), 2))
+  _CountingResets.traced_resets = 0
+  jax.make_jaxpr(wrapped.step)(state, jnp.zeros((2, 2)))
+  assert _CountingResets.traced_resets == resets_in_step
+
+
+def test_unknown_reset_mode_is_a_clear_error(env):
+  with pytest.raises(ValueError, match="reset_mode must be one of"):
+    envs.wrap_for_training(env, 5, reset_mode="sometimes")
+
+
 def test_eval_wrapper_does_not_reset(env):
   wrapped = envs.wrap_for_eval(env, episode_length=3)
   state = jax.jit(wrapped.reset)(jax.random.split(jax.random.PRNGKey(0), 2))
@@ -98,9 +151,10 @@ def test_unknown_env_is_a_clear_error():
     envs.make("nope")
 
 
-def test_stepped_state_has_the_types_of_a_reset_state(batched):
+@pytest.mark.parametrize("mode", ["fresh", "first"])
+def test_stepped_state_has_the_types_of_a_reset_state(batched, batched_first, mode):
   """A stepped state can be fed back into code compiled for a reset state (no weak types)."""
-  _, reset, step = batched
+  _, reset, step = batched if mode == "fresh" else batched_first
   state = reset(jax.random.split(jax.random.PRNGKey(0), 2))
   stepped = step(state, jnp.zeros((2, 2)))
   avals = lambda s: [(jax.typeof(x).dtype, jax.typeof(x).shape, jax.typeof(x).weak_type)

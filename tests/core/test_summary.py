@@ -1,0 +1,48 @@
+"""summary.json: the paper's headline numbers (last 5 evaluations) under the published names."""
+
+import json
+
+import pytest
+
+from deepcrl_core import logging as log_lib
+from deepcrl_core import summary
+
+
+def _rows():
+  rows = []
+  for epoch in range(1, 9):
+    row = {"epoch": epoch, "env_steps": 1000 * epoch, "critic_loss": 1.0}
+    if epoch % 2 == 0 or epoch == 7:  # evaluated epochs: 2, 4, 6, 7, 8
+      row["eval/time_at_goal"] = 10.0 * epoch
+      row["eval/success"] = epoch / 10
+    rows.append(row)
+  rows[0]["eval/time_at_goal"] = 500.0   # epoch 1: an early evaluation, not among the last 5
+  rows[0]["eval/success"] = 0.0
+  return rows
+
+
+def test_headline_metrics_average_the_last_five_evaluations():
+  h = summary.headline_metrics(_rows())
+  assert h["epochs"] == [2, 4, 6, 7, 8] and h["env_steps"] == [2000, 4000, 6000, 7000, 8000]
+  assert h["eval/episode_success"] == pytest.approx(10 * (2 + 4 + 6 + 7 + 8) / 5)
+  assert h["eval/episode_success_any"] == pytest.approx((2 + 4 + 6 + 7 + 8) / 50)
+  assert h["num_evaluations"] == 5
+  short = summary.headline_metrics(_rows()[:2])  # fewer evaluations than 5: those there are
+  assert short["num_evaluations"] == 2 and short["eval/episode_success"] == pytest.approx(260.0)
+
+
+def test_write_summary_reads_the_run_directorys_metrics_csv(tmp_path):
+  csv_writer = log_lib.MetricsCSV(str(tmp_path / "metrics.csv"))
+  for row in _rows():
+    csv_writer.write(row)
+  out = summary.write_summary(str(tmp_path), env="pointmass")
+  on_disk = json.loads((tmp_path / "summary.json").read_text())
+  assert on_disk == out
+  assert on_disk["eval/episode_success"] == pytest.approx(54.0)
+  assert on_disk["env"] == "pointmass" and on_disk["final_env_steps"] == 8000
+
+
+def test_published_eval_metrics_renames_evaluate_output():
+  out = summary.published_eval_metrics({"success": 0.5, "time_at_goal": 12.0, "final_dist": 0.3})
+  assert out == {"eval/episode_success": 12.0, "eval/episode_success_any": 0.5,
+                 "eval/final_dist": 0.3}
