@@ -47,3 +47,16 @@ def round_up(n: int, multiple: int) -> int:
 def chunk(start, size: int):
   """``pl.ds`` with an alignment hint for the Triton vectoriser."""
   return pl.ds(pl.multiple_of(start * size, size), size)
+
+
+# Streaming multiprocessors assumed when no GPU is visible (lowering on a CPU): an H100 SXM.
+DEFAULT_SM_COUNT = 132
+
+
+def sm_count() -> int:
+  """Streaming multiprocessors of the first GPU, or :data:`DEFAULT_SM_COUNT` without one."""
+  try:
+    dev = jax.devices("gpu")[0]
+  except RuntimeError:
+    return DEFAULT_SM_COUNT
+  return int(getattr(dev, "core_count", 0) or DEFAULT_SM_COUNT)

@@ -1,16 +1,24 @@
 """Pallas (Triton) InfoNCE: the B x B logits live only in registers, forward and backward.
 
-Forward (``_stats_fwd``): one program per ``block_rows`` rows of ``phi`` walks over ``psi`` in
-``block_cols`` tiles, recomputing each logits tile from one matmul (``||a-b||^2 = |a|^2 +
-|b|^2 - 2 a.b``), and keeps an online logsumexp per row (flash-attention style). The same pass
-writes, per row tile, each column's max and sum of exponentials, which XLA folds into the column
-logsumexp (``[row_tiles, B]`` partials: far smaller than ``[B, B]``). The positive logits are
-picked off the diagonal of the tiles they fall in, so ``positive <= row max`` holds exactly.
+One primitive, :func:`_lse`: the row logsumexp of ``logits[r, c] = energy(rows[r], cols[c])``
+whose diagonal is replaced by exact positives ``pos`` computed outside (``[B]``, float32, from
+the differences ``phi_i - psi_i``: the matmul expansion below loses the positives' accuracy when
+the norms are large). Every energy is symmetric, so the column logsumexp is the same primitive
+with ``phi`` and ``psi`` swapped; a variant computes only the logsumexp(s) it uses, and the
+other one reported in ``aux`` is a separate call under ``stop_gradient`` that XLA removes when
+nothing reads it.
 
-Backward: with ``P_row = exp(L - lse_row)`` and ``P_col = exp(L - lse_col)`` the logits'
-cotangent is ``dL = g_row * P_row + g_col * P_col + diag(g_pos)``. Two programs recompute the
-tiles: ``_dphi`` (row tiles, loop over columns) and ``_dpsi`` (column tiles, loop over rows),
-each turning ``dL`` into ``dphi``/``dpsi`` through the energy's derivative.
+Forward (``_lse_kernel``): a grid of ``(row tiles, splits)``; program ``(i, s)`` walks its
+share of the column tiles, recomputing each ``[block_rows, block_cols]`` logits tile from one
+tensor-core matmul (``||a-b||^2 = |a|^2 + |b|^2 - 2 a.b``, TF32 by default) and keeping an
+online max and sum of exponentials per row (flash-attention style). XLA merges the ``splits``
+partials (``[splits, B]``). Splitting the columns keeps >= 2 programs per SM at B = 4096.
+
+Backward (``_grad_kernel``, the same grid): with ``P = exp(L - lse)`` off the diagonal, the
+logits' cotangent is ``g_r P`` (row side); the kernel turns it into ``d rows`` through the
+energy's derivative, per split, and the column side (``d cols``) is the same kernel on the
+swapped inputs with the weights indexed by column. The diagonal's cotangent ``g P_ii`` goes to
+``pos`` and on through XLA's autodiff of the exact positives.
 
 The batch is zero-padded to a multiple of the tiles (masked inside), the feature dim to a power
 of two >= 16 (zeros change no energy); both outside the ``custom_vjp``.
@@ -26,45 +34,54 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
 from deepcrl_kernels import _pallas_common as common
-from deepcrl_kernels.infonce import MIN_SQ_DIST
+from deepcrl_kernels.infonce import MIN_SQ_DIST, pairwise_energy
 
 MAX_DIM = 512
 SUPPORTED_DTYPES = (jnp.float32, jnp.bfloat16)
 _PRECISIONS = {
-    "highest": jax.lax.Precision.HIGHEST,  # IEEE f32 FMA on GPU, like the XLA reference
-    "tf32": jax.lax.Precision.DEFAULT,     # TF32 tensor cores on GPU (~1e-3 relative error)
+    "highest": jax.lax.Precision.HIGHEST,  # IEEE f32 FMA on GPU, no tensor cores
+    "tf32": jax.lax.Precision.DEFAULT,     # TF32 tensor cores on GPU (bf16 inputs: bf16 MMA)
 }
 
 
 @dataclasses.dataclass(frozen=True)
 class InfoNCEConfig:
-  """Tile sizes, matmul precision and Triton launch parameters of the InfoNCE kernels.
+  """Tile sizes, matmul precision, grid split and Triton launch parameters.
 
   Attributes:
-    block_rows, block_cols: logits tile handled per inner step (powers of two).
-    precision: ``"highest"`` (f32, matches the XLA reference, default) or ``"tf32"``.
+    block_rows, block_cols: logits tile handled per inner step (powers of two >= 16; Hopper's
+      wgmma wants ``block_rows >= 64`` with 4 warps).
+    precision: ``"tf32"`` (tensor cores, default; positives stay exact) or ``"highest"``.
+    splits: how many programs share one row tile's columns (``0``: enough for ~2 programs per
+      SM of the device).
     num_warps, num_stages: Triton launch parameters.
   """
   block_rows: int = 64
   block_cols: int = 64
-  precision: str = "highest"
+  precision: str = "tf32"
+  splits: int = 0
   num_warps: int = 4
   num_stages: int = 2
 
 
 def default_infonce_config(dim: int, batch: int | None = None) -> InfoNCEConfig:
-  """Heuristic tiles per feature dim; row tiles shrink until ~128 programs share the GPU."""
+  """Heuristic tiles per feature dim (the grid split is sized from the device at launch)."""
+  del batch  # the split, not the tile, adapts to the batch
   dim = max(16, common.next_power_of_2(dim))
-  if dim <= 64:
-    cfg = InfoNCEConfig(block_rows=64, block_cols=64, num_warps=4)
-  elif dim <= 256:
-    cfg = InfoNCEConfig(block_rows=64, block_cols=32, num_warps=4)
-  else:
-    cfg = InfoNCEConfig(block_rows=32, block_cols=32, num_warps=8)
-  if batch is not None:
-    rows = max(16, min(cfg.block_rows, common.next_power_of_2(max(batch // 128, 1))))
-    cfg = dataclasses.replace(cfg, block_rows=rows)
-  return cfg
+  if dim <= 128:
+    return InfoNCEConfig(block_rows=64, block_cols=64, num_warps=4)
+  if dim <= 256:
+    return InfoNCEConfig(block_rows=64, block_cols=32, num_warps=4)
+  return InfoNCEConfig(block_rows=64, block_cols=32, num_warps=8)
+
+
+def num_splits(config: InfoNCEConfig, padded_batch: int) -> int:
+  """Programs per row tile: the smallest divisor of the column-tile count that reaches
+  ``config.splits``, or by default ~2 programs per SM of the device."""
+  col_tiles = padded_batch // config.block_cols
+  want = config.splits or -(-2 * common.sm_count() // (padded_batch // config.block_rows))
+  return next(d for d in range(1, col_tiles + 1) if col_tiles % d == 0 and (
+      d >= want or d == col_tiles))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,8 +90,6 @@ class _Static:
   energy: str
   config: InfoNCEConfig
   interpret: bool
-  grad_row: bool  # whether the row logsumexp can carry a cotangent
-  grad_col: bool  # whether the column logsumexp can carry a cotangent
 
 
 def check_supported(phi, psi, config: InfoNCEConfig | None = None) -> str | None:
@@ -91,6 +106,8 @@ def check_supported(phi, psi, config: InfoNCEConfig | None = None) -> str | None
         return f"InfoNCEConfig.{name} must be a power of two >= 16, got {getattr(config, name)}"
     if config.precision not in _PRECISIONS:
       return f"InfoNCEConfig.precision must be one of {tuple(_PRECISIONS)}, got {config.precision!r}"
+    if config.splits < 0:
+      return f"InfoNCEConfig.splits must be >= 0, got {config.splits}"
   return None
 
 
@@ -98,13 +115,13 @@ def check_supported(phi, psi, config: InfoNCEConfig | None = None) -> str | None
 # Per-tile math.
 
 
-def _logits_tile(p, q, p_sq, q_sq, *, energy: str, precision):
+def _logits_tile(a, b, a_sq, b_sq, *, energy: str, precision):
   """Energies of a ``[rows, dim]`` x ``[cols, dim]`` tile -> ``(logits, sq_dist or None)``."""
-  dots = jax.lax.dot_general(p, q, (((1,), (1,)), ((), ())), precision=precision,
+  dots = jax.lax.dot_general(a, b, (((1,), (1,)), ((), ())), precision=precision,
                              preferred_element_type=jnp.float32)
   if energy == "dot":
     return dots, None
-  sq = jnp.maximum(p_sq[:, None] + q_sq[None, :] - 2.0 * dots, MIN_SQ_DIST)
+  sq = jnp.maximum(a_sq[:, None] + b_sq[None, :] - 2.0 * dots, MIN_SQ_DIST)
   return (-sq if energy == "l2_sq" else -jnp.sqrt(sq)), sq
 
 
@@ -119,212 +136,177 @@ def _energy_factor(dlogits, logits, sq, *, energy: str):
   return jnp.where(clamped, 0.0, dlogits * (0.5 / logits))
 
 
-def _valid(rows, cols, batch: int):
-  return (rows[:, None] < batch) & (cols[None, :] < batch)
+def _split_tiles(s, splits: int, n_tiles: int):
+  """``(first tile, tiles per split)`` of split ``s``; ``splits`` divides ``n_tiles``."""
+  per = n_tiles // splits
+  return s * per, per
 
 
 # ---------------------------------------------------------------------------------------------
-# Forward.
+# Forward: partial row max / sum of exponentials per split.
 
 
-def _stats_kernel(phi_ref, phi_sq_ref, psi_ref, psi_sq_ref,
-                  lse_ref, max_ref, pos_ref, col_max_ref, col_sum_ref, *, st: _Static):
+def _lse_kernel(a_ref, a_sq_ref, pos_ref, b_ref, b_sq_ref, m_ref, s_ref, *, st: _Static,
+                splits: int):
   cfg = st.config
   bm, bn = cfg.block_rows, cfg.block_cols
   precision = _PRECISIONS[cfg.precision]
-  i = pl.program_id(0)
-  p = phi_ref[...]
-  p_sq = phi_sq_ref[...]
+  i, s = pl.program_id(0), pl.program_id(1)
+  a = a_ref[...]
+  a_sq, pos = a_sq_ref[...], pos_ref[...]
   rows = i * bm + jnp.arange(bm)
-  n_col_tiles = psi_ref.shape[0] // bn
+  first, per = _split_tiles(s, splits, b_ref.shape[0] // bn)
 
-  def body(j, carry):
-    m, s, pos = carry
+  def body(jj, carry):
+    j = first + jj
+    m, acc = carry
     cols = j * bn + jnp.arange(bn)
-    q = psi_ref[common.chunk(j, bn), :]
-    q_sq = psi_sq_ref[common.chunk(j, bn)]
-    logits, _ = _logits_tile(p, q, p_sq, q_sq, energy=st.energy, precision=precision)
-    logits = jnp.where(_valid(rows, cols, st.batch), logits, common.MASK_VALUE)
-    pos = pos + jnp.sum(jnp.where(rows[:, None] == cols[None, :], logits, 0.0), axis=1)
+    sl = common.chunk(j, bn)
+    logits, _ = _logits_tile(a, b_ref[sl, :], a_sq, b_sq_ref[sl], energy=st.energy,
+                             precision=precision)
+    logits = jnp.where(rows[:, None] == cols[None, :], pos[:, None], logits)  # exact positives
+    logits = jnp.where(cols[None, :] < st.batch, logits, common.MASK_VALUE)
     m_new = jnp.maximum(m, jnp.max(logits, axis=1))
-    s = s * jnp.exp(m - m_new) + jnp.sum(jnp.exp(logits - m_new[:, None]), axis=1)
-    c_max = jnp.max(logits, axis=0)
-    col_max_ref[common.chunk(j, bn)] = c_max
-    col_sum_ref[common.chunk(j, bn)] = jnp.sum(jnp.exp(logits - c_max[None, :]), axis=0)
-    return m_new, s, pos
+    acc = acc * jnp.exp(m - m_new) + jnp.sum(jnp.exp(logits - m_new[:, None]), axis=1)
+    return m_new, acc
 
-  init = (jnp.full((bm,), common.MASK_VALUE, jnp.float32), jnp.zeros((bm,), jnp.float32),
-          jnp.zeros((bm,), jnp.float32))
-  m, s, pos = jax.lax.fori_loop(0, n_col_tiles, body, init)
-  lse_ref[...] = m + jnp.log(s)
-  max_ref[...] = m
-  pos_ref[...] = pos
+  init = (jnp.full((bm,), common.MASK_VALUE, jnp.float32), jnp.zeros((bm,), jnp.float32))
+  m, acc = jax.lax.fori_loop(0, per, body, init)
+  m_ref[...] = m
+  s_ref[...] = acc
 
 
 def _squared_norms(a):
   return jnp.sum(jnp.square(a.astype(jnp.float32)), axis=-1)
 
 
-def _stats_fwd(phi, psi, st: _Static):
-  """-> ``(lse_row, lse_col, positive, row_max)``, each ``[padded_batch]`` f32."""
-  padded, dim = phi.shape
+def _lse_fwd(a, b, pos, st: _Static, name: str):
+  """-> ``(lse, row_max)`` of the rows of ``a`` against the columns ``b``, ``[padded]`` f32."""
+  padded, dim = a.shape
   cfg = st.config
   bm = cfg.block_rows
-  tiles = padded // bm
-  vec = jax.ShapeDtypeStruct((padded,), jnp.float32)
-  part = jax.ShapeDtypeStruct((tiles, padded), jnp.float32)
-  row_vec = pl.BlockSpec((bm,), lambda i: (i,))
-  part_spec = pl.BlockSpec((None, padded), lambda i: (i, 0))
-  lse, row_max, pos, col_max, col_sum = pl.pallas_call(
-      functools.partial(_stats_kernel, st=st),
-      out_shape=[vec, vec, vec, part, part],
-      grid=(tiles,),
-      in_specs=[pl.BlockSpec((bm, dim), lambda i: (i, 0)), row_vec,
-                pl.BlockSpec((padded, dim), lambda i: (0, 0)),
-                pl.BlockSpec((padded,), lambda i: (0,))],
-      out_specs=[row_vec, row_vec, row_vec, part_spec, part_spec],
+  splits = num_splits(cfg, padded)
+  part = jax.ShapeDtypeStruct((splits, padded), jnp.float32)
+  row_vec = pl.BlockSpec((bm,), lambda i, s: (i,))
+  part_spec = pl.BlockSpec((None, bm), lambda i, s: (s, i))
+  m, acc = pl.pallas_call(
+      functools.partial(_lse_kernel, st=st, splits=splits),
+      out_shape=[part, part],
+      grid=(padded // bm, splits),
+      in_specs=[pl.BlockSpec((bm, dim), lambda i, s: (i, 0)), row_vec, row_vec,
+                pl.BlockSpec((padded, dim), lambda i, s: (0, 0)),
+                pl.BlockSpec((padded,), lambda i, s: (0,))],
+      out_specs=[part_spec, part_spec],
       compiler_params=common.triton_params(cfg.num_warps, cfg.num_stages),
       interpret=st.interpret,
-      name="infonce_fwd",
-  )(phi, _squared_norms(phi), psi, _squared_norms(psi))
-  # Fold the per-row-tile column partials: lse_col = log sum_t col_sum[t] exp(col_max[t]).
-  m = jnp.max(col_max, axis=0)
-  lse_col = m + jnp.log(jnp.sum(col_sum * jnp.exp(col_max - m[None, :]), axis=0))
-  return lse, lse_col, pos, row_max
+      name=name,
+  )(a, _squared_norms(a), pos, b, _squared_norms(b))
+  row_max = jnp.max(m, axis=0)
+  lse = row_max + jnp.log(jnp.sum(acc * jnp.exp(m - row_max[None, :]), axis=0))
+  return lse, row_max
 
 
 # ---------------------------------------------------------------------------------------------
-# Backward.
+# Backward: d rows of one side, per split.
 
 
-def _tile_factor(p, q, p_sq, q_sq, rows, cols, lse_r, g_r, g_p, lse_c, g_c, *, st: _Static):
-  """Recomputes a logits tile and returns ``dlogits * d energy / d(sq or dot)`` for it."""
-  logits, sq = _logits_tile(p, q, p_sq, q_sq, energy=st.energy,
-                            precision=_PRECISIONS[st.config.precision])
-  dlogits = jnp.where(rows[:, None] == cols[None, :], g_p[:, None], 0.0)
-  if st.grad_row:
-    dlogits = dlogits + g_r[:, None] * jnp.exp(logits - lse_r[:, None])
-  if st.grad_col:
-    dlogits = dlogits + g_c[None, :] * jnp.exp(logits - lse_c[None, :])
-  dlogits = jnp.where(_valid(rows, cols, st.batch), dlogits, 0.0)
-  return _energy_factor(dlogits, logits, sq, energy=st.energy)
-
-
-def _dphi_kernel(phi_ref, phi_sq_ref, lse_r_ref, g_r_ref, g_p_ref,
-                 psi_ref, psi_sq_ref, lse_c_ref, g_c_ref, dphi_ref, *, st: _Static):
+def _grad_kernel(a_ref, a_sq_ref, wa_ref, ga_ref, b_ref, b_sq_ref, wb_ref, gb_ref, out_ref, *,
+                 st: _Static, splits: int, weights_on_rows: bool):
+  """``out[i] = sum_c f[i, c] * d energy(a_i, b_c) / d a_i`` over this split's columns, with
+  ``dlogits = g * exp(logits - lse)`` and ``(lse, g)`` taken from the rows (``wa``/``ga``) or
+  the columns (``wb``/``gb``). The diagonal is excluded (its cotangent goes to ``pos``)."""
   cfg = st.config
   bm, bn = cfg.block_rows, cfg.block_cols
   precision = _PRECISIONS[cfg.precision]
-  i = pl.program_id(0)
-  p = phi_ref[...]
-  p_sq, lse_r, g_r, g_p = phi_sq_ref[...], lse_r_ref[...], g_r_ref[...], g_p_ref[...]
+  i, s = pl.program_id(0), pl.program_id(1)
+  a = a_ref[...]
+  a_sq = a_sq_ref[...]
   rows = i * bm + jnp.arange(bm)
+  first, per = _split_tiles(s, splits, b_ref.shape[0] // bn)
+  if weights_on_rows:
+    lse_r, g_r = wa_ref[...], ga_ref[...]
 
-  def body(j, carry):
+  def body(jj, carry):
+    j = first + jj
     acc, fsum = carry
     cols = j * bn + jnp.arange(bn)
     sl = common.chunk(j, bn)
-    q = psi_ref[sl, :]
-    f = _tile_factor(p, q, p_sq, psi_sq_ref[sl], rows, cols, lse_r, g_r, g_p, lse_c_ref[sl],
-                     g_c_ref[sl], st=st)
-    acc = acc + jnp.dot(f.astype(q.dtype), q, precision=precision,
+    b = b_ref[sl, :]
+    logits, sq = _logits_tile(a, b, a_sq, b_sq_ref[sl], energy=st.energy, precision=precision)
+    if weights_on_rows:
+      dlogits = g_r[:, None] * jnp.exp(logits - lse_r[:, None])
+    else:
+      dlogits = gb_ref[sl][None, :] * jnp.exp(logits - wb_ref[sl][None, :])
+    keep = (rows[:, None] != cols[None, :]) & (rows[:, None] < st.batch) & (
+        cols[None, :] < st.batch)
+    f = _energy_factor(jnp.where(keep, dlogits, 0.0), logits, sq, energy=st.energy)
+    acc = acc + jnp.dot(f.astype(b.dtype), b, precision=precision,
                         preferred_element_type=jnp.float32)
     return acc, fsum + jnp.sum(f, axis=1)
 
-  init = (jnp.zeros(p.shape, jnp.float32), jnp.zeros((bm,), jnp.float32))
-  acc, fsum = jax.lax.fori_loop(0, psi_ref.shape[0] // bn, body, init)
-  if st.energy != "dot":  # d sq_ij / d phi_i = 2 (phi_i - psi_j)
-    acc = 2.0 * (fsum[:, None] * p.astype(jnp.float32) - acc)
-  dphi_ref[...] = acc.astype(dphi_ref.dtype)
+  init = (jnp.zeros(a.shape, jnp.float32), jnp.zeros((bm,), jnp.float32))
+  acc, fsum = jax.lax.fori_loop(0, per, body, init)
+  if st.energy != "dot":  # d sq_ic / d a_i = 2 (a_i - b_c)
+    acc = 2.0 * (fsum[:, None] * a.astype(jnp.float32) - acc)
+  out_ref[...] = acc
 
 
-def _dpsi_kernel(psi_ref, psi_sq_ref, lse_c_ref, g_c_ref,
-                 phi_ref, phi_sq_ref, lse_r_ref, g_r_ref, g_p_ref, dpsi_ref, *, st: _Static):
+def _grad_side(a, b, w_a, g_a, w_b, g_b, st: _Static, *, weights_on_rows: bool, name: str):
+  padded, dim = a.shape
   cfg = st.config
-  bm, bn = cfg.block_rows, cfg.block_cols
-  precision = _PRECISIONS[cfg.precision]
-  j = pl.program_id(0)
-  q = psi_ref[...]
-  q_sq, lse_c, g_c = psi_sq_ref[...], lse_c_ref[...], g_c_ref[...]
-  cols = j * bn + jnp.arange(bn)
-
-  def body(i, carry):
-    acc, fsum = carry
-    rows = i * bm + jnp.arange(bm)
-    sl = common.chunk(i, bm)
-    p = phi_ref[sl, :]
-    f = _tile_factor(p, q, phi_sq_ref[sl], q_sq, rows, cols, lse_r_ref[sl], g_r_ref[sl],
-                     g_p_ref[sl], lse_c, g_c, st=st)
-    acc = acc + jax.lax.dot_general(f.astype(p.dtype), p, (((0,), (0,)), ((), ())),
-                                    precision=precision, preferred_element_type=jnp.float32)
-    return acc, fsum + jnp.sum(f, axis=0)
-
-  init = (jnp.zeros(q.shape, jnp.float32), jnp.zeros((bn,), jnp.float32))
-  acc, fsum = jax.lax.fori_loop(0, phi_ref.shape[0] // bm, body, init)
-  if st.energy != "dot":  # d sq_ij / d psi_j = 2 (psi_j - phi_i)
-    acc = 2.0 * (fsum[:, None] * q.astype(jnp.float32) - acc)
-  dpsi_ref[...] = acc.astype(dpsi_ref.dtype)
+  bm = cfg.block_rows
+  splits = num_splits(cfg, padded)
+  row_vec = pl.BlockSpec((bm,), lambda i, s: (i,))
+  full_vec = pl.BlockSpec((padded,), lambda i, s: (0,))
+  parts = pl.pallas_call(
+      functools.partial(_grad_kernel, st=st, splits=splits, weights_on_rows=weights_on_rows),
+      out_shape=jax.ShapeDtypeStruct((splits, padded, dim), jnp.float32),
+      grid=(padded // bm, splits),
+      in_specs=[pl.BlockSpec((bm, dim), lambda i, s: (i, 0)), row_vec, row_vec, row_vec,
+                pl.BlockSpec((padded, dim), lambda i, s: (0, 0)), full_vec, full_vec, full_vec],
+      out_specs=pl.BlockSpec((None, bm, dim), lambda i, s: (s, i, 0)),
+      compiler_params=common.triton_params(cfg.num_warps, cfg.num_stages),
+      interpret=st.interpret,
+      name=name,
+  )(a, _squared_norms(a), w_a, g_a, b, _squared_norms(b), w_b, g_b)
+  return jnp.sum(parts, axis=0)
 
 
-def _stats_bwd(st: _Static, residuals, cotangents):
-  phi, psi, lse_r, lse_c = residuals
-  g_r, g_c, g_p, _ = cotangents  # row_max is returned under stop_gradient
-  padded, dim = phi.shape
-  cfg = st.config
-  bm, bn = cfg.block_rows, cfg.block_cols
-  f32 = jnp.float32
-  g_r, g_c, g_p = g_r.astype(f32), g_c.astype(f32), g_p.astype(f32)
-  phi_sq, psi_sq = _squared_norms(phi), _squared_norms(psi)
-  params = common.triton_params(cfg.num_warps, cfg.num_stages)
-
-  def tile(b):
-    return [pl.BlockSpec((b, dim), lambda t: (t, 0))] + [pl.BlockSpec((b,), lambda t: (t,))] * 4
-
-  def full():
-    return [pl.BlockSpec((padded, dim), lambda t: (0, 0))] + [
-        pl.BlockSpec((padded,), lambda t: (0,))] * 4
-
-  dphi = pl.pallas_call(
-      functools.partial(_dphi_kernel, st=st),
-      out_shape=jax.ShapeDtypeStruct(phi.shape, phi.dtype),
-      grid=(padded // bm,),
-      in_specs=tile(bm)[:5] + full()[:4],
-      out_specs=pl.BlockSpec((bm, dim), lambda t: (t, 0)),
-      compiler_params=params, interpret=st.interpret, name="infonce_bwd_dphi",
-  )(phi, phi_sq, lse_r, g_r, g_p, psi, psi_sq, lse_c, g_c)
-  dpsi = pl.pallas_call(
-      functools.partial(_dpsi_kernel, st=st),
-      out_shape=jax.ShapeDtypeStruct(psi.shape, psi.dtype),
-      grid=(padded // bn,),
-      in_specs=tile(bn)[:4] + full()[:5],
-      out_specs=pl.BlockSpec((bn, dim), lambda t: (t, 0)),
-      compiler_params=params, interpret=st.interpret, name="infonce_bwd_dpsi",
-  )(psi, psi_sq, lse_c, g_c, phi, phi_sq, lse_r, g_r, g_p)
-  return dphi, dpsi
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _lse(a, b, pos, st: _Static, side: str):
+  return _lse_fwd(a, b, pos, st, "infonce_fwd" if side == "row" else "infonce_fwd_cols")
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _stats(phi, psi, st: _Static):
-  return _stats_fwd(phi, psi, st)
+def _lse_vjp_fwd(a, b, pos, st, side):
+  lse, row_max = _lse_fwd(a, b, pos, st, "infonce_fwd" if side == "row" else "infonce_fwd_cols")
+  return (lse, row_max), (a, b, pos, lse)
 
 
-def _stats_vjp_fwd(phi, psi, st):
-  lse, lse_col, pos, row_max = _stats_fwd(phi, psi, st)
-  return (lse, lse_col, pos, row_max), (phi, psi, lse, lse_col)
+def _lse_vjp_bwd(st, side, residuals, cotangents):
+  a, b, pos, lse = residuals
+  g, _ = cotangents  # row_max is returned under stop_gradient
+  g = g.astype(jnp.float32)
+  zeros = jnp.zeros_like(g)
+  # d a: rows of a, weights on the rows. d b: rows of b against columns a, weights on the
+  # columns (the lse and cotangent belong to a's rows).
+  names = ("infonce_bwd_dphi", "infonce_bwd_dpsi") if side == "row" else (
+      "infonce_bwd_dpsi_cols", "infonce_bwd_dphi_cols")
+  da = _grad_side(a, b, lse, g, zeros, zeros, st, weights_on_rows=True, name=names[0])
+  db = _grad_side(b, a, zeros, zeros, lse, g, st, weights_on_rows=False, name=names[1])
+  dpos = g * jnp.exp(pos - lse)
+  return da.astype(a.dtype), db.astype(b.dtype), dpos
 
 
-_stats.defvjp(_stats_vjp_fwd, _stats_bwd)
+_lse.defvjp(_lse_vjp_fwd, _lse_vjp_bwd)
 
 
 def infonce_stats(phi, psi, *, energy: str = "l2", interpret: bool = False,
-                  config: InfoNCEConfig | None = None, grad_row: bool = True,
-                  grad_col: bool = True):
+                  config: InfoNCEConfig | None = None, rows: bool = True, cols: bool = True):
   """Per-row/column statistics of the logits, never materialising them.
 
-  Returns ``(lse_row, lse_col, positive, row_max)``, each ``[batch]`` f32. ``row_max`` carries
-  no gradient; ``grad_row=False`` (``grad_col=False``) promises the caller passes no cotangent
-  for ``lse_row`` (``lse_col``) and skips that term in the backward (the caller must
-  ``stop_gradient`` it).
+  Returns ``(lse_row, lse_col, positive, row_max)``, each ``[batch]`` f32; ``lse_row`` and
+  ``row_max`` are None unless ``rows``, ``lse_col`` is None unless ``cols``. ``row_max``
+  carries no gradient.
   """
   batch, dim = phi.shape
   config = config or default_infonce_config(dim, batch)
@@ -334,12 +316,20 @@ def infonce_stats(phi, psi, *, energy: str = "l2", interpret: bool = False,
   padded_dim = max(16, common.next_power_of_2(dim))
   padded = common.round_up(max(batch, 1), max(config.block_rows, config.block_cols))
   pad = ((0, padded - batch), (0, padded_dim - dim))
-  st = _Static(batch=batch, energy=energy, config=config, interpret=bool(interpret),
-               grad_row=grad_row, grad_col=grad_col)
+  st = _Static(batch=batch, energy=energy, config=config, interpret=bool(interpret))
   dtype = jnp.promote_types(phi.dtype, psi.dtype)
-  out = _stats(jnp.pad(phi.astype(dtype), pad), jnp.pad(psi.astype(dtype), pad), st)
-  lse, lse_col, pos, row_max = (o[:batch] for o in out)
-  return lse, lse_col, pos, jax.lax.stop_gradient(row_max)
+  phi, psi = phi.astype(dtype), psi.astype(dtype)
+  # Exact positives from the differences, in f32 (their gradient is plain autodiff).
+  pos = pairwise_energy(phi.astype(jnp.float32), psi.astype(jnp.float32), energy)
+  a, b = jnp.pad(phi, pad), jnp.pad(psi, pad)
+  pos_p = jnp.pad(pos, (0, padded - batch))
+  lse_row = lse_col = row_max = None
+  if rows:
+    lse_row, row_max = _lse(a, b, pos_p, st, "row")
+    lse_row, row_max = lse_row[:batch], jax.lax.stop_gradient(row_max[:batch])
+  if cols:
+    lse_col = _lse(b, a, pos_p, st, "col")[0][:batch]
+  return lse_row, lse_col, pos, row_max
 
 
 def infonce(phi, psi, *, energy: str = "l2", variant: str = "forward",
@@ -347,17 +337,19 @@ def infonce(phi, psi, *, energy: str = "l2", variant: str = "forward",
             config: InfoNCEConfig | None = None):
   """InfoNCE ``(loss, aux)`` with the semantics of :func:`kernels.infonce.infonce_reference`.
 
-  The logsumexp a variant does not use (columns for ``"forward"``, rows for ``"backward"``) is
-  still reported in ``aux`` but under ``stop_gradient``, so the backward skips its term.
+  Only the logsumexp(s) the variant uses enter the loss; the other one is reported in ``aux``
+  under ``stop_gradient`` (for ``"forward"``, by a separate kernel call that XLA drops when
+  nothing reads ``aux["logsumexp_col"]``).
   """
   use_row = variant in ("forward", "symmetric")
   use_col = variant in ("backward", "symmetric")
-  lse, lse_col, pos, row_max = infonce_stats(phi, psi, energy=energy, interpret=interpret,
-                                             config=config, grad_row=use_row, grad_col=use_col)
+  kw = dict(energy=energy, interpret=interpret, config=config)
+  lse, lse_col, pos, row_max = infonce_stats(phi, psi, rows=True, cols=use_col, **kw)
   if not use_row:
     lse = jax.lax.stop_gradient(lse)
   if not use_col:
-    lse_col = jax.lax.stop_gradient(lse_col)
+    lse_col = jax.lax.stop_gradient(infonce_stats(
+        jax.lax.stop_gradient(phi), jax.lax.stop_gradient(psi), rows=False, cols=True, **kw)[1])
 
   def term(l):
     return -jnp.mean(pos - l) + logsumexp_penalty * jnp.mean(jnp.square(l))

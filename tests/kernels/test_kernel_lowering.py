@@ -53,7 +53,20 @@ def test_infonce_forward_and_backward_lower_for_cuda(batch, dim, energy):
 
   x = jnp.zeros((batch, dim))
   text = _lower_for_cuda(jax.grad(loss, argnums=(0, 1)), x, x)
-  assert _triton_calls(text) == 3  # statistics, dphi, dpsi
+  # Row and column logsumexp passes, and d phi / d psi for each.
+  assert _triton_calls(text) == 6
+
+
+def test_forward_variant_runs_only_the_row_pass():
+  def loss(a, b):
+    return kernels.infonce_loss(a, b, variant="forward", impl="pallas")[0]
+
+  x = jnp.zeros((512, 64))
+  text = _lower_for_cuda(jax.grad(loss, argnums=(0, 1)), x, x)
+  names = re.findall(r'name = "(infonce\w*)"', re.sub(r'ir = "(?:[^"\\]|\\.)*"', "", text))
+  assert sorted(names) == ["infonce_bwd_dphi", "infonce_bwd_dpsi", "infonce_fwd"]
+  # B = 512: 8 row tiles x 8 column splits (every column tile its own program).
+  assert "grid_x = 8 : i32, grid_y = 8 : i32" in text
 
 
 def test_vmapped_kernels_lower_for_cuda():
