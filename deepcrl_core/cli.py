@@ -22,7 +22,8 @@ def make_flags_parser(config_flag) -> Callable[[List[str]], List[str]]:
   def parse(argv):
     try:
       remaining = flags.FLAGS(argv)
-      config_flag.value.env.name  # surfaces a config file that failed to load
+      if config_flag.value is not None:  # None: an optional --config left out
+        config_flag.value.env.name  # surfaces a config file that failed to load
       return remaining
     except ConfigError as e:
       exit_with(str(e))

@@ -452,6 +452,30 @@ def validate(config) -> None:
     raise ConfigError(problems)
 
 
+def from_resolved_dict(d: Dict[str, Any]) -> ml_collections.ConfigDict:
+  """The config a run directory or checkpoint stored (:func:`resolved_dict`), on top of
+  :func:`base_config` so fields added since then take their defaults. Raises ConfigError naming
+  every stored field this version does not know."""
+  config = base_config()
+  unknown = []
+
+  def overlay(target, values, prefix):
+    for k, v in values.items():
+      if k not in target:
+        unknown.append(prefix + k)
+      elif isinstance(v, dict) and k != "kwargs":
+        overlay(target[k], v, f"{prefix}{k}.")
+      elif k == "kwargs":
+        target[k] = ml_collections.ConfigDict(v)
+      else:
+        target[k] = v
+
+  overlay(config, d, "")
+  if unknown:
+    raise ConfigError([f"stored config field {k!r} is unknown to this version" for k in unknown])
+  return config
+
+
 def resolved_dict(config) -> Dict[str, Any]:
   """Plain dict of ``config`` with derived values filled in (for run directories)."""
   d = config.to_dict()
