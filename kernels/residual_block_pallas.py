@@ -92,6 +92,7 @@ class _Static:
   config: BlockConfig
   interpret: bool
   matmul_dtype: jnp.dtype
+  weight_dtype: jnp.dtype  # dtype of the caller's w (and so of dw)
 
 
 def check_supported(x, params, config: BlockConfig | None = None) -> str | None:
@@ -208,6 +209,8 @@ def _block_fwd_kernel(x_ref, w_ref, b_ref, scale_ref, offset_ref, y_ref, *, st: 
       common.block_barrier(st.interpret)  # every thread is done reading the previous layer
       y_ref[...] = h  # f32 scratch (see _block_fwd)
       common.block_barrier(st.interpret)
+  if streamed:
+    common.block_barrier(st.interpret)  # layer 3 read y_ref: finish before overwriting it
   y_ref[...] = (x + h).astype(y_ref.dtype)
 
 
@@ -288,6 +291,7 @@ def _block_bwd_rows_kernel(x_ref, dy_ref, w_ref, b_ref, scale_ref, offset_ref,
     doffset_ref[layer] = jnp.sum(du, axis=0)
     db_ref[layer] = jnp.sum(dz, axis=0)
     if not streamed:
+      common.block_barrier(st.interpret)  # z[layer] was just read: finish before overwriting
       zd_ref[layer] = dz
       dh = _matmul_full(dz, w_ref, layer, transpose_w=True, dtype=st.matmul_dtype)
     else:
@@ -343,7 +347,7 @@ def _block_bwd(st: _Static, residuals, dy):
   dw = pl.pallas_call(
       functools.partial(_block_bwd_weights_kernel, block_batch=cfg.block_batch,
                         dtype=st.matmul_dtype),
-      out_shape=jax.ShapeDtypeStruct(w.shape, w.dtype),
+      out_shape=jax.ShapeDtypeStruct(w.shape, st.weight_dtype),
       grid=(LAYERS, padded // bw, padded // bw),
       in_specs=[pl.BlockSpec((None, batch, bw), lambda l, i, j: (l, 0, i)),
                 pl.BlockSpec((None, batch, bw), lambda l, i, j: (l, 0, j))],
@@ -361,11 +365,14 @@ def _block_bwd(st: _Static, residuals, dy):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
 def _block_padded(x, w, b, scale, offset, st: _Static):
-  return _block_fwd(x, w, b, scale, offset, st)
+  return _block_fwd(x, w.astype(st.matmul_dtype), b, scale, offset, st)
 
 
 def _block_padded_fwd(x, w, b, scale, offset, st):
-  return _block_fwd(x, w, b, scale, offset, st), (x, w, b, scale, offset)
+  # The matmul copy of the weights (bf16 with matmul_dtype=bfloat16) is made once, here, so
+  # the kernels stream half the bytes; the backward reuses it and still returns dw in w's dtype.
+  w_mm = w.astype(st.matmul_dtype)
+  return _block_fwd(x, w_mm, b, scale, offset, st), (x, w_mm, b, scale, offset)
 
 
 _block_padded.defvjp(_block_padded_fwd, _block_bwd)
@@ -393,7 +400,8 @@ def residual_block(x, params, *, interpret: bool = False, config: BlockConfig | 
     raise ValueError(reason)
   padded = common.next_power_of_2(width)
   matmul_dtype = jnp.dtype(matmul_dtype or params["w"].dtype)
-  st = _Static(width=width, config=config, interpret=bool(interpret), matmul_dtype=matmul_dtype)
+  st = _Static(width=width, config=config, interpret=bool(interpret), matmul_dtype=matmul_dtype,
+               weight_dtype=jnp.dtype(params["w"].dtype))
 
   rows = common.round_up(max(batch, 1), max(config.block_rows, config.block_batch))
   pad_w = padded - width

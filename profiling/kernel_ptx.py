@@ -208,16 +208,17 @@ def _infonce_config_str(cfg, warps, stages, batch) -> str:
           f"/warps{warps}/stages{stages}")
 
 
-def block_kernels(batch: int, width: int, matmul_dtype=None):
+def block_kernels(batch: int, width: int, matmul_dtype=None, config=None):
   key = jax.random.PRNGKey(0)
   params = {"w": jnp.zeros((4, width, width)), "b": jnp.zeros((4, width)),
             "scale": jnp.ones((4, width)), "offset": jnp.zeros((4, width))}
   x = jax.random.normal(key, (batch, width))
 
   def loss(x, p):
-    return jnp.sum(kernels.fused_residual_block(x, p, impl="pallas", matmul_dtype=matmul_dtype))
+    return jnp.sum(kernels.fused_residual_block(x, p, impl="pallas", matmul_dtype=matmul_dtype,
+                                                config=config))
 
-  cfg = kernels.default_block_config(width, batch)
+  cfg = config or kernels.default_block_config(width, batch)
   return lower_kernels(jax.grad(loss, argnums=(0, 1)), x, params), cfg
 
 

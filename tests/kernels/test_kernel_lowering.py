@@ -35,6 +35,21 @@ def test_residual_block_forward_and_backward_lower_for_cuda(batch, width, matmul
   assert _triton_calls(text) == 3  # forward, row-parallel backward, weight-gradient backward
 
 
+def test_bf16_weights_are_cast_once_outside_the_kernels():
+  params = block_params(jax.random.PRNGKey(0), 256)
+
+  def loss(x, p):
+    return jnp.sum(kernels.fused_residual_block(x, p, impl="pallas", matmul_dtype=jnp.bfloat16))
+
+  text = _lower_for_cuda(jax.grad(loss, argnums=(0, 1)), jnp.zeros((512, 256)), params)
+  calls = {re.search(r'name = "(\w+)"', l)[1]: l.rsplit(" : (", 1)[1]
+           for l in text.splitlines() if "__gpu$xla.gpu.triton" in l}
+  # The row kernels stream bf16 weights; the weight gradient still comes back in f32.
+  for name in ("residual_block_fwd", "residual_block_bwd_rows"):
+    assert "tensor<4x256x256xbf16>" in calls[name] and "4x256x256xf32" not in calls[name]
+  assert calls["residual_block_bwd_weights"].endswith("tensor<4x256x256xf32>")
+
+
 def test_residual_stack_with_remat_lowers_for_cuda():
   params = block_params(jax.random.PRNGKey(0), 256, blocks=3)
 
