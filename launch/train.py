@@ -29,6 +29,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   from absl import logging
+  from deepcrl_core import rundir
   from deepcrl_core import train as train_lib
 
   logging.set_verbosity(logging.WARNING)
@@ -44,6 +45,8 @@ def main(argv):
                     log_fn=lambda s: print(s, flush=True))
   except train_lib.TrainingDiverged as e:
     cli.exit_with(f"training diverged: {e}", code=3)
+  except (rundir.RunDirectoryBusy, rundir.RunDirectoryNotEmpty) as e:
+    cli.exit_with(str(e))
   except KeyboardInterrupt:
     cli.exit_with("interrupted; resume with --resume from the last checkpoint", code=130)
   return 0
