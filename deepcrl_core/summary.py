@@ -100,3 +100,23 @@ def write_summary(workdir: str, rows: Optional[Sequence[Mapping]] = None,
     json.dump(summary, f, indent=2, sort_keys=True)
   os.replace(tmp, os.path.join(workdir, FILENAME))
   return summary
+
+
+def _callback_base():
+  from deepcrl_core import callbacks  # pylint: disable=g-import-not-at-top
+  return callbacks.Callback
+
+
+class SummaryCallback(_callback_base()):
+  """Writes ``summary.json`` when a run call ends without an error (process 0), from the run
+  directory's ``metrics.csv`` so resumed runs summarise all their epochs."""
+
+  def __init__(self, workdir: str):
+    self.workdir = workdir
+
+  def on_train_end(self, ctx, rows):
+    if not ctx.main_process or ctx.error is not None:
+      return
+    cfg = ctx.config
+    write_summary(self.workdir, env=cfg.env.name, eval_env=cfg.env.eval_name or cfg.env.name,
+                  seed=int(cfg.seed))

@@ -39,6 +39,7 @@ from deepcrl_core import profile_hooks
 from deepcrl_core import progress as progress_lib
 from deepcrl_core import replay
 from deepcrl_core import rundir
+from deepcrl_core import summary as summary_lib
 
 TrainingDiverged = cb_lib.TrainingDiverged
 
@@ -274,6 +275,7 @@ def default_callbacks(c: Components, workdir: str) -> List[cb_lib.Callback]:
   if cfg.log.tensorboard:
     out.append(cb_lib.TensorBoardLogger(os.path.join(workdir, "tb")))
   out.append(cb_lib.ConsoleLogger(cfg.log.print_every))
+  out.append(summary_lib.SummaryCallback(workdir))  # summary.json: the paper's headline numbers
   prof = cfg.profile
   logdir = os.path.join(workdir, "profile")
   if prof.timing_split_every > 0 or prof.trace_steps > 0:

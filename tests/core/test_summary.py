@@ -46,3 +46,20 @@ def test_published_eval_metrics_renames_evaluate_output():
   out = summary.published_eval_metrics({"success": 0.5, "time_at_goal": 12.0, "final_dist": 0.3})
   assert out == {"eval/episode_success": 12.0, "eval/episode_success_any": 0.5,
                  "eval/final_dist": 0.3}
+
+
+def test_a_training_run_writes_summary_json(tmp_path):
+  from deepcrl_core import train as train_lib
+  from tests.core.test_config import load
+  config = load("pointmass", "width=32,num_envs=16,batch=64,epochs=3,train.unroll_length=10,"
+                "train.sgd_steps=2,train.prefill_steps=20,train.train_steps_per_epoch=1,"
+                "replay.capacity=100,replay.window_length=10,eval.num_envs=16,"
+                "log.tensorboard=false")
+  rows = train_lib.train(config, str(tmp_path), log_fn=lambda s: None)
+  s = json.loads((tmp_path / "summary.json").read_text())
+  assert s["epochs"] == [1, 2, 3] and s["env_steps"] == [r["env_steps"] for r in rows]
+  assert s["eval/episode_success"] == pytest.approx(
+      sum(r["eval/time_at_goal"] for r in rows) / 3, rel=1e-6)
+  assert s["eval/episode_success_any"] == pytest.approx(
+      sum(r["eval/success"] for r in rows) / 3, rel=1e-6)
+  assert s["env"] == "pointmass"
