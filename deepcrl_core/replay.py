@@ -8,10 +8,11 @@ are one episode.
 
 Relabelling: a transition at chronological step ``t`` gets the goal of the state at ``t + d``
 of the same episode, ``P(d) ∝ gamma^d`` for ``d = 1..L`` where ``L`` is the number of later
-steps of that episode in the buffer (``L = 0`` -> ``d = 0``, the state's own goal, as in the
-published code). ``d`` is drawn by inverting the truncated geometric CDF and ``L`` by a binary
-search over ``traj_id``, so sampling costs ``O(batch * log capacity)`` time and ``O(batch)``
-memory -- never the ``O(batch x T^2)`` matrix of the published implementation.
+steps of that episode in the buffer (or in the window; ``L = 0`` -> ``d = 0``, the state's own
+goal, as in the published code). ``d`` is drawn by inverting the truncated geometric CDF and
+``L`` by a binary search over ``traj_id``, so sampling costs ``O(batch * log capacity)`` time
+and ``O(batch)`` memory (windows: ``O(num_envs * window)`` int32 for the shuffle) -- never the
+``[num_envs, window, window]`` weights or the copied windows of the published implementation.
 
 Two samplers (``replay.sampling``):
 

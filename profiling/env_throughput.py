@@ -11,7 +11,8 @@ separately; then ``--repeats`` timed calls are made and the best is reported.
 
 ``--reset_mode`` (comma-separated: ``first``, ``fresh``) picks the auto-reset of
 :func:`deepcrl_core.envs.wrap_for_training`; with several, each task is measured in each mode
-and the table adds the cost of ``fresh`` relative to ``first``.
+and the table adds the cost of ``fresh`` relative to ``first`` and the CPU time of the
+``env.reset`` alone that ``fresh`` computes for every env on every step.
 
 Prints a markdown table (also written to ``--out`` when given). "CPU us / env-step" is process
 CPU time (all threads) per env-step: on a shared machine it is less sensitive to other load
@@ -42,7 +43,8 @@ DEFAULT_TASKS = (
 
 
 def measure(name: str, num_envs: int, scan_length: int, repeats: int,
-            env_kwargs: dict = None, reset_mode: str = "fresh") -> dict:
+            env_kwargs: dict = None, reset_mode: str = "fresh",
+            measure_reset: bool = False) -> dict:
   env = envs.make(name, **(env_kwargs or {}))
   train_env = envs.wrap_for_training(env, env.episode_length, reset_mode=reset_mode)
 
@@ -66,7 +68,24 @@ def measure(name: str, num_envs: int, scan_length: int, repeats: int,
     best = min(best, time.perf_counter() - t0)
     best_cpu = min(best_cpu, time.process_time() - c0)
   finite = bool(jnp.all(jnp.isfinite(state.obs)))
+  reset_cpu = None
+  if measure_reset:  # what ``fresh`` adds per env-step: one env.reset per env, measured alone
+    def resets(key):
+      def body(acc, k):
+        s = train_env.reset(jax.random.split(k, num_envs))
+        # consume every leaf, so XLA computes all of the state as a fresh-mode step must
+        return acc + sum(jnp.sum(x.astype(jnp.float32)) for x in jax.tree.leaves(s)), None
+      return jax.lax.scan(body, jnp.zeros(()), jax.random.split(key, scan_length))[0]
+    resets = jax.jit(resets)
+    jax.block_until_ready(resets(jax.random.PRNGKey(0)))
+    reset_cpu = float("inf")
+    for r in range(repeats):
+      c0 = time.process_time()
+      jax.block_until_ready(resets(jax.random.PRNGKey(10 + r)))
+      reset_cpu = min(reset_cpu, time.process_time() - c0)
+    reset_cpu = 1e6 * reset_cpu / (num_envs * scan_length)
   return {
+      "reset_cpu_us": reset_cpu,
       "task": name, "reset_mode": reset_mode, "steps_per_s": num_envs * scan_length / best,
       "cpu_us_per_step": 1e6 * best_cpu / (num_envs * scan_length),
       "compile_s": compile_s, "dt": env.dt, "slots": mjcf.count_contact_slots(env.mj_model),
@@ -94,7 +113,8 @@ def main(argv=None) -> int:
   table = ""
   for name in tasks:
     for mode in modes:
-      r = measure(name, args.num_envs, args.scan_length, args.repeats, reset_mode=mode)
+      r = measure(name, args.num_envs, args.scan_length, args.repeats, reset_mode=mode,
+                  measure_reset=len(modes) > 1 and mode == "fresh")
       rows.append(r)
       print(f"# {name} ({mode}): {r['steps_per_s']:.0f} env-steps/s "
             f"(compile {r['compile_s']:.1f} s)", file=sys.stderr, flush=True)
@@ -143,14 +163,16 @@ def format_reset_table(rows, args) -> str:
       f"num_envs {args.num_envs}, scan of {args.scan_length} control steps, best of "
       f"{args.repeats}; training wrappers, random actions",
       "",
-      "| task | reset mode | env-steps/s | CPU us / env-step | CPU cost vs first | compile (s) |",
-      "|---|---|---|---|---|---|",
+      "| task | reset mode | env-steps/s | CPU us / env-step | CPU cost vs first "
+      "| env.reset alone, CPU us / env | compile (s) |",
+      "|---|---|---|---|---|---|---|",
   ]
   for r in rows:
     f = first.get(r["task"])
     rel = f"{r['cpu_us_per_step'] / f['cpu_us_per_step']:.2f}x" if f else "-"
+    reset = f"{r['reset_cpu_us']:.1f}" if r.get("reset_cpu_us") is not None else "-"
     lines.append(f"| {r['task']} | {r['reset_mode']} | {r['steps_per_s']:,.0f} "
-                 f"| {r['cpu_us_per_step']:.1f} | {rel} | {r['compile_s']:.1f} |"
+                 f"| {r['cpu_us_per_step']:.1f} | {rel} | {reset} | {r['compile_s']:.1f} |"
                  + ("" if r["finite"] else " NaN!"))
   return "\n".join(lines)
 
