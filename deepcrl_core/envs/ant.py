@@ -1,8 +1,8 @@
 """Ant goal reaching, in the open (``ant``) and in mazes (``ant_*_maze``, ``ant_*_maze_eval``).
 
-Model (authored here, primitives only, after the classic MuJoCo ant): a sphere torso
-(r 0.25) on a free joint and four legs, each a hip hinge about z (+-30 deg) and an ankle hinge
-(30..70 deg), capsules of radius 0.08 and lengths 0.2*sqrt(2) (hip link) and 0.4*sqrt(2)
+Model (``assets/ant.xml``, authored here, primitives only, after the classic MuJoCo ant): a
+sphere torso (r 0.25) on a free joint and four legs, each a hip hinge about z (+-30 deg) and
+an ankle hinge (30..70 deg), capsules of radius 0.08 and lengths 0.2*sqrt(2) (hip link) and 0.4*sqrt(2)
 (ankle link), density 5, joint armature 1 and damping 1, 8 motors of gear 150 with
 ``ctrl = action`` in [-1, 1]. Physics: 0.01 s x 5 substeps = 0.05 s per control step, Newton
 solver with 1 iteration and 4 line-search steps (as MJX locomotion tasks use).
@@ -34,70 +34,19 @@ from deepcrl_core.envs import mjcf
 from deepcrl_core.envs.base import State
 from deepcrl_core.envs.locomotion import LocomotionEnv
 
-# Leg k: planar direction of the leg, ankle axis, ankle range (degrees).
-_LEGS = (
-    ((1, 1), (-1, 1, 0), (30, 70)),
-    ((-1, 1), (1, 1, 0), (-70, -30)),
-    ((-1, -1), (-1, 1, 0), (-70, -30)),
-    ((1, -1), (1, 1, 0), (30, 70)),
-)
-_ACTUATED = ("hip_4", "ankle_4", "hip_1", "ankle_1", "hip_2", "ankle_2", "hip_3", "ankle_3")
 # torso xyz, quat, then (hip, ankle) per leg.
 INIT_QPOS = np.array([0, 0, 0.55, 1, 0, 0, 0, 0, 1, 0, -1, 0, -1, 0, 1], np.float32)
+# Geoms that touch maze walls.
+WALL_GEOMS = ("torso", "foot_1", "foot_2", "foot_3", "foot_4")
 
 
-def _leg_xml(k: int, wall_bit: int) -> str:
-  (dx, dy), axis, (lo, hi) = _LEGS[k]
-  n = k + 1
-  a = (0.2 * dx, 0.2 * dy)
-  foot_type = mjcf.FLOOR_BIT | wall_bit
-  return f"""
-      <geom name="aux_{n}" type="capsule" fromto="0 0 0 {a[0]} {a[1]} 0" size="0.08"/>
-      <body name="hip_{n}" pos="{a[0]} {a[1]} 0">
-        <joint name="hip_{n}" type="hinge" axis="0 0 1" range="-30 30"/>
-        <geom name="hip_{n}" type="capsule" fromto="0 0 0 {a[0]} {a[1]} 0" size="0.08"/>
-        <body name="ankle_{n}" pos="{a[0]} {a[1]} 0">
-          <joint name="ankle_{n}" type="hinge" axis="{axis[0]} {axis[1]} {axis[2]}"
-                 range="{lo} {hi}"/>
-          <geom name="ankle_{n}" type="capsule" fromto="0 0 0 {2 * a[0]} {2 * a[1]} 0"
-                size="0.08"/>
-          <geom name="foot_{n}" type="sphere" pos="{2 * a[0]} {2 * a[1]} 0" size="0.08" mass="0"
-                contype="{foot_type}" rgba=".9 .7 .5 1"/>
-        </body>
-      </body>"""
-
-
-def ant_xml(in_maze: bool = False) -> str:
-  """MJCF of the ant; ``in_maze`` lets the torso and feet collide with maze walls."""
-  wall_bit = mjcf.WALL_BIT if in_maze else 0
-  legs = "".join(_leg_xml(k, wall_bit) for k in range(4))
-  motors = "".join(f'\n    <motor joint="{j}" gear="150" ctrlrange="-1 1"/>' for j in _ACTUATED)
-  return f"""
-<mujoco model="ant">
-  <compiler angle="degree" inertiafromgeom="true" autolimits="true"/>
-  <default>
-    <joint armature="1" damping="1"/>
-    <geom contype="0" conaffinity="0" condim="3" density="5" friction="1 0.5 0.5"
-          rgba=".8 .6 .4 1"/>
-  </default>
-  <asset>
-    <texture name="grid" type="2d" builtin="checker" width="256" height="256"
-             rgb1=".25 .3 .35" rgb2=".35 .4 .45"/>
-    <material name="grid" texture="grid" texrepeat="1 1" texuniform="true"/>
-  </asset>
-  <worldbody>
-    <light pos="0 0 30" dir="0 0 -1" directional="true" diffuse=".8 .8 .8"/>
-    <geom name="floor" type="plane" size="100 100 0.1" material="grid"
-          contype="0" conaffinity="{mjcf.FLOOR_BIT}"/>
-    <body name="torso" pos="0 0 0.75">
-      <camera name="track" mode="trackcom" pos="0 -6 4" xyaxes="1 0 0 0 .55 .83"/>
-      <freejoint name="root"/>
-      <geom name="torso" type="sphere" size="0.25" contype="{wall_bit}"/>{legs}
-    </body>
-  </worldbody>
-  <actuator>{motors}
-  </actuator>
-</mujoco>"""
+def ant_spec(in_maze: bool = False) -> mujoco.MjSpec:
+  """``assets/ant.xml``; ``in_maze`` lets the torso and feet collide with maze walls."""
+  spec = mjcf.load_spec("ant.xml")
+  if in_maze:
+    for name in WALL_GEOMS:
+      spec.geom(name).contype |= mjcf.WALL_BIT
+  return spec
 
 
 class Ant(LocomotionEnv):
@@ -118,7 +67,7 @@ class Ant(LocomotionEnv):
     self.reset_noise = float(reset_noise)
     self.healthy_z = tuple(healthy_z)
     self._init_maze(maze, maze_scale)
-    spec = mujoco.MjSpec.from_string(ant_xml(in_maze=self.maze is not None))
+    spec = ant_spec(in_maze=self.maze is not None)
     mjcf.set_mjx_options(spec, timestep=timestep)
     self._build_world(spec, max_contact_points=max_contact_points)
     spec.compiler.fusestatic = True

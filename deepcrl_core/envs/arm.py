@@ -1,6 +1,7 @@
 """Franka-Panda cube tasks: ``arm_push_easy``, ``arm_push_hard``, ``arm_binpick_hard``.
 
-Model (authored here; primitives only): the published arm's kinematic chain (body positions
+Model (``assets/panda_cube.xml``, authored here; primitives only): the published arm's
+kinematic chain (body positions
 and orientations), explicit link inertials, joint ranges, armature 0.1 and damping 5, the
 ``general`` affine position actuators (gain / bias per joint as published; fingers remapped
 to ctrl 0..255), the hand capsule (r 0.04, half-length 0.06; its 0.871 kg is the hand's
@@ -46,7 +47,7 @@ goal; episodes never terminate early.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -56,97 +57,13 @@ import numpy as np
 from deepcrl_core.envs import mjcf
 from deepcrl_core.envs.base import MjxEnv, State
 
-# body, parent-relative pos, quat (wxyz, unnormalised as published), inertial (mass, com pos,
-# full inertia ixx iyy izz ixy ixz iyz), joint (name, range or None for the class default).
-_LINKS = (
-    ("link1", (0, 0, 0.333), (1, 0, 0, 0),
-     (4.970684, (0.003875, 0.002081, -0.04762),
-      (0.70337, 0.70661, 0.0091170, -0.00013900, 0.0067720, 0.019169)), ("joint1", None)),
-    ("link2", (0, 0, 0), (1, -1, 0, 0),
-     (0.646926, (-0.003141, -0.02872, 0.003495),
-      (0.0079620, 2.8110e-2, 2.5995e-2, -3.925e-3, 1.0254e-2, 7.04e-4)),
-     ("joint2", (-1.7628, 1.7628))),
-    ("link3", (0, -0.316, 0), (1, 1, 0, 0),
-     (3.228604, (2.7518e-2, 3.9252e-2, -6.6502e-2),
-      (3.7242e-2, 3.6155e-2, 1.083e-2, -4.761e-3, -1.1396e-2, -1.2805e-2)), ("joint3", None)),
-    ("link4", (0.0825, 0, 0), (1, 1, 0, 0),
-     (3.587895, (-5.317e-2, 1.04419e-1, 2.7454e-2),
-      (2.5853e-2, 1.9552e-2, 2.8323e-2, 7.796e-3, -1.332e-3, 8.641e-3)),
-     ("joint4", (-3.0718, -0.0698))),
-    ("link5", (-0.0825, 0.384, 0), (1, -1, 0, 0),
-     (1.225946, (-1.1953e-2, 4.1065e-2, -3.8437e-2),
-      (3.5549e-2, 2.9474e-2, 8.627e-3, -2.117e-3, -4.037e-3, 2.29e-4)), ("joint5", None)),
-    ("link6", (0, 0, 0), (1, 1, 0, 0),
-     (1.666555, (6.0149e-2, -1.4117e-2, -1.0517e-2),
-      (1.964e-3, 4.354e-3, 5.433e-3, 1.09e-4, -1.158e-3, 3.41e-4)),
-     ("joint6", (-0.0175, 3.7525))),
-    ("link7", (0.088, 0, 0), (1, 1, 0, 0),
-     (7.35522e-01, (1.0517e-2, -4.252e-3, 6.1597e-2),
-      (1.2516e-2, 1.0027e-2, 4.815e-3, -4.28e-4, -1.196e-3, -7.41e-4)), ("joint7", None)),
-)
-# Visual capsule per link: endpoints in the link frame (drawn only).
-_LINK_VISUALS = {
-    "link0": ((0, 0, 0.05), (0, 0, 0.25)),
-    "link1": ((0, 0, -0.19), (0, 0, 0)),
-    "link2": ((0, 0, 0), (0, -0.2, 0)),
-    "link3": ((0, 0, -0.12), (0.0825, 0, 0)),
-    "link4": ((0, 0, 0), (-0.0825, 0.2, 0)),
-    "link5": ((0, 0, -0.22), (0, 0.05, -0.1)),
-    "link6": ((0, 0, 0), (0.088, 0, 0)),
-    "link7": ((0, 0, 0), (0, 0, 0.08)),
-}
-# (gain, kp, kv, forcerange, ctrlrange) per arm actuator, as published: force =
-# gain * ctrl - kp * q - kv * qdot.
-_ACTUATORS = (
-    (4500, 4500, 450, 87, None), (4500, 4500, 450, 87, (-1.7628, 1.7628)),
-    (2000, 3500, 350, 87, None), (2000, 3500, 350, 87, (-3.0718, -0.0698)),
-    (1000, 2000, 200, 12, None), (1000, 2000, 200, 12, (-0.0175, 3.7525)),
-    (1000, 2000, 200, 12, None),
-)
-_FINGER_GAIN = 0.08 * 500 / 255  # ctrl 0..255 -> static opening 0..0.08
-
 ARM_INIT_QPOS = (1.571, 0.742, 0.0, -1.571, 0.0, 3.054, 1.449)
 FINGER_INIT_QPOS = 0.04
 CUBE_HALF = 0.03
 
-# Bin walls of the bin-picking task: (bin centre xy, rgba); walls relative to the centre.
+# Bin walls of the bin-picking task: (centre, half size), relative to the bin's centre.
 _BIN_WALLS = (((0, -0.19, 0.033), (0.195, 0.005, 0.033)), ((0, 0.19, 0.033), (0.195, 0.005, 0.033)),
               ((0.19, 0, 0.033), (0.005, 0.185, 0.033)), ((-0.19, 0, 0.033), (0.005, 0.185, 0.033)))
-
-
-def _fmt(v: Sequence[float]) -> str:
-  return " ".join(f"{x:.6g}" for x in v)
-
-
-def _link_xml(k: int, inner: str) -> str:
-  name, pos, quat, (mass, com, inertia), (joint, jrange) = _LINKS[k]
-  a, b = _LINK_VISUALS[name]
-  rng = f' range="{_fmt(jrange)}"' if jrange else ""
-  return f"""
-<body name="{name}" pos="{_fmt(pos)}" quat="{_fmt(quat)}">
-  <inertial mass="{mass}" pos="{_fmt(com)}" fullinertia="{_fmt(inertia)}"/>
-  <joint name="{joint}"{rng}/>
-  <geom class="visual" type="capsule" size="0.055" fromto="{_fmt(a)} {_fmt(b)}"/>{inner}
-</body>"""
-
-
-_HAND = """
-<body name="hand" pos="0 0 0.107" quat="0.9238795 0 0 -0.3826834">
-  <geom name="hand" type="capsule" size="0.04 0.06" pos="0 0 0.035" quat="1 1 0 0"
-        rgba=".95 .95 .95 1"/>
-  <body name="left_finger" pos="0 0 0.0584">
-    <inertial mass="0.015" pos="0 0 0" diaginertia="2.375e-6 2.375e-6 7.5e-7"/>
-    <joint name="finger_joint1" class="finger"/>
-    <geom name="left_finger" type="box" size="0.015 0.005 0.04" pos="0 0.0055 0.035"
-          rgba=".25 .25 .25 1"/>{left_proxy}
-  </body>
-  <body name="right_finger" pos="0 0 0.0584" quat="0 0 0 1">
-    <inertial mass="0.015" pos="0 0 0" diaginertia="2.375e-6 2.375e-6 7.5e-7"/>
-    <joint name="finger_joint2" class="finger"/>
-    <geom name="right_finger" type="box" size="0.015 0.005 0.04" pos="0 0.0055 0.035"
-          rgba=".25 .25 .25 1"/>{right_proxy}
-  </body>
-</body>"""
 
 CONTACT_MODELS = ("proxy", "published")
 # Proxy model: each finger box touches things through two massless, invisible capsules along
@@ -162,20 +79,21 @@ def finger_proxies(side: str) -> Tuple[str, ...]:
   return tuple(f"{side}_finger_proxy{k}" for k in range(len(FINGER_CAPSULE_X)))
 
 
-def finger_proxy_xml(side: str) -> str:
+def add_finger_proxies(spec: mujoco.MjSpec, side: str) -> None:
+  """Adds the proxy capsules of the ``side`` finger (``"left"`` or ``"right"``) to ``spec``."""
   r = FINGER_CAPSULE_RADIUS
   y = 0.0005 + r  # the box's pad face is at y = 0.0005
   z0, z1 = FINGER_CAPSULE_Z
-  return "".join(
-      f'\n    <geom name="{name}" type="capsule" size="{r}" fromto="{x} {y} {z0} {x} {y} {z1}" '
-      f'mass="0" group="3" rgba="0 0 0 0"/>'
-      for name, x in zip(finger_proxies(side), FINGER_CAPSULE_X))
+  finger = spec.body(f"{side}_finger")
+  for name, x in zip(finger_proxies(side), FINGER_CAPSULE_X):
+    finger.add_geom(name=name, type=mujoco.mjtGeom.mjGEOM_CAPSULE, size=[r, 0.0, 0.0],
+                    fromto=[x, y, z0, x, y, z1], mass=0.0, group=3, rgba=[0.0, 0.0, 0.0, 0.0])
 
 
-# Wall colliders of the proxy bin-picking model: (name, half size). The env moves each onto
-# the bin wall of its orientation nearest the cube ("cube_*") or the hand ("hand_*").
-WALL_COLLIDERS = (("cube_xwall", _BIN_WALLS[0][1]), ("cube_ywall", _BIN_WALLS[2][1]),
-                  ("hand_xwall", _BIN_WALLS[0][1]), ("hand_ywall", _BIN_WALLS[2][1]))
+# Wall colliders of the proxy bin-picking model (mocap boxes of ``assets/panda_cube.xml``, sized
+# as the x-walls and y-walls of :data:`_BIN_WALLS`). The env moves each onto the bin wall of
+# its orientation nearest the cube ("cube_*") or the hand ("hand_*").
+WALL_COLLIDERS = ("cube_xwall", "cube_ywall", "hand_xwall", "hand_ywall")
 
 
 def bin_walls(cube_region: Tuple, goal_region: Tuple) -> Tuple[np.ndarray, np.ndarray]:
@@ -187,9 +105,10 @@ def bin_walls(cube_region: Tuple, goal_region: Tuple) -> Tuple[np.ndarray, np.nd
   return np.array(xw, np.float32), np.array(yw, np.float32)
 
 
-def arm_xml(bins: bool, cube_region: Tuple, goal_region: Tuple,
-            max_contact_points: Optional[int] = None, contacts: str = "proxy") -> str:
-  """MJCF of the arm task. ``*_region`` = (centre xy, half-width xy): drawn floor pads.
+def arm_spec(bins: bool, cube_region: Tuple, goal_region: Tuple,
+             max_contact_points: Optional[int] = None, contacts: str = "proxy") -> mujoco.MjSpec:
+  """``assets/panda_cube.xml`` edited into an arm task. ``*_region`` = (centre xy, half-width
+  xy): the cube starts at the start region's centre; both are drawn as floor pads.
 
   ``contacts="published"``: the published contact pairs (cube, hand capsule and finger boxes
   against the table and the bin walls, cube against hand and fingers) minus finger-finger.
@@ -201,26 +120,21 @@ def arm_xml(bins: bool, cube_region: Tuple, goal_region: Tuple,
   if contacts not in CONTACT_MODELS:
     raise ValueError(f"unknown contact model {contacts!r}; known: {', '.join(CONTACT_MODELS)}")
   proxy = contacts == "proxy"
-  chain = _HAND.format(left_proxy=finger_proxy_xml("left") if proxy else "",
-                       right_proxy=finger_proxy_xml("right") if proxy else "")
-  for k in reversed(range(len(_LINKS))):
-    chain = _link_xml(k, chain)
-  actuators = []
-  for k, (gain, kp, kv, force, ctrl) in enumerate(_ACTUATORS):
-    crange = f' ctrlrange="{_fmt(ctrl)}"' if ctrl else ""
-    actuators.append(
-        f'<general class="panda" name="actuator{k + 1}" joint="joint{k + 1}" gainprm="{gain}" '
-        f'biasprm="0 -{kp} -{kv}" forcerange="-{force} {force}"{crange}/>')
-  for k in (1, 2):
-    actuators.append(
-        f'<general class="panda" name="finger_actuator{k}" joint="finger_joint{k}" '
-        f'gainprm="{_FINGER_GAIN:.6g}" biasprm="0 -500 -50" forcerange="-500 500" '
-        f'ctrlrange="0 255"/>')
-  pads = []
-  for name, ((cx, cy), (hx, hy)), rgba in (("start_pad", cube_region, "0 .2 .8 1"),
-                                           ("goal_pad", goal_region, ".8 0 0 1")):
-    pads.append(f'<geom name="{name}" class="visual" type="box" pos="{cx} {cy} 0.0005" '
-                f'size="{hx + CUBE_HALF} {hy + CUBE_HALF} 0.0005" rgba="{rgba}"/>')
+  spec = mjcf.load_spec("panda_cube.xml")
+  spec.modelname = f"panda_{'binpick' if bins else 'push'}"
+  if max_contact_points:
+    mjcf.add_contact_caps(spec, max_contact_points=max_contact_points)
+  spec.body("cube").pos = [cube_region[0][0], cube_region[0][1], CUBE_HALF]
+  box = mujoco.mjtGeom.mjGEOM_BOX
+  visual = spec.find_default("visual")
+  blue, red = [0.0, 0.2, 0.8, 1.0], [0.8, 0.0, 0.0, 1.0]
+  for name, ((cx, cy), (hx, hy)), rgba in (("start_pad", cube_region, blue),
+                                           ("goal_pad", goal_region, red)):
+    spec.worldbody.add_geom(name=name, default=visual, type=box, pos=[cx, cy, 0.0005],
+                            size=[hx + CUBE_HALF, hy + CUBE_HALF, 0.0005], rgba=rgba)
+  if proxy:
+    add_finger_proxies(spec, "left")
+    add_finger_proxies(spec, "right")
   # (geom1, geom2, condim or None for the pair default 3)
   fingers = ("left_finger", "right_finger")
   if proxy:
@@ -231,82 +145,26 @@ def arm_xml(bins: bool, cube_region: Tuple, goal_region: Tuple,
     pairs = [("cube", "table", None), ("cube", "hand", None)]
     pairs += [("cube", f, None) for f in fingers]
     pairs += [("table", g, None) for g in ("hand",) + fingers]
-  bin_geoms, colliders = [], []
   if bins:
-    for b, ((cx, cy), _), rgba in (("binA", cube_region, "0 .2 .8 1"),
-                                   ("binB", goal_region, ".8 0 0 1")):
+    for b, ((cx, cy), _), rgba in (("binA", cube_region, blue), ("binB", goal_region, red)):
       for w, (pos, size) in enumerate(_BIN_WALLS):
         name = f"{b}{w + 1}"
-        cls = ' class="visual"' if proxy else ""
-        bin_geoms.append(f'<geom name="{name}"{cls} type="box" pos="{cx + pos[0]} {cy + pos[1]} '
-                         f'{pos[2]}" size="{_fmt(size)}" rgba="{rgba}"/>')
+        spec.worldbody.add_geom(name=name, default=visual if proxy else None, type=box,
+                                pos=[cx + pos[0], cy + pos[1], pos[2]], size=list(size),
+                                rgba=rgba)
         if not proxy:
           pairs += [("cube", name, None)] + [(g, name, None) for g in fingers + ("hand",)]
-    if proxy:
-      for name, size in WALL_COLLIDERS:
-        colliders.append(f'<body name="{name}" mocap="true" pos="0 0 -1"><geom name="{name}" '
-                         f'type="box" size="{_fmt(size)}" group="3" rgba="0 0 0 0"/></body>')
-        if name.startswith("cube"):
-          pairs.append(("cube", name, None))
-        else:
-          pairs += [(g, name, 1) for g in grip]
-  pairs = "\n    ".join(
-      f'<pair geom1="{a}" geom2="{b}"' + (f' condim="{c}"/>' if c else "/>")
-      for a, b, c in pairs)
-  caps = (f'<custom><numeric name="max_contact_points" data="{max_contact_points}"/></custom>'
-          if max_contact_points else "")
-  return f"""
-<mujoco model="panda_{'binpick' if bins else 'push'}">
-  <compiler angle="radian" autolimits="true"/>
-  {caps}
-  <option integrator="implicitfast" cone="pyramidal"/>
-  <default>
-    <geom contype="0" conaffinity="0"/>
-    <default class="panda">
-      <joint armature="0.1" damping="5" axis="0 0 1" range="-2.8973 2.8973"/>
-      <general dyntype="none" biastype="affine" ctrlrange="-2.8973 2.8973"/>
-      <default class="finger">
-        <joint axis="0 1 0" type="slide" range="0 0.08"/>
-      </default>
-    </default>
-    <default class="visual">
-      <geom group="2" density="0" rgba=".92 .92 .93 1"/>
-    </default>
-  </default>
-  <asset>
-    <texture name="grid" type="2d" builtin="checker" width="256" height="256"
-             rgb1=".55 .5 .45" rgb2=".6 .55 .5"/>
-    <material name="grid" texture="grid" texrepeat="8 8"/>
-  </asset>
-  <worldbody>
-    <light pos="0 0.5 2" dir="0 0 -1" directional="true"/>
-    <camera name="front" pos="0 1.9 1.1" xyaxes="-1 0 0 0 -0.5 0.87"/>
-    <geom name="table" type="plane" pos="0 0.2 0" size="2.8 2.4 0.1" material="grid"/>
-    {''.join(pads)}
-    {''.join(bin_geoms)}
-    <body name="cube" pos="{cube_region[0][0]} {cube_region[0][1]} {CUBE_HALF}">
-      <freejoint name="cube"/>
-      <geom name="cube" type="box" size="{CUBE_HALF} {CUBE_HALF} {CUBE_HALF}" density="1000"
-            rgba="0 .4 0 1"/>
-    </body>
-    {''.join(colliders)}
-    <body name="link0" childclass="panda">
-      <geom class="visual" type="capsule" size="0.06"
-            fromto="{_fmt(_LINK_VISUALS['link0'][0])} {_fmt(_LINK_VISUALS['link0'][1])}"/>
-      {chain}
-    </body>
-  </worldbody>
-  <equality>
-    <joint joint1="finger_joint1" joint2="finger_joint2" solimp="0.95 0.99 0.001"
-           solref="0.005 1"/>
-  </equality>
-  <contact>
-    {pairs}
-  </contact>
-  <actuator>
-    {chr(10).join(actuators)}
-  </actuator>
-</mujoco>"""
+  if bins and proxy:
+    for name in WALL_COLLIDERS:
+      if name.startswith("cube"):
+        pairs.append(("cube", name, None))
+      else:
+        pairs += [(g, name, 1) for g in grip]
+  else:
+    for name in WALL_COLLIDERS:
+      spec.delete(spec.body(name))
+  mjcf.add_pairs(spec, pairs)
+  return spec
 
 
 # Task parameters: cube start region and goal region, (centre xy, half-width xy).
@@ -368,9 +226,8 @@ class Arm(MjxEnv):
     self.episode_length = int(episode_length)
     self.cube_region = tuple(np.asarray(v, np.float32) for v in params["cube_region"])
     self.goal_region = tuple(np.asarray(v, np.float32) for v in params["goal_region"])
-    spec = mujoco.MjSpec.from_string(
-        arm_xml(params["bins"], params["cube_region"], params["goal_region"],
-                opts["max_contact_points"] or None, opts["contacts"]))
+    spec = arm_spec(params["bins"], params["cube_region"], params["goal_region"],
+                    opts["max_contact_points"] or None, opts["contacts"])
     mjcf.set_mjx_options(spec, timestep=opts["timestep"], iterations=opts["iterations"],
                          ls_iterations=opts["ls_iterations"],
                          integrator=mujoco.mjtIntegrator.mjINT_IMPLICITFAST,
@@ -394,9 +251,8 @@ class Arm(MjxEnv):
     # bin-wall colliders (proxy bin picking): mocap slots and the candidate wall centres
     self._colliders = bool(params["bins"]) and opts["contacts"] == "proxy"
     if self._colliders:
-      order = [int(mj_model.body_mocapid[body(n)]) for n, _ in WALL_COLLIDERS]
-      if order != list(range(len(WALL_COLLIDERS))):
-        raise ValueError(f"unexpected mocap order of the wall colliders: {order}")
+      if mjcf.mocap_slots(mj_model, WALL_COLLIDERS) != slice(0, mj_model.nmocap):
+        raise ValueError("the wall colliders must be the model's only mocap bodies, in order")
       xw, yw = bin_walls(params["cube_region"], params["goal_region"])
       self._walls = (jnp.asarray(xw), jnp.asarray(yw))
       self._wall_half = (np.asarray(_BIN_WALLS[0][1], np.float32),
@@ -409,12 +265,9 @@ class Arm(MjxEnv):
 
   def collider_positions(self, cube: jax.Array, hand: jax.Array) -> jax.Array:
     """``[4, 3]`` mocap positions: the x- and y-wall nearest the cube, then the hand."""
-    out = []
-    for point in (cube, hand):
-      for centres, half in zip(self._walls, self._wall_half):
-        gap = jnp.maximum(jnp.abs(point[None, :2] - centres[:, :2]) - half[:2], 0.0)
-        out.append(centres[jnp.argmin(jnp.sum(gap * gap, axis=-1))])
-    return jnp.stack(out)
+    return jnp.concatenate([mjcf.nearest_boxes(point[:2], centres, half[:2], 1)
+                            for point in (cube, hand)
+                            for centres, half in zip(self._walls, self._wall_half)])
 
   def _obs(self, data, goal):
     link7 = data.xpos[self._link7]

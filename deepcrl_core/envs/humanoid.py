@@ -1,12 +1,12 @@
 """Humanoid goal reaching, in the open (``humanoid``) and in mazes (``humanoid_*_maze[_eval]``).
 
-Model: gymnasium's ``humanoid.xml`` (installed package data, primitives only) edited with
-``mujoco.MjSpec``: the two fixed hip-knee tendons and the RK4 integrator are dropped, static
-bodies are fused (the jointless feet join the shins, leaving the 11 robot links), robot geoms
-touch the floor but not each other (and the walls in a maze), and a non-colliding 1 kg
-``target`` body on two free x/y slide joints at z 1.25 holds the goal, as in the published
-model. 17 motors, ``ctrl = 0.4 * action`` (the published action mapping), with gears
-(``actuation``):
+Model: gymnasium's ``humanoid.xml`` (vendored unmodified as ``assets/humanoid.xml``, MIT
+licence in ``assets/LICENSE.humanoid``; primitives only) edited with ``mujoco.MjSpec``: the
+two fixed hip-knee tendons and the RK4 integrator are dropped, static bodies are fused (the
+jointless feet join the shins, leaving the 11 robot links), robot geoms touch the floor but
+not each other (and the walls in a maze), and a non-colliding 1 kg ``target`` body on two free
+x/y slide joints at z 1.25 holds the goal, as in the published model. 17 motors,
+``ctrl = 0.4 * action`` (the published action mapping), with gears (``actuation``):
 
 * ``"gymnasium"`` (default): the MJCF's own gears, 100 x5, 300, 200, 100 x2, 300, 200, 25 x6
   (abdomen, hips, knees, then shoulders and elbows), as JaxGCRL's MJX code path uses them.
@@ -37,7 +37,6 @@ when the torso height leaves [1.0, 2.0]; success = 3-d torso distance to the goa
 
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 import jax
@@ -70,17 +69,11 @@ _WALL_PROXIES = (
 )
 
 
-def gymnasium_humanoid_path() -> str:
-  import gymnasium  # pylint: disable=g-import-not-at-top
-  return os.path.join(os.path.dirname(gymnasium.__file__), "envs", "mujoco", "assets",
-                      "humanoid.xml")
-
-
 def humanoid_spec(in_maze: bool = False, actuation: str = "gymnasium") -> mujoco.MjSpec:
   """The edited gymnasium humanoid (with its target body) as an ``MjSpec``."""
   if actuation not in ACTUATIONS:
     raise ValueError(f"unknown humanoid actuation {actuation!r}; choose from {ACTUATIONS}")
-  spec = mujoco.MjSpec.from_file(gymnasium_humanoid_path())
+  spec = mjcf.load_spec("humanoid.xml")
   if actuation == "published":
     if len(spec.actuators) != len(PUBLISHED_GEARS):
       raise ValueError(f"expected {len(PUBLISHED_GEARS)} humanoid motors, "

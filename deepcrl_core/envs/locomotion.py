@@ -59,20 +59,18 @@ class LocomotionEnv(MjxEnv):
                                   jnp.float32).reshape(-1, 3)
     if self.maze is None:
       return
-    count = sum(mj_model.body(b).name.startswith("wall_collider_") for b in range(mj_model.nbody))
-    ids = [mj_model.body_mocapid[mj_model.body(f"wall_collider_{k}").id] for k in range(count)]
-    if ids != list(range(ids[0], ids[0] + count)):
-      raise ValueError(f"wall collider mocap ids are not contiguous: {ids}")
-    self._collider_slots = slice(ids[0], ids[0] + count)
+    names = [mj_model.body(b).name for b in range(mj_model.nbody)]
+    count = sum(name.startswith("wall_collider_") for name in names)
+    self._collider_slots = mjcf.mocap_slots(mj_model, [f"wall_collider_{k}" for k in range(count)])
 
   def place_wall_colliders(self, mocap_pos: jax.Array, torso_xy: jax.Array) -> jax.Array:
     """``mocap_pos`` with the colliders on the wall cells nearest to ``torso_xy``.
 
     Candidates are the wall cells among the 8 neighbours of the torso's cell; the
-    ``n_colliders`` nearest to the torso (distance from the torso to the cell's square) get a
-    collider, the others stay parked. A robot whose parts reach less than half a cell beyond
-    the torso can touch at most 3 neighbour cells, so 4 colliders cover every reachable wall.
-    Called before every control step; a no-op in the open.
+    ``n_colliders`` nearest to the torso (distance from the torso to the cell's square,
+    :func:`mjcf.nearest_boxes`) get a collider, the others stay parked. A robot whose parts
+    reach less than half a cell beyond the torso can touch at most 3 neighbour cells, so 4
+    colliders cover every reachable wall. Called before every control step; a no-op in the open.
     """
     if self.maze is None:
       return mocap_pos
@@ -81,10 +79,10 @@ class LocomotionEnv(MjxEnv):
     i = jnp.clip(ij[0], 0, rows - 1)
     j = jnp.clip(ij[1], 0, cols - 1)
     cells = self._neighbour_walls[i, j]  # [8, 3], parked ones far below the floor
-    gap = jnp.maximum(jnp.abs(cells[:, :2] - torso_xy) - 0.5 * self.maze_scale, 0.0)
-    dist = jnp.where(cells[:, 2] > 0, jnp.linalg.norm(gap, axis=-1), jnp.inf)
-    _, nearest = jax.lax.top_k(-dist, self._collider_slots.stop - self._collider_slots.start)
-    return mocap_pos.at[self._collider_slots].set(cells[nearest])
+    slots = self._collider_slots
+    nearest = mjcf.nearest_boxes(torso_xy, cells, 0.5 * self.maze_scale,
+                                 slots.stop - slots.start, valid=cells[:, 2] > 0)
+    return mocap_pos.at[slots].set(nearest)
 
   def sample_goal_xy(self, key: jax.Array, ring: Tuple[float, float]) -> jax.Array:
     """A goal xy ``[2]``: a uniform goal cell in a maze, else radius ~ U(ring) at a uniform angle."""

@@ -1,4 +1,10 @@
-"""Shared model-building helpers (``mujoco.MjSpec`` edits) for the MJX envs.
+"""Shared model-building helpers for the MJX envs: models as data, variants as ``MjSpec`` edits.
+
+Every env model starts as an MJCF file in ``deepcrl_core/envs/assets/`` (package data), read
+with :func:`load_spec`; a variant (physics preset, maze walls and their colliders, proxy
+geoms, contact pairs, contact caps) is a list of edits of that ``mujoco.MjSpec`` made by the
+env before ``spec.compile()``: set an attribute, add an element, or delete one. The helpers
+below are the edits more than one env makes.
 
 Contact design used throughout (MJX checks every geom pair that may touch, so only pairs that
 can really touch are enabled):
@@ -14,7 +20,8 @@ can really touch are enabled):
 
 from __future__ import annotations
 
-from typing import Optional
+import importlib.resources
+from typing import Iterable, Optional, Sequence
 
 import mujoco
 import numpy as np
@@ -23,6 +30,24 @@ from deepcrl_core.envs import mazes
 
 FLOOR_BIT = 1
 WALL_BIT = 2
+
+ASSETS = importlib.resources.files("deepcrl_core.envs") / "assets"
+
+
+def load_spec(name: str) -> mujoco.MjSpec:
+  """The asset ``deepcrl_core/envs/assets/<name>`` as an ``MjSpec``.
+
+  Parsed from its text, so it works from any install (no file paths; the assets use no
+  includes or mesh files).
+  """
+  return mujoco.MjSpec.from_string((ASSETS / name).read_text())
+
+
+def set_first(values, value: float) -> np.ndarray:
+  """``values`` (a spec attribute such as ``size`` or ``gear``) with its first entry set."""
+  out = np.array(values, np.float64, ndmin=1)
+  out[0] = value
+  return out
 
 
 def set_mjx_options(spec: mujoco.MjSpec, *, timestep: float, iterations: int = 1,
@@ -75,9 +100,9 @@ def add_maze_walls(spec: mujoco.MjSpec, maze: mazes.Maze, scale: float,
 def add_wall_colliders(spec: mujoco.MjSpec, scale: float, count: int = 4) -> None:
   """Adds ``count`` mocap bodies ``wall_collider_k``, each a wall-cell-sized colliding box.
 
-  The env moves them onto the wall cells nearest the robot every control step (see
-  :func:`mazes.neighbour_walls`), so MJX checks the robot against ``count`` boxes whatever the
-  maze size. They are invisible (alpha 0, geom group 3); walls are frictionless
+  The env moves them onto the wall cells nearest the robot every control step (candidates from
+  :func:`mazes.neighbour_walls`, placed by :func:`nearest_boxes`), so MJX checks the robot
+  against ``count`` boxes whatever the maze size. They are invisible (alpha 0, geom group 3); walls are frictionless
   (``condim`` 1 with ``priority`` 1, see the module docstring).
   """
   half = [scale / 2, scale / 2, scale / 4]
@@ -87,6 +112,40 @@ def add_wall_colliders(spec: mujoco.MjSpec, scale: float, count: int = 4) -> Non
     body.add_geom(name=f"wall_collider_{k}", type=mujoco.mjtGeom.mjGEOM_BOX, size=half,
                   contype=0, conaffinity=WALL_BIT, condim=1, priority=1, group=3,
                   rgba=[0.0, 0.0, 0.0, 0.0])
+
+
+def add_pairs(spec: mujoco.MjSpec, pairs: Iterable[Sequence]) -> None:
+  """Adds explicit contact pairs ``(geom1, geom2, condim or None for the pair default 3)``."""
+  for geom1, geom2, condim in pairs:
+    kwargs = {} if condim is None else {"condim": int(condim)}
+    spec.add_pair(geomname1=geom1, geomname2=geom2, **kwargs)
+
+
+def mocap_slots(mj_model: mujoco.MjModel, bodies: Sequence[str]) -> slice:
+  """The ``mocap_pos`` rows of the mocap ``bodies``, which must be contiguous and in order."""
+  ids = [int(mj_model.body_mocapid[mj_model.body(name).id]) for name in bodies]
+  if not ids or ids != list(range(ids[0], ids[0] + len(ids))) or ids[0] < 0:
+    raise ValueError(f"mocap ids of {list(bodies)} are not contiguous: {ids}")
+  return slice(ids[0], ids[0] + len(ids))
+
+
+def nearest_boxes(point_xy, centres, half_xy, count: int, valid=None):
+  """Centres ``[count, 3]`` of the ``count`` boxes nearest to ``point_xy``, nearest first.
+
+  The one rule by which every env moves its mocap colliders onto the walls near a robot part.
+  Boxes are axis-aligned with centres ``[n, 3]`` and xy half extents ``half_xy`` (``[2]`` or
+  ``[n, 2]``); the distance is the Euclidean distance from ``point_xy`` ``[2]`` to a box's xy
+  footprint (0 inside it). Candidates where ``valid`` ``[n]`` is False rank last; ties go to
+  the lower index. Jittable; ``count`` is static.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  gap = jnp.maximum(jnp.abs(point_xy - centres[:, :2]) - half_xy, 0.0)
+  dist = jnp.linalg.norm(gap, axis=-1)
+  if valid is not None:
+    dist = jnp.where(valid, dist, jnp.inf)
+  _, nearest = jax.lax.top_k(-dist, count)
+  return centres[nearest]
 
 
 def count_contact_slots(mj_model: mujoco.MjModel) -> int:

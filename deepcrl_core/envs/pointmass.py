@@ -3,7 +3,8 @@
 A ball on two horizontal slide joints driven by two motors, with damping so its speed saturates
 (top speed ``gear / damping`` = 1.5 m/s). The arena is a ``[-size, size]^2`` square whose walls
 are applied after each control step (position clipped, velocity into the wall zeroed), which
-keeps MJX free of contacts and constraints. Start and goal are uniform in the arena.
+keeps MJX free of contacts and constraints. Start and goal are uniform in the arena. Model:
+``assets/pointmass.xml``, sized by the constructor's arguments.
 
 State (4): ball x, y, vx, vy; goal = x, y (``goal_indices=(0, 1)``); actions (2) in [-1, 1].
 """
@@ -14,29 +15,24 @@ import jax
 import jax.numpy as jnp
 import mujoco
 
+from deepcrl_core.envs import mjcf
 from deepcrl_core.envs.base import MjxEnv, State
 
-_XML = """
-<mujoco model="pointmass">
-  <option timestep="{timestep}" integrator="Euler"/>
-  <worldbody>
-    <light pos="0 0 3" dir="0 0 -1" directional="true"/>
-    <geom name="floor" type="plane" size="{floor} {floor} 0.1" contype="0" conaffinity="0"
-          rgba=".85 .85 .85 1"/>
-    <body name="ball" pos="0 0 {radius}">
-      <joint name="x" type="slide" axis="1 0 0" damping="{damping}"/>
-      <joint name="y" type="slide" axis="0 1 0" damping="{damping}"/>
-      <geom name="ball" type="sphere" size="{radius}" mass="1" contype="0" conaffinity="0"
-            rgba=".2 .4 .9 1"/>
-    </body>
-  </worldbody>
-  <actuator>
-    <motor joint="x" gear="{gear}" ctrlrange="-1 1" ctrllimited="true"/>
-    <motor joint="y" gear="{gear}" ctrlrange="-1 1" ctrllimited="true"/>
-  </actuator>
-</mujoco>
-"""
 
+def pointmass_spec(arena_size: float = 1.0, timestep: float = 0.05, max_speed: float = 1.5,
+                   damping: float = 2.0, ball_radius: float = 0.05) -> mujoco.MjSpec:
+  """``assets/pointmass.xml`` with the arena (floor 0.2 m wider), ball and motors set."""
+  spec = mjcf.load_spec("pointmass.xml")
+  spec.option.timestep = timestep
+  floor = arena_size + 0.2
+  spec.geom("floor").size = [floor, floor, 0.1]
+  spec.body("ball").pos = [0.0, 0.0, ball_radius]
+  spec.geom("ball").size = mjcf.set_first(spec.geom("ball").size, ball_radius)
+  for joint in ("x", "y"):
+    spec.joint(joint).damping = mjcf.set_first(spec.joint(joint).damping, damping)
+  for motor in spec.actuators:
+    motor.gear = mjcf.set_first(motor.gear, max_speed * damping)
+  return spec
 
 class PointMass(MjxEnv):
   """Goal reaching for a point mass in an open square arena."""
@@ -51,9 +47,9 @@ class PointMass(MjxEnv):
     self.arena_size = float(arena_size)
     self.success_radius = float(success_radius)
     self.episode_length = int(episode_length)
-    xml = _XML.format(timestep=control_dt / n_substeps, floor=arena_size + 0.2,
-                      radius=ball_radius, damping=damping, gear=max_speed * damping)
-    super().__init__(mujoco.MjModel.from_xml_string(xml), n_substeps)
+    spec = pointmass_spec(arena_size, timestep=control_dt / n_substeps, max_speed=max_speed,
+                          damping=damping, ball_radius=ball_radius)
+    super().__init__(spec.compile(), n_substeps)
 
   def _obs(self, data, goal):
     return jnp.concatenate([data.qpos[:2], data.qvel[:2], goal])
