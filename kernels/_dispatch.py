@@ -122,14 +122,17 @@ def compare(named_pairs, tolerances) -> str | None:
 
 
 def select_impl(impl: str, op: str, unsupported: Callable[[], str | None],
-                self_check: Callable[[], SelfCheck] | None = None) -> str:
+                self_check: Callable[[], SelfCheck] | None = None,
+                prefer_xla: Callable[[], str | None] | None = None) -> str:
   """Resolves ``impl`` for one call of ``op``, checking the Pallas path can take its inputs.
 
   ``unsupported()`` returns why the Pallas path cannot run these inputs, or None. Then an
   explicit ``"pallas"``/``"interpret"`` raises ``ValueError`` with that reason, while
   ``"auto"`` falls back to ``"xla"`` with a logged warning (at trace time, once per trace).
-  Under ``"auto"`` on a GPU, ``self_check()`` builds the :class:`SelfCheck` that must pass
-  (once per process and configuration) before the Pallas kernels are used.
+  Under ``"auto"`` on a GPU, ``prefer_xla()`` may name a reason to keep XLA's path where the
+  kernels are not expected to win (logged at INFO: a choice, not a failure), and otherwise
+  ``self_check()`` builds the :class:`SelfCheck` that must pass (once per process and
+  configuration) before the Pallas kernels are used.
   """
   resolved = resolve_impl(impl)
   if resolved in ("pallas", "interpret"):
@@ -139,6 +142,11 @@ def select_impl(impl: str, op: str, unsupported: Callable[[], str | None],
         raise ValueError(f"{op}(impl={impl!r}): {reason}")
       logger.warning("%s: falling back to impl='xla' because %s", op, reason)
       return "xla"
+    if impl == "auto" and prefer_xla is not None:
+      why = prefer_xla()
+      if why:
+        logger.info("%s: impl='auto' uses 'xla' because %s", op, why)
+        return "xla"
     if impl == "auto" and self_check is not None and self_check_failure(op, self_check()):
       return "xla"
   return resolved

@@ -13,12 +13,16 @@ from typing import Mapping
 
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
-from deepcrl_kernels._dispatch import check_impl, select_impl
+from deepcrl_kernels._dispatch import check_impl, resolve_impl, select_impl
 
 LAYERS_PER_BLOCK = 4
 LN_EPS = 1e-5
 PARAM_NAMES = ("w", "b", "scale", "offset")
+# Name of each layer's matmul output ``h @ w + b`` (a ``jax.checkpoint`` policy name; the XLA
+# stack saves only these for the backward pass, see residual_stack_xla.py).
+MATMUL_OUTPUT = "deepcrl_block_matmul_output"
 
 
 def layer_reference(h, w, b, scale, offset, matmul_dtype=None):
@@ -29,6 +33,7 @@ def layer_reference(h, w, b, scale, offset, matmul_dtype=None):
   """
   dtype = matmul_dtype or jnp.promote_types(h.dtype, w.dtype)
   z = jnp.dot(h.astype(dtype), w.astype(dtype), preferred_element_type=jnp.float32) + b
+  z = checkpoint_name(z, MATMUL_OUTPUT)
   mean = jnp.mean(z, axis=-1, keepdims=True)
   var = jnp.mean(jnp.square(z - mean), axis=-1, keepdims=True)
   z = (z - mean) * jax.lax.rsqrt(var + LN_EPS) * scale + offset
@@ -87,7 +92,8 @@ def fused_residual_block(x, params, *, impl: str = "auto", config=None, matmul_d
   from deepcrl_kernels import residual_block_pallas  # pylint: disable=g-import-not-at-top
   impl = select_impl(impl, "fused_residual_block",
                      lambda: residual_block_pallas.check_supported(x, params, config),
-                     lambda: residual_block_pallas.self_check(x, params, config, matmul_dtype))
+                     lambda: residual_block_pallas.self_check(x, params, config, matmul_dtype),
+                     lambda: residual_block_pallas.auto_prefers_xla(x, config))
   if impl == "xla":
     return residual_block_reference(x, params, matmul_dtype)
   return residual_block_pallas.residual_block(x, params, interpret=(impl == "interpret"),
@@ -95,25 +101,41 @@ def fused_residual_block(x, params, *, impl: str = "auto", config=None, matmul_d
 
 
 def fused_residual_stack(x, stacked_params, *, impl: str = "auto", remat=False,
-                         config=None, matmul_dtype=None):
+                         config=None, matmul_dtype=None, unroll=None):
   """Applies ``n`` residual blocks whose params carry a leading axis of size ``n``.
 
   Uses ``lax.scan`` so compile time is flat in ``n``. ``remat``:
 
   * ``False``: the scan saves each block's input for the backward pass (the Pallas backward
-    recomputes inside a block; the XLA path also keeps the block's intermediates).
+    recomputes inside a block; the XLA path also keeps each layer's matmul output and
+    recomputes LayerNorm and Swish from it).
   * ``True`` / ``"block"``: each block is rematerialised; only block inputs are kept
     (``n`` activations of ``[batch, width]``).
   * ``"nested"``: two-level rematerialisation over groups of ~``sqrt(n)`` blocks; only group
     inputs and one group's block inputs are live (``~2 sqrt(n)`` activations) at the cost of
     one more forward pass -- activation memory nearly flat in depth.
 
-  ``config``/``matmul_dtype`` as in :func:`fused_residual_block`.
+  ``config``/``matmul_dtype`` as in :func:`fused_residual_block`. ``unroll``: blocks per scan
+  iteration on the XLA path (``None``: 1, or the :func:`residual_stack_xla.scan_unroll` context's
+  value; ``True``: all, compile time then grows with ``n``); the Pallas path ignores it.
   """
   check_impl(impl)
   check_block_params(x, stacked_params, stacked=True)
   if remat not in (False, True, "block", "nested"):
     raise ValueError(f"remat must be False, True, 'block' or 'nested', got {remat!r}")
+  from deepcrl_kernels import residual_block_pallas  # pylint: disable=g-import-not-at-top
+  from deepcrl_kernels import residual_stack_xla  # pylint: disable=g-import-not-at-top
+  if unroll is not None:
+    residual_stack_xla.check_unroll(unroll)
+  resolved = resolve_impl(impl)
+  if resolved != "xla" and impl == "auto":
+    one_block = {k: jax.ShapeDtypeStruct(v.shape[1:], v.dtype) for k, v in stacked_params.items()}
+    if residual_block_pallas.check_supported(x, one_block, config):  # warns, falls back to xla
+      resolved = select_impl(impl, "fused_residual_stack", lambda: residual_block_pallas
+                             .check_supported(x, one_block, config))
+  if resolved == "xla":
+    return residual_stack_xla.residual_stack(x, stacked_params, remat=remat,
+                                             matmul_dtype=matmul_dtype, unroll=unroll)
 
   def block(h, p):
     return fused_residual_block(h, p, impl=impl, config=config, matmul_dtype=matmul_dtype)

@@ -1,19 +1,21 @@
 """Pallas (Triton) residual block: forward and fused backward, wrapped in a ``custom_vjp``.
 
 Layout. The batch is cut into row tiles of ``block_rows``; one program owns a tile and the full
-width (LayerNorm needs whole rows). Weights never sit whole in shared memory: each matmul
-streams ``w[l]`` in K-chunks of ``block_k`` rows (a 256x256 f32 weight is 256 KB, more than
-Hopper's ~227 KB of shared memory). The activation a chunked matmul reads is kept in the
-program's own rows of a global-memory buffer (the output itself in the forward), guarded by
-block barriers; a width that fits one chunk keeps it in registers instead.
+width (LayerNorm needs whole rows). Each matmul streams ``w[l]`` in K-chunks of ``block_k``
+rows (a 256x256 f32 weight is 256 KB, more than Hopper's ~227 KB of shared memory) into one
+``[rows, width]`` f32 accumulator, the only full-width array a program keeps in registers: the
+row statistics of LayerNorm are reduced from it, and LayerNorm, Swish and their backward then
+run in ``block_k``-column chunks through per-tile scratch in global memory (L2-resident),
+guarded by block barriers. With ``matmul_dtype=bfloat16`` the weights are cast once, outside
+the kernels, so they stream half the bytes.
 
 Backward (flash-style: the forward saves only ``x``):
 
 1. ``_block_bwd_rows``: one program per row tile recomputes the four layers, keeping each
-   layer's input ``h[l]`` and pre-norm ``z[l]`` for its own rows, then walks back through the
-   layers: Swish and LayerNorm backward in registers, ``dz[l]`` overwrites ``z[l]``,
-   ``dh = dz @ w[l].T`` (streamed). It writes ``dx`` and per-tile partial sums of ``db``,
-   ``dscale`` and ``doffset``.
+   layer's input ``h[l]`` and pre-norm ``z[l]`` for its own rows (and the row statistics in
+   registers), then walks back through the layers: Swish and LayerNorm backward in two chunked
+   passes (row sums, then ``dz``), ``dz[l]`` overwrites ``z[l]``, ``dh = dz @ w[l].T``
+   (streamed). It writes ``dx`` and per-tile partial sums of ``db``, ``dscale`` and ``doffset``.
 2. ``_block_bwd_weights``: ``dw[l] = h[l].T @ dz[l]``, one program per ``[block_w, block_w]``
    tile of ``dw``, reducing over the batch in chunks (no atomics: deterministic).
 
@@ -67,16 +69,16 @@ class BlockConfig:
 def default_block_config(width: int, batch: int | None = None) -> BlockConfig:
   """Heuristic tiles per (padded) width; tune with ``profiling/kernel_bench.py --tune``.
 
-  The row tile is capped by the width (the ``[rows, width]`` f32 accumulator lives in
-  registers) and shrunk for small batches so that at least ~32 programs share the GPU.
+  The row tile is capped by the width (the ``[rows, width]`` f32 accumulator is the one
+  full-width array in registers) and shrunk for small batches so that at least ~32 programs
+  share the GPU. Each choice compiles for sm_90a without register spills
+  (``profiling/kernel_ptx.py``); 64-row tiles (width <= 256) get Hopper's wgmma.
   """
   width = common.next_power_of_2(width)
   if width <= 128:
     cfg = BlockConfig(block_rows=64, block_k=width, block_w=min(64, width), num_warps=4)
   elif width <= 256:
-    cfg = BlockConfig(block_rows=64, block_k=32, num_warps=8)
-  elif width <= 512:
-    cfg = BlockConfig(block_rows=32, block_k=32, num_warps=8)
+    cfg = BlockConfig(block_rows=64, block_k=16, num_warps=8)
   else:
     cfg = BlockConfig(block_rows=16, block_k=16, num_warps=8)
   if batch is not None:
@@ -115,6 +117,22 @@ def check_supported(x, params, config: BlockConfig | None = None) -> str | None:
   return None
 
 
+# Widest (padded) width at which impl="auto" picks these kernels. Above it every program still
+# streams all 4 width^2 weights and holds 16-row tiles (mma.sync, no wgmma), which the roofline
+# model of profiling/kernel_bench.py --model puts at 0.2-0.8x of XLA's GEMMs: auto keeps XLA.
+AUTO_MAX_WIDTH = 256
+
+
+def auto_prefers_xla(x, config: BlockConfig | None = None) -> str | None:
+  """Why ``impl="auto"`` should keep XLA for ``x`` (None: use the kernels). An explicit
+  ``config`` is taken as a request for the kernels."""
+  padded = common.next_power_of_2(x.shape[-1])
+  if config is None and padded > AUTO_MAX_WIDTH:
+    return (f"the fused block is modelled slower than XLA at width {x.shape[-1]} (> "
+            f"{AUTO_MAX_WIDTH}: whole-row tiles without wgmma); impl='pallas' forces it")
+  return None
+
+
 # ---------------------------------------------------------------------------------------------
 # Per-tile math shared by the forward and backward kernels.
 
@@ -141,77 +159,74 @@ def _matmul_streamed(load_a_chunk, w_ref, layer: int, *, rows: int, width: int, 
   return jax.lax.fori_loop(0, width // block_k, body, acc)
 
 
-def _matmul_full(a, w_ref, layer: int, *, transpose_w: bool, dtype):
-  """``a @ w[layer]`` (or ``.T``) for a register-resident ``a`` when one chunk spans the width."""
-  w = w_ref[layer].astype(dtype)
-  dims = (((1,), (1,)), ((), ())) if transpose_w else (((1,), (0,)), ((), ()))
-  return jax.lax.dot_general(a.astype(dtype), w, dims, preferred_element_type=jnp.float32)
-
-
 def _column_mask(padded: int, width: int):
   return None if padded == width else (jnp.arange(padded) < width)[None, :]
 
 
-def _layer_norm_swish(z, scale, offset, *, width: int, mask):
-  """LayerNorm (stats over the true ``width``) -> affine -> Swish. Returns ``(h, parts)``.
-
-  ``z`` is f32 ``[rows, padded]`` with exact zeros in padded columns; ``parts`` are the values
-  the backward needs (normalised ``zhat``, ``rstd``, pre-Swish ``u`` and ``sigmoid(u)``).
-  """
+def _row_stats(z, *, width: int, mask):
+  """LayerNorm mean and ``rsqrt(var + eps)`` per row of f32 ``z [rows, padded]`` (exact zeros in
+  padded columns; statistics over the true ``width``)."""
   mean = jnp.sum(z, axis=1, keepdims=True) / width
   zc = z - mean
   if mask is not None:
     zc = jnp.where(mask, zc, 0.0)
   var = jnp.sum(zc * zc, axis=1, keepdims=True) / width
-  rstd = jax.lax.rsqrt(var + LN_EPS)
-  zhat = zc * rstd
+  return mean, jax.lax.rsqrt(var + LN_EPS)
+
+
+def _chunk_mask(k, block_k: int, width: int, padded: int):
+  return None if padded == width else (k * block_k + jnp.arange(block_k) < width)[None, :]
+
+
+def _ln_swish_chunk(z, mean, rstd, scale, offset, mask):
+  """``(h, zhat, u, sig)`` of one ``[rows, block_k]`` column chunk of the pre-norm ``z``."""
+  zhat = (z - mean) * rstd
+  if mask is not None:
+    zhat = jnp.where(mask, zhat, 0.0)
   u = zhat * scale[None, :] + offset[None, :]
   sig = jax.nn.sigmoid(u)
-  return u * sig, (zhat, rstd, u, sig)
-
-
-def _layer_norm_swish_bwd(dh, scale, parts, *, width: int, mask):
-  """Backward of :func:`_layer_norm_swish`: ``dh -> (dz, du)`` (f32 ``[rows, padded]``)."""
-  zhat, rstd, u, sig = parts
-  du = dh * sig * (1.0 + u * (1.0 - sig))
-  dzhat = du * scale[None, :]
-  mean_dzhat = jnp.sum(dzhat, axis=1, keepdims=True) / width
-  mean_dzhat_zhat = jnp.sum(dzhat * zhat, axis=1, keepdims=True) / width
-  dz = rstd * (dzhat - mean_dzhat - zhat * mean_dzhat_zhat)
-  if mask is not None:
-    dz = jnp.where(mask, dz, 0.0)
-  return dz, du
+  return u * sig, zhat, u, sig
 
 
 # ---------------------------------------------------------------------------------------------
 # Forward.
+#
+# Per layer: the streamed matmul leaves ``z`` in registers (the only [rows, width] array a
+# program holds), its row statistics are reduced there, ``z`` goes to a per-tile scratch and
+# LayerNorm + Swish run chunk by chunk from it into the activation scratch (``y``, f32), which
+# the next layer's matmul streams. Chunking keeps register pressure at one accumulator.
 
 
-def _block_fwd_kernel(x_ref, w_ref, b_ref, scale_ref, offset_ref, y_ref, *, st: _Static):
+def _block_fwd_kernel(x_ref, w_ref, b_ref, scale_ref, offset_ref, y_ref, z_ref, *,
+                      st: _Static):
   rows, padded = x_ref.shape
   cfg = st.config
+  bk = cfg.block_k
   mask = _column_mask(padded, st.width)
-  streamed = cfg.block_k < padded
-  x = x_ref[...].astype(jnp.float32)
-  h = x
+  f32 = jnp.float32
   for layer in range(LAYERS):
-    if not streamed:
-      z = _matmul_full(h, w_ref, layer, transpose_w=False, dtype=st.matmul_dtype)
-    else:
-      src = x_ref if layer == 0 else y_ref  # y_ref doubles as this tile's activation scratch
-      z = _matmul_streamed(lambda k, src=src: src[:, common.chunk(k, cfg.block_k)], w_ref, layer,
-                           rows=rows, width=padded, block_k=cfg.block_k, transpose_w=False,
-                           dtype=st.matmul_dtype)
-    z = z + b_ref[layer].astype(jnp.float32)[None, :]
-    h, _ = _layer_norm_swish(z, scale_ref[layer].astype(jnp.float32),
-                             offset_ref[layer].astype(jnp.float32), width=st.width, mask=mask)
-    if streamed and layer < LAYERS - 1:
-      common.block_barrier(st.interpret)  # every thread is done reading the previous layer
-      y_ref[...] = h  # f32 scratch (see _block_fwd)
-      common.block_barrier(st.interpret)
-  if streamed:
-    common.block_barrier(st.interpret)  # layer 3 read y_ref: finish before overwriting it
-  y_ref[...] = (x + h).astype(y_ref.dtype)
+    src = x_ref if layer == 0 else y_ref
+    z = _matmul_streamed(lambda k, src=src: src[:, common.chunk(k, bk)], w_ref, layer,
+                         rows=rows, width=padded, block_k=bk, transpose_w=False,
+                         dtype=st.matmul_dtype)
+    z = z + b_ref[layer].astype(f32)[None, :]
+    mean, rstd = _row_stats(z, width=st.width, mask=mask)
+    z_ref[...] = z  # z_ref is read only after the barrier below
+    common.block_barrier(st.interpret)  # z complete, and every thread done reading y (src)
+
+    def norm(k, carry, layer=layer, mean=mean, rstd=rstd):
+      cols = common.chunk(k, bk)
+      h, _, _, _ = _ln_swish_chunk(z_ref[:, cols], mean, rstd,
+                                   scale_ref[layer, cols].astype(f32),
+                                   offset_ref[layer, cols].astype(f32),
+                                   _chunk_mask(k, bk, st.width, padded))
+      if layer == LAYERS - 1:
+        h = x_ref[:, cols].astype(f32) + h
+      y_ref[:, cols] = h
+      return carry
+
+    jax.lax.fori_loop(0, padded // bk, norm, 0)
+    common.block_barrier(st.interpret)  # y complete before the next layer streams it
 
 
 def _row_specs(rows: int, padded: int):
@@ -227,14 +242,13 @@ def _param_specs(padded: int):
 def _block_fwd(x, w, b, scale, offset, st: _Static):
   batch, padded = x.shape
   cfg = st.config
-  # The streamed path keeps activations in y between layers: keep that scratch in f32.
-  scratch_dtype = jnp.float32 if cfg.block_k < padded else x.dtype
-  y = pl.pallas_call(
+  act = jax.ShapeDtypeStruct((batch, padded), jnp.float32)
+  y, _ = pl.pallas_call(
       functools.partial(_block_fwd_kernel, st=st),
-      out_shape=jax.ShapeDtypeStruct((batch, padded), scratch_dtype),
+      out_shape=[act, act],  # y (also the activation scratch) and the z scratch
       grid=(batch // cfg.block_rows,),
       in_specs=[_row_specs(cfg.block_rows, padded)] + _param_specs(padded),
-      out_specs=_row_specs(cfg.block_rows, padded),
+      out_specs=[_row_specs(cfg.block_rows, padded)] * 2,
       compiler_params=common.triton_params(cfg.num_warps, cfg.num_stages),
       interpret=st.interpret,
       name="residual_block_fwd",
@@ -247,62 +261,92 @@ def _block_fwd(x, w, b, scale, offset, st: _Static):
 
 
 def _block_bwd_rows_kernel(x_ref, dy_ref, w_ref, b_ref, scale_ref, offset_ref,
-                           dx_ref, hs_ref, zd_ref, db_ref, dscale_ref, doffset_ref, *,
+                           dx_ref, hs_ref, zd_ref, g_ref, db_ref, dscale_ref, doffset_ref, *,
                            st: _Static):
-  """Row tile: recompute forward into ``hs``/``zd``, then backward; ``zd`` ends holding ``dz``."""
+  """Row tile: recompute the forward into ``hs`` (layer inputs) and ``zd`` (pre-norm), then
+  walk back; ``zd`` ends holding ``dz``, ``g`` is the scratch for the incoming gradient."""
   rows, padded = x_ref.shape
   cfg = st.config
+  bk = cfg.block_k
+  n_chunks = padded // bk
   mask = _column_mask(padded, st.width)
-  streamed = cfg.block_k < padded
   f32 = jnp.float32
 
-  def scale(layer):
-    return scale_ref[layer].astype(f32)
+  def params(layer, cols):
+    return scale_ref[layer, cols].astype(f32), offset_ref[layer, cols].astype(f32)
 
-  def offset(layer):
-    return offset_ref[layer].astype(f32)
-
-  # Forward recomputation: hs[l] = input of layer l, zd[l] = its pre-norm activation.
-  h = x_ref[...].astype(f32)
+  # Forward recomputation, keeping each layer's row statistics (vectors) in registers.
+  hs_ref[0] = x_ref[...].astype(f32)
+  common.block_barrier(st.interpret)
+  stats = []
   for layer in range(LAYERS):
-    hs_ref[layer] = h
-    if not streamed:
-      z = _matmul_full(h, w_ref, layer, transpose_w=False, dtype=st.matmul_dtype)
-    else:
-      common.block_barrier(st.interpret)
-      z = _matmul_streamed(
-          lambda k, layer=layer: hs_ref[layer, :, common.chunk(k, cfg.block_k)], w_ref, layer,
-          rows=rows, width=padded, block_k=cfg.block_k, transpose_w=False,
-          dtype=st.matmul_dtype)
+    z = _matmul_streamed(lambda k, layer=layer: hs_ref[layer, :, common.chunk(k, bk)], w_ref,
+                         layer, rows=rows, width=padded, block_k=bk, transpose_w=False,
+                         dtype=st.matmul_dtype)
     z = z + b_ref[layer].astype(f32)[None, :]
+    mean, rstd = _row_stats(z, width=st.width, mask=mask)
+    stats.append((mean, rstd))
     zd_ref[layer] = z
-    h, _ = _layer_norm_swish(z, scale(layer), offset(layer), width=st.width, mask=mask)
+    if layer < LAYERS - 1:
+      common.block_barrier(st.interpret)
 
-  # Backward through the layers, last to first.
-  dy = dy_ref[...].astype(f32)
-  dh = dy
+      def norm(k, carry, layer=layer, mean=mean, rstd=rstd):
+        cols = common.chunk(k, bk)
+        h, _, _, _ = _ln_swish_chunk(zd_ref[layer, :, cols], mean, rstd, *params(layer, cols),
+                                     _chunk_mask(k, bk, st.width, padded))
+        hs_ref[layer + 1, :, cols] = h
+        return carry
+
+      jax.lax.fori_loop(0, n_chunks, norm, 0)
+      common.block_barrier(st.interpret)
+
+  # Backward through the layers, last to first; g holds d(output of the current layer).
+  g_ref[...] = dy_ref[...].astype(f32)
+  common.block_barrier(st.interpret)
+  dh = None
   for layer in reversed(range(LAYERS)):
+    mean, rstd = stats[layer]
+
+    def swish_bwd(k, layer=layer, mean=mean, rstd=rstd):
+      cols = common.chunk(k, bk)
+      scale, offset = params(layer, cols)
+      _, zhat, u, sig = _ln_swish_chunk(zd_ref[layer, :, cols], mean, rstd, scale, offset,
+                                        _chunk_mask(k, bk, st.width, padded))
+      du = g_ref[:, cols] * sig * (1.0 + u * (1.0 - sig))
+      return cols, zhat, du, du * scale[None, :]
+
+    def sums(k, carry, layer=layer):
+      s1, s2 = carry
+      cols, zhat, du, dzhat = swish_bwd(k)
+      dscale_ref[layer, cols] = jnp.sum(du * zhat, axis=0)
+      doffset_ref[layer, cols] = jnp.sum(du, axis=0)
+      return (s1 + jnp.sum(dzhat, axis=1, keepdims=True),
+              s2 + jnp.sum(dzhat * zhat, axis=1, keepdims=True))
+
+    zero = jnp.zeros((rows, 1), f32)
+    s1, s2 = jax.lax.fori_loop(0, n_chunks, sums, (zero, zero))
+    m1, m2 = s1 / st.width, s2 / st.width
+
+    def write_dz(k, carry, layer=layer, rstd=rstd, m1=m1, m2=m2):
+      cols, zhat, _, dzhat = swish_bwd(k)
+      dz = rstd * (dzhat - m1 - zhat * m2)
+      chunk_mask = _chunk_mask(k, bk, st.width, padded)
+      if chunk_mask is not None:
+        dz = jnp.where(chunk_mask, dz, 0.0)
+      db_ref[layer, cols] = jnp.sum(dz, axis=0)
+      common.block_barrier(st.interpret)  # this chunk of z is read by all: now overwrite it
+      zd_ref[layer, :, cols] = dz
+      return carry
+
+    jax.lax.fori_loop(0, n_chunks, write_dz, 0)
     common.block_barrier(st.interpret)
-    z = zd_ref[layer]
-    _, parts = _layer_norm_swish(z, scale(layer), offset(layer), width=st.width, mask=mask)
-    dz, du = _layer_norm_swish_bwd(dh, scale(layer), parts, width=st.width, mask=mask)
-    zhat = parts[0]
-    dscale_ref[layer] = jnp.sum(du * zhat, axis=0)
-    doffset_ref[layer] = jnp.sum(du, axis=0)
-    db_ref[layer] = jnp.sum(dz, axis=0)
-    if not streamed:
-      common.block_barrier(st.interpret)  # z[layer] was just read: finish before overwriting
-      zd_ref[layer] = dz
-      dh = _matmul_full(dz, w_ref, layer, transpose_w=True, dtype=st.matmul_dtype)
-    else:
+    dh = _matmul_streamed(lambda k, layer=layer: zd_ref[layer, :, common.chunk(k, bk)], w_ref,
+                          layer, rows=rows, width=padded, block_k=bk, transpose_w=True,
+                          dtype=st.matmul_dtype)
+    if layer > 0:
+      g_ref[...] = dh  # g was last read before the barrier above
       common.block_barrier(st.interpret)
-      zd_ref[layer] = dz
-      common.block_barrier(st.interpret)
-      dh = _matmul_streamed(
-          lambda k, layer=layer: zd_ref[layer, :, common.chunk(k, cfg.block_k)], w_ref, layer,
-          rows=rows, width=padded, block_k=cfg.block_k, transpose_w=True,
-          dtype=st.matmul_dtype)
-  dx_ref[...] = (dy + dh).astype(dx_ref.dtype)
+  dx_ref[...] = (dy_ref[...].astype(f32) + dh).astype(dx_ref.dtype)
 
 
 def _block_bwd_weights_kernel(hs_ref, dz_ref, dw_ref, *, block_batch: int, dtype):
@@ -330,14 +374,15 @@ def _block_bwd(st: _Static, residuals, dy):
   part = jax.ShapeDtypeStruct((tiles, LAYERS, padded), f32)
   act_spec = pl.BlockSpec((LAYERS, cfg.block_rows, padded), lambda i: (0, i, 0))
   part_spec = pl.BlockSpec((None, LAYERS, padded), lambda i: (i, 0, 0))
-  dx, hs, dz, db, dscale, doffset = pl.pallas_call(
+  dx, hs, dz, _, db, dscale, doffset = pl.pallas_call(
       functools.partial(_block_bwd_rows_kernel, st=st),
-      out_shape=[jax.ShapeDtypeStruct(x.shape, x.dtype), act, act, part, part, part],
+      out_shape=[jax.ShapeDtypeStruct(x.shape, x.dtype), act, act,
+                 jax.ShapeDtypeStruct((batch, padded), f32), part, part, part],
       grid=(tiles,),
       in_specs=[_row_specs(cfg.block_rows, padded), _row_specs(cfg.block_rows, padded)]
       + _param_specs(padded),
-      out_specs=[_row_specs(cfg.block_rows, padded), act_spec, act_spec, part_spec, part_spec,
-                 part_spec],
+      out_specs=[_row_specs(cfg.block_rows, padded), act_spec, act_spec,
+                 _row_specs(cfg.block_rows, padded), part_spec, part_spec, part_spec],
       compiler_params=common.triton_params(cfg.num_warps, cfg.num_stages),
       interpret=st.interpret,
       name="residual_block_bwd_rows",

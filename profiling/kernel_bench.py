@@ -10,6 +10,7 @@ reference at ``precision=highest`` (TF32 tolerance, ~1e-3 relative to each array
   python profiling/kernel_bench.py --tiny                   # CPU smoke test (xla only)
   python profiling/kernel_bench.py --ops=block --tune       # GPU: search block tiles too
   python profiling/kernel_bench.py --out=$OUT/kernels.md    # also write the tables
+  python profiling/kernel_bench.py --model                  # roofline MODEL, no GPU needed
 
 Exit status 1 when a correctness check fails.
 """
@@ -295,6 +296,168 @@ def _table(header, rows):
   return "\n".join(lines)
 
 
+# ---------------------------------------------------------------------------------------------
+# Roofline MODEL (--model): counted FLOPs and bytes, times implied at H100 SXM peak rates.
+# Nothing here is measured. Rates are the vendor's datasheet figures or stated assumptions.
+
+H100 = {
+    "sms": 132,
+    "hbm_Bps": 3.35e12,            # HBM3, datasheet
+    "l2_Bps": 5.5e12,              # aggregate L2 -> SM read bandwidth (assumption)
+    "l2_per_sm_Bps": 64 * 1.755e9,  # 64 B/clock per SM at the boost clock (assumption)
+    "tf32_flops": 494.7e12,        # dense TF32 tensor cores, datasheet
+    "bf16_flops": 989.4e12,        # dense bf16 tensor cores, datasheet
+    "fp32_flops": 66.9e12,         # CUDA cores (FMA = 2 flops), datasheet
+    "mma_sync_fraction": 0.5,      # mma.sync (Ampere-style) vs wgmma peak (assumption)
+    "sfu_ops": 132 * 16 * 1.755e9,  # exp/sqrt/rcp: 16 per SM per clock (assumption)
+    "launch_s": 2e-6,              # per kernel: launch gap + ramp (assumption)
+    "gemm_tile": 128,              # library GEMM output tile, for wave quantisation
+}
+
+
+def _gemm(m, n, k, in_bytes, rate, hw=H100):
+  """A library GEMM ``[m,k] @ [k,n]`` that reads its operands and writes f32 once."""
+  tiles = -(-m // hw["gemm_tile"]) * -(-n // hw["gemm_tile"])
+  util = tiles / (-(-tiles // hw["sms"]) * hw["sms"])
+  flops = 2.0 * m * n * k
+  hbm = (m * k + k * n) * in_bytes + m * n * 4
+  return {"kernels": 1, "flops": flops, "hbm": hbm, "l2": hbm,
+          "t": max(flops / (rate * util), hbm / hw["hbm_Bps"]) + hw["launch_s"]}
+
+
+def _elementwise(hbm_bytes, hw=H100, kernels=1, flops=0.0):
+  return {"kernels": kernels, "flops": flops, "hbm": hbm_bytes, "l2": hbm_bytes,
+          "t": max(hbm_bytes / hw["hbm_Bps"], flops / hw["fp32_flops"]) + kernels * hw["launch_s"]}
+
+
+def _fused(ctas, flops_per_cta, l2_per_cta, hbm, rate, hw=H100, extra_s=0.0):
+  """A Pallas kernel: each CTA's critical path (its matmuls at one SM's share of the rate,
+  its L2 reads at one SM's bandwidth), in waves of one CTA per SM, bounded by the aggregates."""
+  per_cta = max(flops_per_cta / (rate / hw["sms"]), l2_per_cta / hw["l2_per_sm_Bps"]) + extra_s
+  waves = -(-ctas // hw["sms"])
+  t = max(waves * per_cta, ctas * l2_per_cta / hw["l2_Bps"], hbm / hw["hbm_Bps"])
+  return {"kernels": 1, "flops": ctas * flops_per_cta, "hbm": hbm, "l2": ctas * l2_per_cta,
+          "t": t + hw["launch_s"]}
+
+
+def _total(parts):
+  out = {"kernels": 0, "flops": 0.0, "hbm": 0.0, "l2": 0.0, "t": 0.0}
+  for p in parts:
+    for k in out:
+      out[k] += p[k]
+  return out
+
+
+def model_block(batch, width, matmul_dtype="f32", config=None, hw=H100):
+  """(fused, xla) dicts for one block's forward+backward (``kernels, flops, hbm, l2, t``)."""
+  wb = 2 if matmul_dtype == "bf16" else 4
+  rate = hw["bf16_flops"] if matmul_dtype == "bf16" else hw["tf32_flops"]
+  cfg = config or kernels.default_block_config(width, batch)
+  rows = cfg.block_rows
+  ctas = -(-batch // rows)
+  mma_rate = rate * (1.0 if rows >= 64 else hw["mma_sync_fraction"])
+  act = batch * width * 4
+  w_all = 4 * width * width * wb
+  # Fused forward: every CTA streams all 4 weights; per layer its tile goes through scratch
+  # (read the activation, write z, read z, write h: 4 passes of rows x width f32).
+  tile = rows * width * 4
+  fwd = _fused(ctas, 4 * 2.0 * rows * width * width, w_all + 16 * tile + tile, w_all + 3 * act,
+               mma_rate, hw)
+  # Backward rows kernel: recompute (as the forward) + per layer 2 chunked passes over z and g,
+  # a dz write, the dh matmul streaming dz and w: ~2x the weights, ~28 tile passes.
+  rows_k = _fused(ctas, 8 * 2.0 * rows * width * width, 2 * w_all + 28 * tile + 3 * tile,
+                  2 * w_all + 3 * act + 8 * act + act, mma_rate, hw)
+  bw = min(cfg.block_w, width)
+  dw_ctas = 4 * (width // bw) ** 2
+  dw_k = _fused(dw_ctas, 2.0 * batch * bw * bw, 2 * batch * bw * 4, 8 * act + 4 * width * width * 4,
+                rate, hw)
+  partial_sums = _elementwise(3 * ctas * 4 * width * 4, hw)
+  cast = _elementwise(4 * width * width * (4 + 2), hw) if wb == 2 else None
+  fused = _total([p for p in (cast, fwd, rows_k, dw_k, partial_sums) if p])
+  # XLA: per layer a GEMM and a LayerNorm+Swish fusion (forward, saving z and h); backward per
+  # layer an LN/Swish-backward fusion pair (row reductions, then dz and the column sums), the
+  # dh GEMM and the dW GEMM.
+  parts = []
+  for _ in range(4):
+    if wb == 2:
+      parts.append(_elementwise(width * width * 6, hw))  # cast w to bf16
+    parts.append(_gemm(batch, width, width, wb, rate, hw))
+    parts.append(_elementwise(2 * act, hw))             # z -> h
+  for _ in range(4):
+    parts.append(_elementwise(5 * act, hw, kernels=2))  # read dh, z twice; write dz
+    parts.append(_gemm(batch, width, width, wb, rate, hw))   # dh = dz w^T
+    parts.append(_gemm(width, width, batch, wb, rate, hw))   # dw = h^T dz
+  parts.append(_elementwise(3 * act, hw))               # skip connection (y = x + h), dx sum
+  return fused, _total(parts)
+
+
+def model_infonce(batch, dim, precision="tf32", hw=H100):
+  """(fused, xla) for the forward-variant InfoNCE loss + gradients (l2 energy)."""
+  cfg = kernels.default_infonce_config(dim, batch)
+  from deepcrl_kernels import infonce_pallas  # pylint: disable=g-import-not-at-top
+  rate = hw["tf32_flops"] if precision == "tf32" else hw["fp32_flops"]
+  bm = cfg.block_rows
+  padded = -(-batch // bm) * bm
+  splits = infonce_pallas.num_splits(cfg, padded)
+  ctas = (padded // bm) * splits
+  cols_per_cta = padded // splits
+  logits_per_cta = bm * cols_per_cta
+  # Per logit: ~10 CUDA-core flops (norm sums, clamp, masks, online max/sum) and 2 SFU ops
+  # (sqrt, exp) forward; backward ~16 flops and 3 SFU ops (sqrt, exp, reciprocal).
+  sfu_per_sm = hw["sfu_ops"] / hw["sms"]
+  fp32_per_sm = hw["fp32_flops"] / hw["sms"]
+
+  def kern(mm_flops_per_logit, flops_per_logit, sfu_per_logit, out_bytes):
+    extra = logits_per_cta * (flops_per_logit / fp32_per_sm + sfu_per_logit / sfu_per_sm)
+    l2 = cols_per_cta * dim * 4 + bm * dim * 4
+    return _fused(ctas, logits_per_cta * mm_flops_per_logit, l2,
+                  2 * batch * dim * 4 + out_bytes, rate, hw, extra_s=extra)
+
+  fwd = kern(2 * dim, 10, 2, splits * padded * 8)
+  dphi = kern(4 * dim, 16, 3, splits * padded * dim * 4)
+  dpsi = kern(4 * dim, 16, 3, splits * padded * dim * 4)
+  glue = _elementwise(2 * splits * padded * dim * 4 + 8 * batch * dim * 4, hw, kernels=4)
+  fused = _total([fwd, dphi, dpsi, glue])
+  # XLA (the jnp reference at precision=highest): the B x B matrix goes through HBM.
+  bb = batch * batch * 4
+  f32 = hw["fp32_flops"] * 0.75  # SGEMM efficiency (assumption)
+  xla = _total([
+      _gemm(batch, batch, dim, 4, f32, hw),                 # phi psi^T
+      _elementwise(2 * bb, hw, flops=10.0 * batch * batch),  # energies (read dots, write logits)
+      _elementwise(bb, hw),                                 # row logsumexp, max, diagonal
+      _elementwise(2 * bb, hw),                             # softmax grad -> d energy
+      _gemm(batch, dim, batch, 4, f32, hw),                 # dphi = F psi
+      _gemm(dim, batch, batch, 4, f32, hw),                 # dpsi = F^T phi
+      _elementwise(bb, hw),                                 # row/column sums of F
+  ])
+  return fused, xla
+
+
+def print_model(args) -> str:
+  lines = ["## Kernels: roofline MODEL, not a measurement", "",
+           "FLOPs and bytes counted per kernel; times are what H100 SXM peak rates imply "
+           f"({', '.join(f'{k}={v:.3g}' for k, v in H100.items())}). fused = the Pallas "
+           "kernels at their default configs; xla = the jnp reference as XLA runs it "
+           "(one GEMM or fusion per step). A GPU must confirm every number here.", "",
+           "| op | batch | width/dim | matmul | path | kernels | GFLOP | HBM MB | L2 MB | "
+           "model us | model speed-up |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+
+  def row(op, b, w, mm, name, r, ratio=""):
+    lines.append(f"| {op} | {b} | {w} | {mm} | {name} | {r['kernels']} | {r['flops'] / 1e9:.2f} "
+                 f"| {r['hbm'] / 1e6:.1f} | {r['l2'] / 1e6:.1f} | {r['t'] * 1e6:.1f} | {ratio} |")
+
+  for width, batch in itertools.product(args.widths, args.batches):
+    for mm in ("f32", "bf16"):
+      fused, xla = model_block(batch, width, mm)
+      row("block fwd+bwd", batch, width, mm, "fused", fused, f"{xla['t'] / fused['t']:.2f}x")
+      row("block fwd+bwd", batch, width, mm, "xla", xla)
+  for dim, batch in itertools.product(args.dims, args.batches):
+    fused, xla = model_infonce(batch, dim)
+    row("infonce fwd+bwd", batch, dim, "tf32", "fused", fused, f"{xla['t'] / fused['t']:.2f}x")
+    row("infonce fwd+bwd", batch, dim, "f32", "xla", xla)
+  return "\n".join(lines)
+
+
 def main(argv=None) -> int:
   ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   ap.add_argument("--ops", default="block,infonce")
@@ -313,7 +476,19 @@ def main(argv=None) -> int:
   ap.add_argument("--tune", action="store_true", help="also search block tiles (slow)")
   ap.add_argument("--tiny", action="store_true", help="CPU smoke test: one small shape")
   ap.add_argument("--out", default="", help="also write the markdown here")
+  ap.add_argument("--model", action="store_true",
+                  help="print the roofline MODEL (counted FLOPs/bytes at H100 peak rates; no "
+                       "timing, no GPU needed)")
   args = ap.parse_args(argv)
+  if args.model:
+    args.batches, args.widths, args.dims = map(_parse_ints, (args.batches, args.widths,
+                                                             args.dims))
+    text = print_model(args)
+    if args.out:
+      with open(args.out, "w") as f:
+        f.write(text + "\n")
+    print(text)
+    return 0
 
   on_gpu = jax.default_backend() == "gpu"
   impls = args.impls.split(",") if args.impls else (["pallas", "xla"] if on_gpu else ["xla"])

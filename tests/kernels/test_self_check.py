@@ -172,3 +172,21 @@ def test_real_infonce_kernels_pass_their_check_inside_a_trace():
   jax.jit(f)(jnp.zeros((300, 64)))
   assert selected == ["pallas"]
   assert list(_dispatch.self_check_results().values()) == [None]
+
+
+def test_auto_keeps_xla_above_the_modelled_width(monkeypatch, caplog):
+  monkeypatch.setattr(residual_block_pallas, "self_check", lambda *a, **k: pytest.fail("ran"))
+  x = jnp.zeros((8, 512))
+
+  def select(config=None):
+    return _dispatch.select_impl(
+        "auto", "fused_residual_block", lambda: None,
+        lambda: residual_block_pallas.self_check(x, None),
+        lambda: residual_block_pallas.auto_prefers_xla(x, config))
+
+  with caplog.at_level(logging.INFO, logger="deepcrl_kernels"):
+    assert select() == "xla"
+  assert "modelled slower than XLA at width 512" in caplog.text and not _warnings(caplog)
+  with pytest.raises(pytest.fail.Exception):  # an explicit config asks for the kernels
+    select(residual_block_pallas.BlockConfig(block_rows=16))
+  assert residual_block_pallas.auto_prefers_xla(jnp.zeros((8, 256))) is None
