@@ -9,9 +9,11 @@
 #                 correctness and fused-vs-XLA at the default shapes, the XLA-path depth sweep
 #                 4..256 (loop vs unrolled), env throughput of ant and arm_push_easy at 2048
 #                 envs. Each part has its own timeout; a failing part does not stop the rest.
-#   kernels       Pallas kernels on the GPU: correctness against the XLA reference (ragged
-#                 batches, padded widths, every energy/variant) and fused-vs-XLA timings of
-#                 the residual block and InfoNCE (profiling/kernel_bench.py).
+#   kernels       Pallas kernels on the GPU, first: per-kernel device times from the profiler
+#                 with achieved TFLOP/s, fused next to XLA, and each kernel's tensor-core
+#                 instruction (PTX, SASS where ptxas/cuobjdump exist); then correctness against
+#                 the XLA reference (ragged batches, padded widths, every energy/variant) and
+#                 fused-vs-XLA wall-clock timings (profiling/kernel_bench.py).
 #   kernels_tune  Block tile search at the target shapes (width 256, batch 512/4096, f32 and
 #                 bf16 matmuls) plus bf16 timings; prints the best config per shape.
 #   --- step time vs depth (profiling/step_time.py; RESULTS.md "Step time vs depth") ---
@@ -104,19 +106,27 @@ case "$STEP" in
   kernels)
     device_info | tee "$OUT/kernels_device.txt"
     status=0
+    log "profiler device times per kernel, achieved TFLOP/s, fused vs XLA (PTX dumped)"
+    XLA_FLAGS="--xla_dump_to=$OUT/kernels_dump" timeout 150 python3 profiling/kernel_bench.py \
+      --profile="$OUT/kernels_profile" --batches=512,4096 --widths=256,1024 --dims=64 \
+      --repeats=5 | tee "$OUT/kernels_profile.md" || status=1
+    log "tensor-core instruction of every kernel XLA compiled (SASS where ptxas/cuobjdump exist)"
+    timeout 30 python3 profiling/kernel_bench.py --ptx-dump="$OUT/kernels_dump" \
+      > "$OUT/kernels_sass.md" || status=1
     log "correctness: ragged batches, padded widths, bf16 matmuls (residual block)"
-    timeout 100 python3 profiling/kernel_bench.py --ops=block --check-only \
+    timeout 90 python3 profiling/kernel_bench.py --ops=block --check-only \
       --batches=1,37,300 --widths=64,320 --out="$OUT/kernels_check_block.md" || status=1
-    timeout 50 python3 profiling/kernel_bench.py --ops=block --check-only --bf16 \
+    timeout 45 python3 profiling/kernel_bench.py --ops=block --check-only --bf16 \
       --batches=300 --widths=256 --out="$OUT/kernels_check_block_bf16.md" || status=1
     log "correctness: every energy and variant, ragged batches (InfoNCE)"
     for variant in forward backward symmetric; do
-      timeout 45 python3 profiling/kernel_bench.py --ops=infonce --check-only \
+      timeout 30 python3 profiling/kernel_bench.py --ops=infonce --check-only \
         --batches=37,300 --dims=16,64 --energies=l2,l2_sq,dot --variant="$variant" \
         --out="$OUT/kernels_check_infonce_$variant.md" || status=1
     done
-    log "timings: fused vs XLA (also checked at each timed shape)"
-    timeout 290 python3 profiling/kernel_bench.py --out="$OUT/kernels_bench.md" || status=1
+    log "timings: fused vs XLA, wall-clock around a scan (also checked at each timed shape)"
+    timeout 170 python3 profiling/kernel_bench.py --batches=512,4096 \
+      --out="$OUT/kernels_bench.md" || status=1
     log "done (status $status); tables in $OUT/kernels_*.md"
     exit "$status"
     ;;

@@ -11,6 +11,7 @@ reference at ``precision=highest`` (TF32 tolerance, ~1e-3 relative to each array
   python profiling/kernel_bench.py --ops=block --tune       # GPU: search block tiles too
   python profiling/kernel_bench.py --out=$OUT/kernels.md    # also write the tables
   python profiling/kernel_bench.py --model                  # roofline MODEL, no GPU needed
+  python profiling/kernel_bench.py --profile=$OUT/prof      # GPU: profiler device times
 
 Exit status 1 when a correctness check fails.
 """
@@ -458,6 +459,146 @@ def print_model(args) -> str:
   return "\n".join(lines)
 
 
+# ---------------------------------------------------------------------------------------------
+# Device-time profile (--profile=DIR, GPU): per-kernel times from the profiler trace.
+
+
+def _fwd_bwd_step(op, impl, shape, matmul_dtype=None):
+  """A jitted forward+backward step of ``op`` and its inputs."""
+  if op == "block":
+    batch, width = shape
+    key = jax.random.PRNGKey(0)
+    x = jax.random.normal(key, (batch, width))
+    p = _block_params(jax.random.fold_in(key, 1), width)
+
+    def step(x, p):
+      y, back = jax.vjp(lambda x, p: kernels.fused_residual_block(
+          x, p, impl=impl, matmul_dtype=matmul_dtype), x, p)
+      return back(jnp.cos(y))
+    return jax.jit(step), (x, p)
+  batch, dim = shape
+  phi, psi = _infonce_inputs(batch, dim)
+  loss = lambda a, b: kernels.infonce_loss(a, b, logsumexp_penalty=0.1, impl=impl)[0]
+  return jax.jit(jax.grad(loss, argnums=(0, 1))), (phi, psi)
+
+
+def device_kernel_times(logdir: str, steps: int):
+  """``({kernel name: device us per step}, thread names seen)`` from the newest perfetto trace
+  under ``logdir`` (events on the GPU's stream threads only)."""
+  import collections  # pylint: disable=g-import-not-at-top
+  import glob  # pylint: disable=g-import-not-at-top
+  import gzip  # pylint: disable=g-import-not-at-top
+  import json  # pylint: disable=g-import-not-at-top
+  paths = sorted(glob.glob(os.path.join(logdir, "**", "perfetto_trace.json.gz"), recursive=True),
+                 key=os.path.getmtime)
+  if not paths:
+    raise RuntimeError(f"no perfetto_trace.json.gz under {logdir}")
+  with gzip.open(paths[-1]) as f:
+    data = json.load(f)
+  events = data["traceEvents"] if isinstance(data, dict) else data
+  pname, tname = {}, {}
+  for e in events:
+    if e.get("ph") == "M" and e.get("name") == "process_name":
+      pname[e["pid"]] = str(e.get("args", {}).get("name", ""))
+    elif e.get("ph") == "M" and e.get("name") == "thread_name":
+      tname[(e["pid"], e.get("tid"))] = str(e.get("args", {}).get("name", ""))
+  devices = {p for p, n in pname.items() if "gpu" in n.lower() or "/device:" in n.lower()}
+  times = collections.defaultdict(float)
+  for e in events:
+    if e.get("ph") != "X" or e.get("pid") not in devices:
+      continue
+    thread = tname.get((e["pid"], e.get("tid")), "")
+    if "stream" not in thread.lower():
+      continue  # module/op summary lines repeat the kernels' time
+    times[e["name"]] += float(e.get("dur", 0.0)) / steps
+  seen = sorted({tname.get((p, t), "") for (p, t) in tname if p in devices})
+  return dict(times), seen
+
+
+def profile(args) -> int:
+  """Per-kernel device time (profiler), total, achieved TFLOP/s (counted FLOPs) per path."""
+  os.makedirs(args.profile, exist_ok=True)
+  shapes = [("block", (b, w)) for w in args.widths for b in args.batches]
+  shapes += [("infonce", (b, d)) for d in args.dims for b in args.batches]
+  lines = ["## Kernels: profiler device times", "",
+           f"device: {jax.devices()[0].device_kind}, jax {jax.__version__}; per step = one "
+           f"forward+backward, mean of {args.repeats} profiled steps after a warm-up; TFLOP/s = "
+           "counted FLOPs of the step (the roofline model's count) / device time.", "",
+           "| op | batch | width/dim | impl | device us | TFLOP/s | kernels (us per step) |",
+           "|---|---|---|---|---|---|---|"]
+  status = 0
+  for op, shape in shapes:
+    fused_m, xla_m = (model_block(shape[0], shape[1]) if op == "block"
+                      else model_infonce(shape[0], shape[1]))
+    for impl in ("pallas", "xla"):
+      try:
+        fn, inputs = _fwd_bwd_step(op, impl, shape)
+        jax.block_until_ready(fn(*inputs))
+        logdir = os.path.join(args.profile, f"{op}_{shape[0]}_{shape[1]}_{impl}")
+        with jax.profiler.trace(logdir, create_perfetto_trace=True):
+          for _ in range(args.repeats):
+            jax.block_until_ready(fn(*inputs))
+        times, threads = device_kernel_times(logdir, args.repeats)
+      except Exception as e:  # pylint: disable=broad-except  (report, go on)
+        lines.append(f"| {op} | {shape[0]} | {shape[1]} | {impl} | ERROR | | "
+                     f"{type(e).__name__}: {str(e)[:200]} |")
+        status = 1
+        continue
+      if not times:
+        lines.append(f"| {op} | {shape[0]} | {shape[1]} | {impl} | no device events | | "
+                     f"threads seen: {threads[:8]} |")
+        status = 1
+        continue
+      total = sum(times.values())
+      flops = (fused_m if impl == "pallas" else xla_m)["flops"]
+      top = sorted(times.items(), key=lambda kv: -kv[1])[:6]
+      names = "; ".join(f"{n[:60]} {t:.1f}" for n, t in top)
+      lines.append(f"| {op} | {shape[0]} | {shape[1]} | {impl} | {total:.1f} | "
+                   f"{flops / (total * 1e-6) / 1e12:.1f} | {names} |")
+      print(lines[-1], file=sys.stderr, flush=True)
+  text = "\n".join(lines)
+  with open(os.path.join(args.profile, "kernels_profile.md"), "w") as f:
+    f.write(text + "\n")
+  print(text)
+  return status
+
+
+def tensor_core_ops_in_dump(dump_dir: str) -> str:
+  """Per kernel entry in XLA's PTX dump (``--xla_dump_to``): its PTX matrix instruction and,
+  where ``ptxas`` and ``cuobjdump`` are on PATH, the SASS one (HGMMA / HMMA / none)."""
+  import glob  # pylint: disable=g-import-not-at-top
+  import re  # pylint: disable=g-import-not-at-top
+  import shutil  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import tempfile  # pylint: disable=g-import-not-at-top
+  have_sass = shutil.which("ptxas") and shutil.which("cuobjdump")
+  lines = ["| PTX file | kernel | PTX matrix op | SASS matrix ops |", "|---|---|---|---|"]
+  for path in sorted(glob.glob(os.path.join(dump_dir, "**", "*.ptx"), recursive=True)):
+    with open(path) as f:
+      ptx = f.read()
+    sass = ""
+    if have_sass:
+      with tempfile.TemporaryDirectory() as tmp:
+        cubin = os.path.join(tmp, "k.cubin")
+        target = re.search(r"\.target (sm_\w+)", ptx)
+        arch = target[1] if target else "sm_90a"
+        ok = subprocess.run(["ptxas", f"-arch={arch}", path, "-o", cubin],
+                            capture_output=True, check=False).returncode == 0
+        sass = subprocess.run(["cuobjdump", "-sass", cubin], capture_output=True, text=True,
+                              check=False).stdout if ok else ""
+    sass_by_fn = {}
+    for part in re.split(r"\n\s*Function : ", sass)[1:]:
+      name = part.split("\n", 1)[0].strip()
+      sass_by_fn[name] = sorted(set(re.findall(r"\b(HGMMA\.\S+|HMMA\.\S+)", part)))
+    for entry in re.split(r"\.entry\s+", ptx)[1:]:
+      name = entry.split("(", 1)[0].strip()
+      op = "wgmma" if "wgmma.mma_async" in entry else "mma" if re.search(r"\bmma\.sync",
+                                                                          entry) else "none"
+      ops = ",".join(sass_by_fn.get(name, [])) or ("-" if have_sass else "(no ptxas)")
+      lines.append(f"| {os.path.basename(path)[:50]} | {name[:60]} | {op} | {ops} |")
+  return "\n".join(lines)
+
+
 def main(argv=None) -> int:
   ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   ap.add_argument("--ops", default="block,infonce")
@@ -479,7 +620,21 @@ def main(argv=None) -> int:
   ap.add_argument("--model", action="store_true",
                   help="print the roofline MODEL (counted FLOPs/bytes at H100 peak rates; no "
                        "timing, no GPU needed)")
+  ap.add_argument("--profile", default="",
+                  help="GPU: per-kernel device times from the profiler into this directory")
+  ap.add_argument("--ptx-dump", default="",
+                  help="list each kernel's tensor-core instruction in XLA's --xla_dump_to "
+                       "directory (PTX; SASS where ptxas and cuobjdump are on PATH)")
   args = ap.parse_args(argv)
+  if args.ptx_dump:
+    print(tensor_core_ops_in_dump(args.ptx_dump))
+    return 0
+  if args.profile:
+    args.batches, args.widths, args.dims = map(_parse_ints, (args.batches, args.widths,
+                                                             args.dims))
+    if jax.default_backend() != "gpu":
+      ap.error("--profile needs a GPU")
+    return profile(args)
   if args.model:
     args.batches, args.widths, args.dims = map(_parse_ints, (args.batches, args.widths,
                                                              args.dims))

@@ -38,3 +38,50 @@ def test_check_reports_failure(monkeypatch, tmp_path):
 @pytest.mark.slow
 def test_tiny_interpret_sweep_checks_against_xla():
   assert _load().main(["--tiny", "--impls=interpret,xla"]) == 0
+
+
+def test_model_is_labelled_and_meets_the_infonce_target(capsys):
+  bench = _load()
+  assert bench.main(["--model", "--batches=512,4096", "--widths=256", "--dims=64"]) == 0
+  text = capsys.readouterr().out
+  assert "roofline MODEL, not a measurement" in text
+  fused, xla = bench.model_infonce(4096, 64)
+  assert fused["t"] > 0 and xla["t"] / fused["t"] >= 2.0  # the model target
+  assert xla["hbm"] > 10 * fused["hbm"]  # the B x B logits never reach HBM on the fused path
+  fused, xla = bench.model_block(512, 256, "bf16")
+  assert xla["kernels"] > 5 * fused["kernels"] and xla["t"] / fused["t"] >= 2.0
+
+
+def test_profile_trace_parsing_keeps_only_gpu_stream_kernels(tmp_path):
+  import gzip
+  import json
+  bench = _load()
+  events = [
+      {"ph": "M", "name": "process_name", "pid": 1, "args": {"name": "/device:GPU:0"}},
+      {"ph": "M", "name": "process_name", "pid": 2, "args": {"name": "/host:CPU"}},
+      {"ph": "M", "name": "thread_name", "pid": 1, "tid": 7, "args": {"name": "Stream #13"}},
+      {"ph": "M", "name": "thread_name", "pid": 1, "tid": 8, "args": {"name": "XLA Ops"}},
+      {"ph": "X", "name": "residual_block_fwd", "pid": 1, "tid": 7, "dur": 30.0},
+      {"ph": "X", "name": "residual_block_fwd", "pid": 1, "tid": 7, "dur": 10.0},
+      {"ph": "X", "name": "fusion.3", "pid": 1, "tid": 8, "dur": 99.0},  # summary line
+      {"ph": "X", "name": "host_work", "pid": 2, "tid": 7, "dur": 500.0},
+  ]
+  run = tmp_path / "plugins" / "profile" / "run1"
+  run.mkdir(parents=True)
+  with gzip.open(run / "perfetto_trace.json.gz", "wt") as f:
+    json.dump({"traceEvents": events}, f)
+  times, threads = bench.device_kernel_times(str(tmp_path), steps=2)
+  assert times == {"residual_block_fwd": 20.0} and "Stream #13" in threads
+
+
+def test_ptx_dump_scan_names_each_kernels_matrix_instruction(tmp_path, monkeypatch):
+  bench = _load()
+  monkeypatch.setenv("PATH", "/nonexistent")  # no ptxas: the PTX-level answer only
+  (tmp_path / "module_0001.ptx").write_text(
+      ".version 8.4\n.target sm_90a\n.visible .entry residual_block_fwd(\n) {\n"
+      " wgmma.mma_async.sync.aligned.m64n128k8.f32.tf32.tf32 ...;\n}\n"
+      ".visible .entry loop_fusion(\n) {\n add.f32 ...;\n}\n"
+      ".visible .entry infonce_fwd(\n) {\n mma.sync.aligned.m16n8k8 ...;\n}\n")
+  table = bench.tensor_core_ops_in_dump(str(tmp_path))
+  assert "| residual_block_fwd | wgmma |" in table and "| loop_fusion | none |" in table
+  assert "| infonce_fwd | mma |" in table
