@@ -240,6 +240,19 @@ def test_sampling_cost_is_linear_in_batch():
   assert max(sizes) <= 64 * 6, max(sizes)
 
 
+def test_windows_are_drawn_as_indices_not_copied():
+  """The published sampler copies [num_envs, window, obs] windows and builds [window, window]
+  weights; here the largest intermediate is the shuffle of num_envs x (window - 1) indices."""
+  cap, envs, w, obs = 1000, 8, 100, 6
+  state = replay.init(cap, envs, obs, 2)
+  jaxpr = jax.make_jaxpr(lambda s, k: replay.sample_windows(s, k, 64, w, 0.99))(
+      state, jax.random.PRNGKey(0))
+  sizes = [int(np.prod(v.aval.shape)) for eqn in jaxpr.eqns for v in eqn.outvars
+           if hasattr(v.aval, "shape")]
+  assert max(sizes) <= envs * (w - 1), max(sizes)
+  assert max(sizes) < envs * w * obs and max(sizes) < w * w
+
+
 def test_insert_rejects_unrolls_longer_than_the_ring():
   state = replay.init(4, 1, 2, 1)
   with pytest.raises(ValueError, match="does not fit"):
