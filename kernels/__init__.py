@@ -5,9 +5,10 @@
 * :func:`infonce_loss`: batched InfoNCE with L2 / squared-L2 / dot energies.
 
 Every op takes ``impl``: ``"pallas"`` (GPU, Triton lowering), ``"interpret"`` (Pallas
-interpreter, CPU), ``"xla"`` (plain jnp reference) or ``"auto"`` (pallas on GPU, xla elsewhere).
+interpreter, CPU), ``"xla"`` (plain jnp reference) or ``"auto"`` (on GPU, pallas where the kernels
+are expected to win and their one-time self-check passed; xla elsewhere).
 Tile sizes and launch parameters are :class:`BlockConfig` / :class:`InfoNCEConfig`. See
-``kernels/README.md``.
+``kernels/README.md``. Import as ``import deepcrl_kernels as kernels``.
 """
 
 from deepcrl_kernels._dispatch import IMPLS, resolve_impl
