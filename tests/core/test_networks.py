@@ -124,7 +124,9 @@ def test_rematerialisation_keeps_activation_memory_nearly_flat_in_depth():
   block = {d: _activation_mb(d, True) for d in (64, 256)}
   nested = {d: _activation_mb(d, "nested") for d in (64, 256)}
   assert none[256] > 3 * none[64]              # without remat: linear in depth
-  assert block[256] < 0.1 * none[256]          # per block: 10x+ less
+  # Per block: the XLA path without remat keeps 5 arrays per block (input + 4 matmul outputs),
+  # with it 1.
+  assert block[256] < 0.3 * none[256]
   assert nested[256] < 1.5 * nested[64], nested  # nested: depth 64 -> 256 costs < 1.5x
 
 
