@@ -43,9 +43,12 @@ def load_spec(name: str) -> mujoco.MjSpec:
   return mujoco.MjSpec.from_string((ASSETS / name).read_text())
 
 
-def set_first(values, value: float) -> np.ndarray:
-  """``values`` (a spec attribute such as ``size`` or ``gear``) with its first entry set."""
-  out = np.array(values, np.float64, ndmin=1)
+def set_first(values, value: float):
+  """``values`` (a spec attribute such as ``size``, ``gear`` or ``damping``) with its first
+  entry set to ``value``; a scalar attribute (e.g. ``damping`` before MuJoCo 4) becomes it."""
+  if np.ndim(values) == 0:
+    return float(value)
+  out = np.array(values, np.float64)
   out[0] = value
   return out
 

@@ -1,5 +1,6 @@
 """Every env's compiled MuJoCo model, against facts recorded from the models as they were built
-before the MJCF moved to ``deepcrl_core/envs/assets/`` (``models.json``).
+before the MJCF moved to ``deepcrl_core/envs/assets/`` (``models.json``, recorded with the env
+code of commit b621b76: XML templates, f-strings and gymnasium's installed humanoid).
 
 Two checks per model: the recorded facts (sizes, names in order, geometry, masses, joints,
 actuators, contact pairs and options) agree to 12 significant digits on any MuJoCo version, and the
