@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
-from deepcrl_kernels._dispatch import check_impl, resolve_impl, select_impl
+from deepcrl_kernels._dispatch import check_impl, select_impl
 
 LAYERS_PER_BLOCK = 4
 LN_EPS = 1e-5
@@ -127,13 +127,13 @@ def fused_residual_stack(x, stacked_params, *, impl: str = "auto", remat=False,
   from deepcrl_kernels import residual_stack_xla  # pylint: disable=g-import-not-at-top
   if unroll is not None:
     residual_stack_xla.check_unroll(unroll)
-  resolved = resolve_impl(impl)
-  if resolved != "xla" and impl == "auto":
-    one_block = {k: jax.ShapeDtypeStruct(v.shape[1:], v.dtype) for k, v in stacked_params.items()}
-    if residual_block_pallas.check_supported(x, one_block, config):  # warns, falls back to xla
-      resolved = select_impl(impl, "fused_residual_stack", lambda: residual_block_pallas
-                             .check_supported(x, one_block, config))
-  if resolved == "xla":
+  # One choice for the whole stack, made as fused_residual_block makes it for one block.
+  one = jax.tree.map(lambda a: a[0], stacked_params)
+  impl = select_impl(impl, "fused_residual_block",
+                     lambda: residual_block_pallas.check_supported(x, one, config),
+                     lambda: residual_block_pallas.self_check(x, one, config, matmul_dtype),
+                     lambda: residual_block_pallas.auto_prefers_xla(x, config))
+  if impl == "xla":
     return residual_stack_xla.residual_stack(x, stacked_params, remat=remat,
                                              matmul_dtype=matmul_dtype, unroll=unroll)
 
