@@ -1,14 +1,33 @@
-"""CPU speed hygiene applied before JAX initialises its backends.
+"""The XLA:CPU flag deepcrl runs with, set explicitly by whoever starts a process.
 
 With jax 0.10 the XLA CPU fusion emitters make MJX kinematics of deep body chains
-pathologically slow (seconds per step for a 7-joint arm). Unless the user set ``XLA_FLAGS``
-or a CUDA build of jax is installed, ``--xla_cpu_use_fusion_emitters=false`` is set.
+pathologically slow (seconds per step and minutes of compile for the 7-joint arm), so CPU
+processes run with ``--xla_cpu_use_fusion_emitters=false``. It is an XLA flag, read once when
+jax starts its CPU backend, so :func:`configure_cpu_xla_flags` must run before the first jax
+computation; the launchers (``launch/train.py``, ``launch/evaluate.py``), the profiling scripts
+and ``tests/conftest.py`` call it first thing. Importing ``deepcrl_core`` changes nothing.
+
+The flag is appended to whatever ``XLA_FLAGS`` the user set. A user flag that already sets it
+wins, with a warning when it disagrees; nothing is added when a CUDA build of jax is installed
+(the flag only concerns the CPU backend).
+
+The same option can also be given per compilation (``jitted.lower(...).compile(
+compiler_options={FUSION_EMITTERS_OPTION: True})``); jax 0.10.2 honours it per executable (a
+compile with it set to ``False`` is fast for the arm while the process default is on, and
+``True`` brings back the slow compile where the process default is off).
 """
+
+from __future__ import annotations
 
 import importlib.util
 import os
+import shlex
+import sys
+import warnings
+from typing import Optional
 
-CPU_FLAG = "--xla_cpu_use_fusion_emitters=false"
+FUSION_EMITTERS_OPTION = "xla_cpu_use_fusion_emitters"
+CPU_FLAG = f"--{FUSION_EMITTERS_OPTION}=false"
 
 
 def _cuda_jax_installed() -> bool:
@@ -21,9 +40,55 @@ def _cuda_jax_installed() -> bool:
   return False
 
 
-def apply_cpu_xla_flags() -> bool:
-  """Sets the CPU flag when appropriate; returns whether it did."""
-  if "XLA_FLAGS" in os.environ or _cuda_jax_installed():
+def _backends_started() -> bool:
+  if "jax" not in sys.modules:
     return False
-  os.environ["XLA_FLAGS"] = CPU_FLAG
-  return True
+  try:
+    from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
+    return bool(xla_bridge.backends_are_initialized())
+  except Exception:  # pylint: disable=broad-except  (private API; unknown means: do not warn)
+    return False
+
+
+def _flag_values(flags: str, name: str) -> list:
+  """Values the flags string gives ``--name`` (``--name`` alone counts as ``true``)."""
+  values = []
+  for token in shlex.split(flags):
+    key, sep, value = token.lstrip("-").partition("=")
+    if key == name:
+      values.append(value.lower() if sep else "true")
+  return values
+
+
+def configure_cpu_xla_flags(fusion_emitters: bool = False, *,
+                            environ: Optional[dict] = None) -> str:
+  """Appends ``--xla_cpu_use_fusion_emitters=<fusion_emitters>`` to ``XLA_FLAGS``.
+
+  Call before jax runs anything (XLA reads the flags when it starts a backend). The user's own
+  flags are kept; one that already sets the option wins and, if it disagrees, a warning says
+  so. Skipped where a CUDA build of jax is installed. ``environ``: the mapping to edit
+  (default ``os.environ``; tests pass a dict).
+
+  Returns the resulting ``XLA_FLAGS`` value.
+  """
+  env = os.environ if environ is None else environ
+  current = env.get("XLA_FLAGS", "")
+  if environ is None and _cuda_jax_installed():
+    return current
+  want = "true" if fusion_emitters else "false"
+  theirs = _flag_values(current, FUSION_EMITTERS_OPTION)
+  if theirs:
+    if theirs[-1] != want:
+      warnings.warn(
+          f"XLA_FLAGS sets --{FUSION_EMITTERS_OPTION}={theirs[-1]}; deepcrl would set {want} "
+          f"(with the fusion emitters on, MJX physics of jointed bodies compiles and runs "
+          f"pathologically slowly on CPU under jax 0.10). Keeping yours.", stacklevel=2)
+    return current
+  if environ is None and _backends_started():
+    warnings.warn(
+        "configure_cpu_xla_flags() was called after jax started its backends; XLA_FLAGS is "
+        "read only at start-up, so it has no effect in this process (call it before any jax "
+        "computation).", stacklevel=2)
+  flag = f"--{FUSION_EMITTERS_OPTION}={want}"
+  env["XLA_FLAGS"] = f"{current} {flag}".strip()
+  return env["XLA_FLAGS"]

@@ -17,6 +17,10 @@ import sys
 if any(a.startswith("--video") for a in sys.argv):
   os.environ.setdefault("MUJOCO_GL", "egl")  # before mujoco is imported
 
+import deepcrl_core  # noqa: E402
+
+deepcrl_core.configure_cpu_xla_flags()  # before jax starts its backends
+
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 

@@ -12,7 +12,10 @@ checkpoint.
 import os
 import time
 
-import deepcrl_core  # noqa: E402  (sets CPU XLA flags before jax initialises)
+import deepcrl_core  # noqa: E402
+
+deepcrl_core.configure_cpu_xla_flags()  # before jax starts its backends
+
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 

@@ -27,7 +27,9 @@ import platform
 import sys
 import time
 
-import deepcrl_core  # noqa: F401  (sets the CPU XLA flag before jax initialises)
+import deepcrl_core  # noqa: E402
+
+deepcrl_core.configure_cpu_xla_flags()  # before jax starts its backends
 import jax
 import jax.numpy as jnp
 import mujoco

@@ -27,8 +27,10 @@ import platform
 import sys
 import time
 
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_use_fusion_emitters=false")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import deepcrl_core  # noqa: E402
+
+deepcrl_core.configure_cpu_xla_flags()  # before jax starts its backends
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402

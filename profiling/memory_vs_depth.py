@@ -13,7 +13,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import deepcrl_core  # noqa: E402,F401  (CPU XLA flags)
+import deepcrl_core  # noqa: E402
+
+deepcrl_core.configure_cpu_xla_flags()  # before jax starts its backends
 from absl import app, flags  # noqa: E402
 
 _DEPTHS = flags.DEFINE_list("depths", ["64", "256"], "Depths.")

@@ -408,7 +408,8 @@ def measure_row(spec: dict) -> dict:
 def _subprocess(mode: str, payload: dict, timeout: float, env_extra: Optional[dict] = None):
   """Runs this file with ``--_mode``; returns (result dict or None, why-not string)."""
   env = dict(os.environ)
-  env.setdefault("XLA_FLAGS", "--xla_cpu_use_fusion_emitters=false")
+  from deepcrl_core import _xla_flags  # pylint: disable=g-import-not-at-top (no jax import)
+  _xla_flags.configure_cpu_xla_flags(environ=env)
   env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
   env.update(env_extra or {})
   cmd = [sys.executable, os.path.abspath(__file__), f"--_mode={mode}"]
@@ -430,7 +431,8 @@ def _subprocess(mode: str, payload: dict, timeout: float, env_extra: Optional[di
 
 
 def _child_main(mode: str) -> int:
-  import deepcrl_core  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+  import deepcrl_core  # pylint: disable=g-import-not-at-top
+  deepcrl_core.configure_cpu_xla_flags()  # the parent set it; this keeps the user's flags
   payload = json.loads(sys.stdin.read())
   if mode == "probe":
     result = probe(payload["shapes"], payload["config"])
@@ -786,7 +788,8 @@ if __name__ == "__main__":
   _mode = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--_mode=")), None)
   if _mode:
     sys.exit(_child_main(_mode))
-  import deepcrl_core  # noqa: F401,E402  pylint: disable=unused-import (CPU XLA flag)
+  import deepcrl_core  # noqa: E402
+  deepcrl_core.configure_cpu_xla_flags()  # before jax starts its backends
   from absl import app  # pylint: disable=g-import-not-at-top
   _define_flags()
   app.run(main)

@@ -1,13 +1,16 @@
 """Shared pytest setup.
 
 The CPU XLA fusion emitters make MJX kinematics and Pallas interpret mode pathologically slow
-under jax 0.10.2; they are turned off before jax initialises unless the user chose XLA_FLAGS.
+under jax 0.10.2; ``deepcrl_core.configure_cpu_xla_flags`` turns them off (appended to any
+XLA_FLAGS of the user's) before jax starts its backends.
 A persistent compilation cache lets repeated identical compiles (e.g. a resumed run) hit disk.
 """
 
 import os
 
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_use_fusion_emitters=false")
+import deepcrl_core  # noqa: E402
+
+deepcrl_core.configure_cpu_xla_flags()
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -11,6 +11,8 @@ import sys
 
 import pytest
 
+from deepcrl_core import configure_cpu_xla_flags
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "profiling" / "step_time.py"
 REQUIRED = ("depth", "width", "batch", "impl", "compile_s", "step_ms", "unroll_ms", "peak_mem_mb",
@@ -26,7 +28,7 @@ def _load(name, path):
 
 def _run(out, *args, timeout=300):
   env = dict(os.environ)
-  env.setdefault("XLA_FLAGS", "--xla_cpu_use_fusion_emitters=false")
+  configure_cpu_xla_flags(environ=env)
   proc = subprocess.run([sys.executable, str(SCRIPT), f"--out={out}", *args], cwd=REPO, env=env,
                         capture_output=True, text=True, timeout=timeout)
   assert proc.returncode == 0, proc.stderr[-3000:]
