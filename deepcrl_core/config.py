@@ -452,6 +452,21 @@ def validate(config) -> None:
     raise ConfigError(problems)
 
 
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+  """The config of ``"path/to/file.py[:k=v,...]"`` (what ``--config=`` takes): the file's
+  ``get_config(overrides)``. Raises ConfigError for a missing file or bad overrides."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  path, _, overrides = spec.partition(":")
+  if not os.path.isfile(path):
+    raise ConfigError([f"config file {path!r} does not exist"])
+  module_spec = importlib.util.spec_from_file_location(
+      "deepcrl_config_" + os.path.basename(path)[:-3], path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(overrides)
+
+
 def from_resolved_dict(d: Dict[str, Any]) -> ml_collections.ConfigDict:
   """The config a run directory or checkpoint stored (:func:`resolved_dict`), on top of
   :func:`base_config` so fields added since then take their defaults. Raises ConfigError naming

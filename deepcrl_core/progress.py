@@ -1,16 +1,19 @@
 """Progress lines from inside a running epoch.
 
-An epoch is one jitted call (a ``lax.scan`` of training steps), which at the paper's sizes runs
-for tens of minutes to hours on one GPU. :class:`Progress` gets a host callback from inside it:
-``tick(grad_steps)`` is called through ``jax.debug.callback`` every ``every`` gradient steps
-(:func:`ticking`, a ``lax.cond`` on the step counter, so the other steps pay one integer
-compare), and prints a line when at least ``interval_s`` seconds have passed since the last one:
+At the paper's sizes an epoch (63 training steps of 800 gradient steps) runs for tens of minutes
+to hours on one GPU. With ``log.progress_every_s > 0`` the training loop therefore dispatches
+an epoch as one compiled call per training step -- asynchronously, so the next step is queued
+before the previous one is waited for and the device never idles -- and after each step calls
+:meth:`Progress.tick` with the global gradient step count; a line is printed when at least
+``interval_s`` seconds have passed since the last one:
 
     epoch 3/50 | 21,600/50,400 grad steps | env steps 1,361,920 | 812 grad steps/s | ETA epoch 35s, run 41m02s
 
 The rate is measured within the running epoch; the run's ETA adds the remaining epochs at that
-rate plus their evaluations at the last evaluation's duration. With several devices the callback
-may fire once per device for the same step: repeated steps are ignored.
+rate plus their evaluations at the last evaluation's duration. A host callback inside the
+compiled epoch's gradient-step loop would report more often, but a side effect inside XLA's
+loops costs CPU time even when it rarely fires, while per-step dispatch measured no slower than
+one call per epoch (``profiling/progress_cost.py --callback``; numbers in profiling/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ import threading
 import time
 from typing import Callable, Optional
 
-import jax
 
 
 def format_duration(seconds: float) -> str:
@@ -69,7 +71,8 @@ class Progress:
       self._epoch = None
 
   def tick(self, grad_steps) -> None:
-    """Called from the device (``jax.debug.callback``) with the global gradient step count."""
+    """Called by the training loop after each training step with the global gradient step
+    count."""
     step = int(grad_steps)
     with self._lock:
       if self._epoch is None or step <= self._last_step:
@@ -101,26 +104,4 @@ class Progress:
             f"{format_duration(eta_epoch)}, run {format_duration(eta_run)}")
 
 
-def tick_every(grad_steps_per_epoch: int, ticks_per_epoch: int = 256) -> int:
-  """How many gradient steps between two ticks: ~``ticks_per_epoch`` ticks an epoch."""
-  return max(1, grad_steps_per_epoch // ticks_per_epoch)
-
-
-def ticking(sgd_step: Callable, progress: Optional[Progress], every: int) -> Callable:
-  """Wraps ``sgd_step(ts, batch) -> (ts, metrics)`` to call ``progress.tick`` every ``every``
-  gradient steps (``ts.grad_steps`` after the step). Returns ``sgd_step`` itself when
-  ``progress`` is None, so a run without progress compiles exactly as before."""
-  if progress is None:
-    return sgd_step
-
-  def step(ts, batch):
-    ts, metrics = sgd_step(ts, batch)
-    jax.lax.cond(ts.grad_steps % every == 0,
-                 lambda g: jax.debug.callback(progress.tick, g),
-                 lambda g: None, ts.grad_steps)
-    return ts, metrics
-
-  return step
-
-
-__all__ = ["Progress", "format_duration", "tick_every", "ticking"]
+__all__ = ["Progress", "format_duration"]

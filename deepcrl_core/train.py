@@ -9,8 +9,9 @@
   ``train.sgd_steps`` x (sample + relabel a minibatch -> actor/alpha/critic update) -- and runs
   it, evaluating between epochs. Every epoch's metrics row goes to a list of callbacks
   (:mod:`deepcrl_core.callbacks`: CSV, TensorBoard, console, NaN guard, checkpoints,
-  profilers); inside long epochs a progress line with ETAs comes from a host callback
-  (:mod:`deepcrl_core.progress`).
+  profilers). With ``log.progress_every_s > 0`` an epoch is dispatched one training step per
+  call, asynchronously, so a progress line with ETAs (:mod:`deepcrl_core.progress`) can be
+  printed inside long epochs.
 """
 
 from __future__ import annotations
@@ -126,15 +127,12 @@ def _to_transitions(batch: replay.Relabelled, state_size: int) -> losses_lib.Tra
                                 goal=batch.obs[:, state_size:])
 
 
-def make_train_fns(c: Components, progress: Optional[progress_lib.Progress] = None) -> TrainFns:
-  """The training step and its update part; ``progress`` gets in-epoch ticks (see
-  :mod:`deepcrl_core.progress`), None compiles without them."""
+def make_train_fns(c: Components) -> TrainFns:
+  """The training step and its update part (pure; jit them as needed)."""
   cfg = c.config
   t = cfg.train
   state_size, goal_idx = c.env.state_size, c.env.goal_indices
-  sgd_step = progress_lib.ticking(
-      c.agent.sgd_step, progress,
-      progress_lib.tick_every(t.train_steps_per_epoch * t.sgd_steps))
+  sgd_step = c.agent.sgd_step
 
   def sgd_steps(ts, buf, key):
     if cfg.replay.sampling == "windows":
@@ -172,19 +170,43 @@ def make_train_step(c: Components) -> Callable:
   return make_train_fns(c).train_step
 
 
-def make_epoch_fn(c: Components, progress: Optional[progress_lib.Progress] = None) -> Callable:
-  """The jitted epoch ``(RunState) -> (RunState, metrics)`` (the input is donated)."""
-  train_step = make_train_fns(c, progress).train_step
+def make_epoch_fn(c: Components, steps: Optional[int] = None) -> Callable:
+  """The jitted ``(RunState) -> (RunState, metrics)`` of ``steps`` training steps in one call
+  (default: a whole epoch, ``train.train_steps_per_epoch``); the input is donated and the
+  metrics are means over the steps."""
+  n = c.config.train.train_steps_per_epoch if steps is None else steps
+  train_step = make_train_fns(c).train_step
 
   def epoch(run: RunState):
-    def body(run, _):
-      return train_step(run)
-    run, metrics = jax.lax.scan(body, run, None, length=c.config.train.train_steps_per_epoch)
+    run, metrics = jax.lax.scan(lambda run, _: train_step(run), run, None, length=n)
     return run, jax.tree.map(jnp.mean, metrics)
 
   shardings = run_state_shardings(c)
   return jax.jit(epoch, donate_argnums=0, in_shardings=(shardings,),
                  out_shardings=(shardings, distributed.replicated(c.mesh)))
+
+
+def run_epoch(compiled, run: RunState, num_steps: Optional[int] = None,
+              on_step: Optional[Callable[[int], None]] = None):
+  """One epoch: ``compiled(run)`` once (``num_steps`` None: ``compiled`` is a whole epoch), or
+  ``num_steps`` calls of a one-training-step ``compiled``, calling ``on_step(k)`` once k steps
+  are done. Each step is dispatched before the previous one is waited for, so the device
+  never idles between them. Returns ``(run, metrics)`` with host metrics (means over steps)."""
+  if num_steps is None:
+    run, metrics = compiled(run)
+    return run, {k: float(v) for k, v in distributed.to_host(metrics).items()}
+  totals: Dict[str, float] = {}
+  pending = None
+  for k in range(num_steps + 1):
+    if k < num_steps:
+      run, metrics = compiled(run)   # queued behind the previous step
+    if pending is not None:
+      for name, v in distributed.to_host(pending).items():
+        totals[name] = totals.get(name, 0.0) + float(v)
+      if on_step is not None:
+        on_step(k)
+    pending = metrics if k < num_steps else None
+  return run, {k: v / num_steps for k, v in totals.items()}
 
 
 def run_state_shapes(c: Components):
@@ -405,7 +427,8 @@ def _train(config, workdir, ckpt_dir, resume, log_fn, stop_after_epochs, callbac
       sgd_steps_per_train_step=t.sgd_steps, env_steps_per_train_step=t.unroll_length * t.num_envs,
       prefill_env_steps=prefill_env_steps, interval_s=cfg.log.progress_every_s)
       if cfg.log.progress_every_s > 0 else None)
-  epoch_fn = make_epoch_fn(c, progress)
+  # With progress lines, an epoch is dispatched one training step per call (run_epoch).
+  epoch_fn = make_epoch_fn(c, steps=1 if progress is not None else None)
   eval_key = jax.random.PRNGKey(cfg.seed + 1)
   log_fn(f"compiling the epoch ({t.train_steps_per_epoch} training steps of {t.unroll_length} "
          f"env steps x {t.num_envs} envs and {t.sgd_steps} gradient steps)"
@@ -444,8 +467,10 @@ def _train(config, workdir, ckpt_dir, resume, log_fn, stop_after_epochs, callbac
         progress.start_epoch(epoch, (epoch - 1) * t.train_steps_per_epoch * t.sgd_steps,
                              evals_left)
       t_epoch = time.time()
-      run, metrics = compiled(run)
-      metrics = {k: float(v) for k, v in distributed.to_host(metrics).items()}
+      done = (epoch - 1) * t.train_steps_per_epoch
+      run, metrics = run_epoch(
+          compiled, run, t.train_steps_per_epoch if progress is not None else None,
+          on_step=(lambda k: progress.tick((done + k) * t.sgd_steps)) if progress else None)
       epoch_s = time.time() - t_epoch
       if progress is not None:
         progress.end_epoch()

@@ -94,11 +94,11 @@ def test_progress_lines_inside_an_epoch(tmp_path):
   config = load("pointmass", TINY + ",epochs=2,log.progress_every_s=1e-6")
   train_lib.train(config, str(tmp_path), log_fn=lines.append)
   inside = [l for l in lines if "grad steps |" in l]
-  # 2 training steps x 4 gradient steps per epoch, a tick after each: up to 8 lines per epoch
-  # (host callbacks are unordered: a late tick of an earlier step is dropped).
-  assert 8 <= len(inside) <= 16, lines
+  # A line after each of the 2 training steps (4 gradient steps each) of each epoch.
+  assert len(inside) == 4, lines
   # After training step 1: 320 prefill + 1 x 10 steps x 16 envs.
-  assert any(l.startswith("epoch 1/2 | 4/8 grad steps | env steps 480 |") for l in inside), inside
+  assert inside[0].startswith("epoch 1/2 | 4/8 grad steps | env steps 480 |"), inside[0]
+  assert inside[3].startswith("epoch 2/2 | 8/8 grad steps | env steps 960 |"), inside[3]
   assert all("ETA epoch" in l and ", run " in l for l in inside)
   # Before the first epoch the run says what it does and how long it took.
   assert any(l.startswith("prefilling replay: 320 env steps") for l in lines)
