@@ -20,10 +20,13 @@ import json
 import platform
 import time
 
-import deepcrl_core  # noqa: F401  (CPU XLA flags before jax starts)
-from deepcrl_core import config as config_lib
-from deepcrl_core import progress as progress_lib
-from deepcrl_core import train as train_lib
+import deepcrl_core
+
+deepcrl_core.configure_cpu_xla_flags()  # before jax starts its backends
+
+from deepcrl_core import config as config_lib  # noqa: E402
+from deepcrl_core import progress as progress_lib  # noqa: E402
+from deepcrl_core import train as train_lib  # noqa: E402
 
 
 def _with_callback_epoch(c, ticks: int):
