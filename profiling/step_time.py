@@ -21,11 +21,17 @@ FLOPs are model FLOPs from XLA's cost analysis of the lowered (pre-optimisation)
 XLA-impl step: platform-independent, and a lowering takes ~1 s where a compile takes ~10 s
 (the optimised HLO of a compiled step counts ~1-2% more at width 256, batch 512: fusions
 duplicate some elementwise work). XLA counts a loop body once whatever its trip count, and
-the residual trunks are a ``lax.scan`` over blocks, so the step is lowered with scans unrolled
-at actor/critic depths (4, 4) and (8, 8) (or (8, 4) and (4, 8) when they differ) and the count
-is extrapolated (FLOPs are affine in the number of blocks of each trunk; this matches a fully
-unrolled depth-16 lowering to 1e-6). The
-same count is used for the Pallas rows (XLA cannot see inside a Pallas kernel).
+the residual trunks are a ``lax.scan`` over blocks, so the step is lowered with the trunks'
+scans unrolled (``deepcrl_kernels.residual_stack_xla.scan_unroll(True)``) at actor/critic depths
+(4, 4) and (8, 8) (or (8, 4) and (4, 8) when they differ) and the count is extrapolated (FLOPs are
+affine in the number of blocks of each trunk; this matches a fully unrolled depth-16 lowering to
+1e-6). The count is of the step as the XLA path computes it, LayerNorm/Swish recomputed in the
+backward pass included (+0.7% at width 256). The same count is used for the Pallas rows (XLA
+cannot see inside a Pallas kernel) and the ``xla_unrolled`` rows.
+
+``--impls`` takes ``xla``, ``xla_unrolled`` (the XLA path with every residual block unrolled
+instead of a loop: compile time grows with depth; the loop-vs-unrolled comparison), ``pallas``,
+``interpret`` and ``auto``.
 
 Envs not registered yet (e.g. humanoid while it is being written) still get the gradient step,
 with the published network input sizes (:data:`PUBLISHED_SIZES`); their unroll is skipped with
@@ -235,13 +241,9 @@ def model_flops(config_json: str, width: int, batch: int, actor_depth: int,
                 critic_depth: int) -> float:
   """FLOPs of one gradient step (XLA impl), exact for any depths (see the module doc)."""
   import jax  # pylint: disable=g-import-not-at-top
+  from deepcrl_kernels import residual_stack_xla  # pylint: disable=g-import-not-at-top
   config = _config_from_json(config_json)
   sizes = network_sizes(config.env.name)
-  original_scan = jax.lax.scan
-
-  def unrolled_scan(*args, **kwargs):
-    kwargs["unroll"] = True
-    return original_scan(*args, **kwargs)
 
   def step_flops(a, c):
     cfg = _config_from_json(config_json)
@@ -251,11 +253,8 @@ def model_flops(config_json: str, width: int, batch: int, actor_depth: int,
     agent = make_agent(cfg, sizes)
     ts = agent.init(jax.random.PRNGKey(0))
     b = random_batch(jax.random.PRNGKey(1), batch, sizes)
-    jax.lax.scan = unrolled_scan
-    try:
+    with residual_stack_xla.scan_unroll(True):  # the trunks' scans unrolled: every block counted
       return cost_flops(jax.jit(agent.sgd_step).lower(ts, b))
-    finally:
-      jax.lax.scan = original_scan
 
   f44 = step_flops(4, 4)
   if actor_depth == critic_depth:  # one more compile suffices
@@ -436,6 +435,10 @@ def _child_main(mode: str) -> int:
   payload = json.loads(sys.stdin.read())
   if mode == "probe":
     result = probe(payload["shapes"], payload["config"])
+  elif payload.get("scan_unroll"):
+    from deepcrl_kernels import residual_stack_xla  # pylint: disable=g-import-not-at-top
+    with residual_stack_xla.scan_unroll(True):  # every block unrolled in every trace of the row
+      result = measure_row(payload)
   else:
     result = measure_row(payload)
   print("@@RESULT " + json.dumps(result), flush=True)
@@ -603,7 +606,7 @@ def run_sweep(config, *, depths, widths, batches, impls, out: str, repeats: int 
   def row_config(depth, width, batch, impl, shape):
     c = ml_collections.ConfigDict(base)
     c.network.depth, c.network.width, c.train.batch_size = depth, width, batch
-    c.network.kernel_impl = impl
+    c.network.kernel_impl = "xla" if impl == "xla_unrolled" else impl
     c.train.num_envs, c.train.unroll_length = shape["num_envs"], shape["unroll_length"]
     c.train.sgd_steps = shape["sgd_steps"]
     return c
@@ -687,7 +690,8 @@ def run_sweep(config, *, depths, widths, batches, impls, out: str, repeats: int 
       res, why = _subprocess("row", {"config": json.dumps(c.to_dict()), "repeats": repeats,
                                      "unroll_repeats": unroll_repeats,
                                      "train_repeats": train_repeats, "train_step": train_step,
-                                     "unroll": unroll},
+                                     "unroll": unroll,
+                                     "scan_unroll": impl == "xla_unrolled"},
                              timeout=min(row_timeout, left))
       if res is None:
         status = "oom" if why.startswith(("oom", "killed")) else (
@@ -731,7 +735,7 @@ def main(argv):
   if len(argv) > 1:
     raise SystemExit(f"unexpected arguments: {' '.join(argv[1:])}")
   impls = [i for i in f.impls.split(",") if i]
-  bad = [i for i in impls if i not in ("xla", "pallas", "interpret", "auto")]
+  bad = [i for i in impls if i not in ("xla", "xla_unrolled", "pallas", "interpret", "auto")]
   if bad:
     raise SystemExit(f"--impls: unknown {bad}")
   command = "python profiling/step_time.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -762,7 +766,9 @@ def _define_flags():
   flags.DEFINE_string("depths", "4,8,16,32,64", "Depths (Dense layers per residual trunk).")
   flags.DEFINE_string("widths", "", "Widths (default: the config's network.width).")
   flags.DEFINE_string("batches", "", "Batch sizes (default: the config's train.batch_size).")
-  flags.DEFINE_string("impls", "xla,pallas", "Kernel impls; pallas is skipped off GPU.")
+  flags.DEFINE_string("impls", "xla,pallas", "Kernel impls: xla, xla_unrolled (XLA path, "
+                      "blocks unrolled instead of looped), pallas, interpret, auto; pallas is "
+                      "skipped off GPU.")
   flags.DEFINE_string("out", "step_time_out", "Output directory.")
   flags.DEFINE_integer("repeats", 20, "Timed gradient steps per row (>= 20).")
   flags.DEFINE_integer("unroll_repeats", 5, "Timed unrolls per row.")

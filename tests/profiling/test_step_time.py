@@ -131,3 +131,20 @@ def test_fit_and_peak_table():
   (fit,) = st.depth_fits(rows)
   assert fit["slope_ms_per_layer"] == pytest.approx(0.25)
   assert fit["intercept_ms"] == pytest.approx(1.0)
+
+
+def test_loop_and_unrolled_xla_rows_count_the_same_flops(tmp_path):
+  """``xla_unrolled`` rows run the XLA path with every block unrolled: same FLOPs as the loop,
+  and FLOP counting leaves ``jax.lax.scan`` alone."""
+  import jax
+  scan = jax.lax.scan
+  proc, rows = _run(tmp_path, "--config=configs/pointmass.py:width=32,batch=32", "--depths=4,8",
+                    "--impls=xla,xla_unrolled", "--nounroll")
+  assert jax.lax.scan is scan
+  by = {(r["impl"], int(r["depth"])): r for r in rows}
+  assert set(by) == {("xla", 4), ("xla", 8), ("xla_unrolled", 4), ("xla_unrolled", 8)}
+  assert all(r["status"] == "ok" for r in rows), [(r["status"], r["note"]) for r in rows]
+  for d in (4, 8):
+    assert by[("xla", d)]["gflops_per_step"] == by[("xla_unrolled", d)]["gflops_per_step"]
+    assert float(by[("xla_unrolled", d)]["step_ms"]) > 0
+  assert "| xla_unrolled |" in proc.stdout
