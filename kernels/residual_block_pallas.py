@@ -76,13 +76,16 @@ def default_block_config(width: int, batch: int | None = None) -> BlockConfig:
   """
   width = common.next_power_of_2(width)
   if width <= 128:
-    cfg = BlockConfig(block_rows=64, block_k=width, block_w=min(64, width), num_warps=4)
+    cfg = BlockConfig(block_rows=64, block_k=min(width, 16), block_w=min(64, width),
+                      num_warps=8 if width == 128 else 4)
   elif width <= 256:
     cfg = BlockConfig(block_rows=64, block_k=16, num_warps=8)
   else:  # thinner K-chunks at 1024 keep the backward's registers under the cap
     cfg = BlockConfig(block_rows=16, block_k=16 if width <= 512 else 8, num_warps=8)
   if batch is not None:
     rows = max(16, min(cfg.block_rows, common.next_power_of_2(max(batch // 32, 1))))
+    if width == 256 and rows == 32:  # 32-row tiles spill in the backward at width 256
+      rows = 16
     cfg = dataclasses.replace(cfg, block_rows=rows, block_batch=min(cfg.block_batch, rows))
   return cfg
 
