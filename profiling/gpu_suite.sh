@@ -18,7 +18,9 @@
 #                 bf16 matmuls) plus bf16 timings; prints the best config per shape.
 #   --- step time vs depth (profiling/step_time.py; RESULTS.md "Step time vs depth") ---
 #   depth         Humanoid CRL gradient step, depths 4..1024, impls xla and pallas: compile
-#                 time, step time, peak memory, FLOPs and fraction of peak ($OUT/depth/).
+#                 time, step time, peak memory, FLOPs and fraction of peak ($OUT/depth/); then
+#                 the XLA path as a loop vs every block unrolled (impl xla_unrolled) at depths
+#                 4, 16, 64: achieved FLOP/s vs depth ($OUT/depth_loop/).
 #   depth_train   Depths 4, 16, 64 with the env unroll and the whole training step measured
 #                 at the configured shape (512 envs x 62 steps, 800 SGD steps); needs the
 #                 humanoid env registered (else only the gradient step) ($OUT/depth_train/).
@@ -138,10 +140,16 @@ case "$STEP" in
   # --- step time vs depth (owner: profiling/step_time.py) ----------------------------------
   depth)
     device_info | tee "$OUT/depth_device.txt"
+    status=0
     log "humanoid gradient step vs depth, xla and pallas (rows written as they finish)"
-    timeout 580 python3 profiling/step_time.py --config=configs/humanoid.py \
+    timeout 400 python3 profiling/step_time.py --config=configs/humanoid.py \
       --depths=4,8,16,32,64,128,256,512,1024 --impls=xla,pallas --nounroll \
-      --budget_s=540 --row_timeout=150 --out="$OUT/depth"
+      --budget_s=370 --row_timeout=120 --out="$OUT/depth" || status=1
+    log "XLA path, loop vs every block unrolled: GFLOP/s (tflops column) at depths 4, 16, 64"
+    timeout 170 python3 profiling/step_time.py --config=configs/humanoid.py \
+      --depths=4,16,64 --impls=xla,xla_unrolled --nounroll --budget_s=150 --row_timeout=90 \
+      --out="$OUT/depth_loop" || status=1
+    exit "$status"
     ;;
   depth_train)
     device_info | tee "$OUT/depth_train_device.txt"
