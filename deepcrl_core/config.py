@@ -14,6 +14,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import ml_collections
 
+from deepcrl_core import tasks as tasks_lib
+
 # Shortcut keys accepted in override strings.
 SHORTCUTS: Dict[str, Sequence[str]] = {
     "depth": ("network.depth",),
@@ -39,16 +41,8 @@ RESET_MODES = ("first", "fresh")            # deepcrl_core.envs.wrappers.RESET_M
 PREFILL_POLICIES = ("actor", "random")
 TANH_CORRECTIONS = ("published", "exact")   # deepcrl_core.networks.TANH_CORRECTIONS
 
-# Env steps of the paper's runs per task (the paper's results table; its code's per-task run
-# scripts); "ant" (open arena) is not in the paper's table and gets the locomotion budget.
-PAPER_ENV_STEPS = {
-    "ant": 100_000_000, "ant_u4_maze": 100_000_000, "ant_u5_maze": 400_000_000,
-    "ant_big_maze": 100_000_000, "ant_hardest_maze": 200_000_000, "humanoid": 100_000_000,
-    "humanoid_u_maze": 400_000_000, "humanoid_big_maze": 400_000_000,
-    "arm_push_easy": 100_000_000, "arm_push_hard": 100_000_000, "arm_binpick_hard": 100_000_000,
-}
-MAZES_WITH_EVAL_LAYOUT = ("ant_u4_maze", "ant_u5_maze", "ant_big_maze", "ant_hardest_maze",
-                          "humanoid_u_maze", "humanoid_big_maze")
+# The paper's tasks and their per-task defaults live in the task catalogue (deepcrl_core/tasks.py).
+PAPER_ENV_STEPS = {name: t.env_steps for name, t in tasks_lib.TASKS.items()}
 
 
 class ConfigError(Exception):
@@ -510,22 +504,22 @@ def paper_task_config(task: str, overrides: str = "", **task_settings):
   envs (far-goal layout for mazes) after every epoch of the published length (31 training steps,
   ~1M env steps, for the 100M-step tasks); ``epochs=100`` gives the published run length.
   """
-  if task not in PAPER_ENV_STEPS:
-    raise KeyError(f"{task!r} is not one of the paper's tasks: {sorted(PAPER_ENV_STEPS)}")
+  t = tasks_lib.get(task)
   settings = dict(
       env__name=task,
-      env__eval_name=f"{task}_eval" if task in MAZES_WITH_EVAL_LAYOUT else "",
-      env__episode_length=1000,
+      env__eval_name=t.eval_env,
+      env__episode_length=t.episode_length,
       network__depth=4, network__width=256, network__repr_dim=64,
       train__num_envs=512, train__unroll_length=62, train__sgd_steps=800, train__batch_size=512,
       train__prefill_steps=1000,
-      train__train_steps_per_epoch=published_train_steps_per_epoch(PAPER_ENV_STEPS[task]),
-      train__total_env_steps=PAPER_ENV_STEPS[task],
+      train__train_steps_per_epoch=published_train_steps_per_epoch(t.env_steps),
+      train__total_env_steps=t.env_steps,
       replay__capacity=10_000, replay__window_length=1000, eval__num_envs=128,
       # the published pipeline (also the base defaults; FIDELITY.md lists the alternatives)
       env__reset_mode="first", replay__sampling="windows", train__prefill_policy="actor",
       loss__tanh_correction="published",
   )
+  settings.update({f"env__kwargs__{k}": v for k, v in t.env_kwargs.items()})
   settings.update(task_settings)
   return make_config(overrides, **settings)
 

@@ -118,5 +118,12 @@ class SummaryCallback(_callback_base()):
     if not ctx.main_process or ctx.error is not None:
       return
     cfg = ctx.config
+    from deepcrl_core import tasks  # pylint: disable=g-import-not-at-top
+    task = tasks.TASKS.get(cfg.env.name)
+    extra = {}
+    if task is not None and task.published_time_at_goal:
+      # The paper's time at goal for this task (width 256, batch 512), to compare against.
+      extra["paper_time_at_goal_by_depth"] = {
+          str(d): v for d, v in task.published_time_at_goal.items()}
     write_summary(self.workdir, env=cfg.env.name, eval_env=cfg.env.eval_name or cfg.env.name,
-                  seed=int(cfg.seed))
+                  seed=int(cfg.seed), depth=int(cfg.network.depth), **extra)

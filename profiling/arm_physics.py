@@ -38,12 +38,13 @@ import mujoco
 import numpy as np
 
 from deepcrl_core import envs
+from deepcrl_core import tasks as tasks_lib
 from deepcrl_core.envs import arm
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 import env_throughput  # noqa: E402  pylint: disable=g-import-not-at-top
 
-TASKS = ("arm_push_easy", "arm_push_hard", "arm_binpick_hard")
+TASKS = tasks_lib.of_family("arm")
 # name -> Arm kwargs ("impratio": "published" = the task's published value). "boxes_0.005" is
 # the model this library used before the proxy contacts.
 VARIANTS: Dict[str, dict] = {

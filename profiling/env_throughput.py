@@ -35,13 +35,10 @@ import jax.numpy as jnp
 import mujoco
 
 from deepcrl_core import envs
+from deepcrl_core import tasks
 from deepcrl_core.envs import mjcf
 
-DEFAULT_TASKS = (
-    "ant", "ant_u4_maze", "ant_u5_maze", "ant_big_maze", "ant_hardest_maze", "humanoid",
-    "humanoid_u_maze", "humanoid_big_maze", "arm_push_easy", "arm_push_hard",
-    "arm_binpick_hard",
-)
+DEFAULT_TASKS = tasks.PAPER_TASKS
 
 
 def measure(name: str, num_envs: int, scan_length: int, repeats: int,

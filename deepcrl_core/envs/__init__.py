@@ -13,13 +13,7 @@ from deepcrl_core.envs.base import Env, MjxEnv, State, achieved_goal
 from deepcrl_core.envs.wrappers import (AutoResetWrapper, EpisodeWrapper, VmapWrapper,
                                         wrap_for_eval, wrap_for_training)
 
-# The paper's ten tasks (its results table; github.com/wang-kevin3290/scaling-crl), plus ant in
-# the open. Their configs exist even while an env is not yet registered, so the launcher can
-# say so clearly.
-PAPER_TASKS = (
-    "ant", "ant_u4_maze", "ant_u5_maze", "ant_big_maze", "ant_hardest_maze", "humanoid",
-    "humanoid_u_maze", "humanoid_big_maze", "arm_push_easy", "arm_push_hard", "arm_binpick_hard",
-)
+from deepcrl_core.tasks import PAPER_TASKS  # the paper's tasks: deepcrl_core/tasks.py
 
 _REGISTRY: Dict[str, Tuple[Union[str, Callable[..., Env]], dict]] = {}
 

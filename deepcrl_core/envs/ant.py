@@ -74,7 +74,10 @@ class Ant(LocomotionEnv):
     mj_model = spec.compile()
     super().__init__(mj_model, n_substeps)
     self._find_wall_colliders(mj_model)
-    self.init_qpos = jnp.asarray(INIT_QPOS).at[:2].set(self.start_xy)
+    # numpy constants: building an env never starts a JAX backend (config validation builds
+    # envs before multi-host initialisation).
+    self.init_qpos = np.array(INIT_QPOS, np.float32)
+    self.init_qpos[:2] = self.start_xy
 
   def _obs(self, data, goal):
     return jnp.concatenate([data.qpos[:15], data.qvel[:14], goal])

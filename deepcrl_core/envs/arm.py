@@ -247,21 +247,21 @@ class Arm(MjxEnv):
     qpos0 = np.array(mj_model.qpos0, np.float32)
     qpos0[self._arm_qadr] = ARM_INIT_QPOS
     qpos0[self._finger_qadr] = FINGER_INIT_QPOS
-    self.init_qpos = jnp.asarray(qpos0)
+    self.init_qpos = qpos0  # numpy constants: building an env never starts a JAX backend
     # bin-wall colliders (proxy bin picking): mocap slots and the candidate wall centres
     self._colliders = bool(params["bins"]) and opts["contacts"] == "proxy"
     if self._colliders:
       if mjcf.mocap_slots(mj_model, WALL_COLLIDERS) != slice(0, mj_model.nmocap):
         raise ValueError("the wall colliders must be the model's only mocap bodies, in order")
       xw, yw = bin_walls(params["cube_region"], params["goal_region"])
-      self._walls = (jnp.asarray(xw), jnp.asarray(yw))
+      self._walls = (np.asarray(xw), np.asarray(yw))
       self._wall_half = (np.asarray(_BIN_WALLS[0][1], np.float32),
                          np.asarray(_BIN_WALLS[2][1], np.float32))
       # the hand's start position (the arm always starts in the same pose)
       d0 = mujoco.MjData(mj_model)
       d0.qpos[:] = qpos0
       mujoco.mj_kinematics(mj_model, d0)
-      self._hand0 = jnp.asarray(d0.xpos[self._hand], jnp.float32)
+      self._hand0 = np.asarray(d0.xpos[self._hand], np.float32)
 
   def collider_positions(self, cube: jax.Array, hand: jax.Array) -> jax.Array:
     """``[4, 3]`` mocap positions: the x- and y-wall nearest the cube, then the hand."""
@@ -291,7 +291,7 @@ class Arm(MjxEnv):
 
   def reset_at(self, cube_xy: jax.Array, goal: jax.Array) -> State:
     """The start state with the cube resting at ``cube_xy`` and goal ``goal`` (xyz)."""
-    qpos = self.init_qpos.at[0:2].set(cube_xy)
+    qpos = jnp.asarray(self.init_qpos).at[0:2].set(cube_xy)
     mocap = (self.collider_positions(qpos[0:3], self._hand0) if self._colliders else None)
     data = mjcf.kinematic_init(self.mjx_model, qpos, jnp.zeros(self.mj_model.nv), mocap)
     metrics = self.metrics(qpos[0:3], goal)

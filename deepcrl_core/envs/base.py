@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import functools
 from typing import Any, Dict, Sequence, Tuple
 
 import jax
@@ -93,12 +94,21 @@ class MjxEnv(Env):
   """
 
   def __init__(self, mj_model, n_substeps: int):
-    from mujoco import mjx  # pylint: disable=g-import-not-at-top
     self.mj_model = mj_model
-    # The process's own first device: jax.devices()[0] belongs to process 0 in multi-host runs.
-    self.mjx_model = mjx.put_model(mj_model, device=jax.local_devices()[0])
     self.n_substeps = int(n_substeps)
     self.dt = float(mj_model.opt.timestep) * self.n_substeps
+
+  @functools.cached_property
+  def mjx_model(self):
+    """The device copy of ``mj_model``, made on first use: building an env (e.g. to validate
+    a config's ``env.kwargs``) never starts a JAX backend, which multi-host initialisation
+    must precede."""
+    from mujoco import mjx  # pylint: disable=g-import-not-at-top
+    # First use may be inside a trace (a jitted reset): make concrete device arrays anyway, so
+    # the cached model holds no tracer. The process's own first device: jax.devices()[0]
+    # belongs to process 0 in multi-host runs.
+    with jax.ensure_compile_time_eval():
+      return mjx.put_model(self.mj_model, device=jax.local_devices()[0])
 
   def pipeline_init(self, qpos: jax.Array, qvel: jax.Array):
     """MJX data at ``qpos``/``qvel`` with derived quantities (forward kinematics) computed."""

@@ -142,7 +142,9 @@ class Humanoid(LocomotionEnv):
     if (self.nq, self.nv) != (26, 25) or mj_model.body(_N_LINKS).name != "target":
       raise ValueError(f"unexpected humanoid model: nq {self.nq}, nv {self.nv}, "
                        f"body {_N_LINKS} {mj_model.body(_N_LINKS).name!r}")
-    self.init_qpos = jnp.asarray(mj_model.qpos0, jnp.float32).at[:2].set(self.start_xy)
+    # numpy constants: building an env never starts a JAX backend.
+    self.init_qpos = np.array(mj_model.qpos0, np.float32)
+    self.init_qpos[:2] = self.start_xy
 
   def _obs(self, data, goal):
     state = jnp.concatenate([
@@ -156,7 +158,7 @@ class Humanoid(LocomotionEnv):
 
   def reset(self, key):
     goal = self._goal3(self.sample_goal_xy(key, self.goal_radius))
-    qpos = self.init_qpos.at[-2:].set(goal[:2])
+    qpos = jnp.asarray(self.init_qpos).at[-2:].set(goal[:2])
     mocap = self.place_wall_colliders(self.mocap_pos0, qpos[:2])
     data = mjcf.kinematic_init(self.mjx_model, qpos, jnp.zeros(self.nv), mocap)
     metrics = self.metrics(qpos[:3], goal)

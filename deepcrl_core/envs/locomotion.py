@@ -34,8 +34,9 @@ class LocomotionEnv(MjxEnv):
       self.maze_goals = None
     else:
       self.start_xy = self.maze.start_xy(scale)
-      self.maze_goals = jnp.asarray(self.maze.goal_xy(scale))
-      self._neighbour_walls = jnp.asarray(mazes.neighbour_walls(self.maze, scale))
+      # numpy constants (made jnp where used): building an env never starts a JAX backend.
+      self.maze_goals = np.asarray(self.maze.goal_xy(scale), np.float32)
+      self._neighbour_walls = np.asarray(mazes.neighbour_walls(self.maze, scale), np.float32)
 
   def _build_world(self, spec: mujoco.MjSpec, *, max_contact_points: int,
                    n_colliders: int = 4) -> None:
@@ -55,8 +56,8 @@ class LocomotionEnv(MjxEnv):
     """Records the model's default mocap positions and the wall colliders' mocap slots."""
     mocap_bodies = np.flatnonzero(mj_model.body_mocapid >= 0)
     order = np.argsort(mj_model.body_mocapid[mocap_bodies])
-    self.mocap_pos0 = jnp.asarray(mj_model.body_pos[mocap_bodies[order]],
-                                  jnp.float32).reshape(-1, 3)
+    self.mocap_pos0 = np.asarray(mj_model.body_pos[mocap_bodies[order]],
+                                 np.float32).reshape(-1, 3)
     if self.maze is None:
       return
     names = [mj_model.body(b).name for b in range(mj_model.nbody)]
@@ -78,17 +79,17 @@ class LocomotionEnv(MjxEnv):
     ij = jnp.round(torso_xy / self.maze_scale).astype(jnp.int32)
     i = jnp.clip(ij[0], 0, rows - 1)
     j = jnp.clip(ij[1], 0, cols - 1)
-    cells = self._neighbour_walls[i, j]  # [8, 3], parked ones far below the floor
+    cells = jnp.asarray(self._neighbour_walls)[i, j]  # [8, 3], parked ones far below the floor
     slots = self._collider_slots
     nearest = mjcf.nearest_boxes(torso_xy, cells, 0.5 * self.maze_scale,
                                  slots.stop - slots.start, valid=cells[:, 2] > 0)
-    return mocap_pos.at[slots].set(nearest)
+    return jnp.asarray(mocap_pos).at[slots].set(nearest)
 
   def sample_goal_xy(self, key: jax.Array, ring: Tuple[float, float]) -> jax.Array:
     """A goal xy ``[2]``: a uniform goal cell in a maze, else radius ~ U(ring) at a uniform angle."""
     if self.maze_goals is not None:
       idx = jax.random.randint(key, (), 0, self.maze_goals.shape[0])
-      return self.maze_goals[idx]
+      return jnp.asarray(self.maze_goals)[idx]
     k_r, k_a = jax.random.split(key)
     radius = jax.random.uniform(k_r, (), minval=ring[0], maxval=ring[1])
     angle = jax.random.uniform(k_a, (), minval=0.0, maxval=2 * jnp.pi)

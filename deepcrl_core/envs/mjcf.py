@@ -148,7 +148,7 @@ def nearest_boxes(point_xy, centres, half_xy, count: int, valid=None):
   if valid is not None:
     dist = jnp.where(valid, dist, jnp.inf)
   _, nearest = jax.lax.top_k(-dist, count)
-  return centres[nearest]
+  return jnp.asarray(centres)[nearest]
 
 
 def count_contact_slots(mj_model: mujoco.MjModel) -> int:

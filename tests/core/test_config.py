@@ -7,9 +7,10 @@ import pytest
 from ml_collections import config_flags  # noqa: F401  (config files are loaded like the launcher)
 
 from deepcrl_core import config as config_lib
+from deepcrl_core import tasks as tasks_lib
 from tests.conftest import REPO_ROOT
 
-PAPER_TASKS = sorted(config_lib.PAPER_ENV_STEPS)
+PAPER_TASKS = sorted(tasks_lib.PAPER_TASKS)
 
 
 def load(name, overrides=""):
@@ -104,7 +105,7 @@ def test_paper_hyperparameters(task):
   assert c.loss.target_entropy_scale == 0.5
   assert c.replay.capacity == 10_000 and c.train.prefill_steps == 1000
   assert c.env.episode_length == 1000 and c.eval.num_envs == 128
-  assert c.train.total_env_steps == config_lib.PAPER_ENV_STEPS[task]
+  assert c.train.total_env_steps == tasks_lib.get(task).env_steps
   if "maze" in task:
     assert config_lib.eval_env_name(c) == f"{task}_eval"
   else:

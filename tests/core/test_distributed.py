@@ -18,7 +18,6 @@ TINY = ("width=32,num_envs=16,batch=64,epochs=2,train.unroll_length=10,train.sgd
 
 _EQUIVALENCE = """
 import json, sys
-sys.path.insert(0, {root!r})
 import jax
 jax.config.update("jax_compilation_cache_dir", {cache!r})
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 2.0)
@@ -68,13 +67,14 @@ def test_four_devices_match_one_device(tmp_path):
 
 _WORKER = """
 import json, sys
-sys.path.insert(0, {root!r})
 import jax
 from deepcrl_core import train as train_lib
 from tests.core.test_config import load
 pid = int(sys.argv[1])
+# env.kwargs makes validation build the env before jax.distributed.initialize: building an env
+# must not start a JAX backend.
 cfg = load("pointmass", {tiny!r} + ",epochs=1,distributed.coordinator_address='127.0.0.1:{port}',"
-           f"distributed.num_processes=2,distributed.process_id={{pid}}")
+           f"distributed.num_processes=2,distributed.process_id={{pid}},env.kwargs.arena_size=1.0")
 rows = train_lib.train(cfg, {workdir!r}, log_fn=lambda s: None)
 print("RESULT" + json.dumps({{"pid": pid, "processes": jax.process_count(),
                              "devices": jax.device_count(), "critic_loss": rows[-1]["critic_loss"]}}))
@@ -110,4 +110,7 @@ def test_two_processes_train_one_synchronised_step(tmp_path):
   # Only process 0 wrote the run directory.
   with open(os.path.join(workdir, "metrics.csv")) as f:
     assert len(f.read().strip().splitlines()) == 2
-  assert os.listdir(os.path.join(workdir, "checkpoints")) == ["ckpt_00000001.npz"]
+  # One checkpoint: process 0's state and each process's own replay shard.
+  assert os.listdir(os.path.join(workdir, "checkpoints")) == ["step_00000001"]
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints", "step_00000001"))) == [
+      "replay-00000-of-00002.npz", "replay-00001-of-00002.npz", "state.npz"]
