@@ -60,6 +60,37 @@ def _flag_values(flags: str, name: str) -> list:
   return values
 
 
+# Tasks whose whole training step (env unroll + gradient steps, one compiled epoch) measured
+# faster on CPU with the fusion emitters on (profiling/RESULTS.md, "The CPU flag per task"):
+# their epoch computation is compiled with the emitters on; every other computation (prefill,
+# evaluation, every other task) keeps the process-wide off.
+EMITTERS_ON_TASKS = frozenset()
+
+# Set by configure_cpu_xla_flags to the flag it appended (children inherit it), so that a value
+# in XLA_FLAGS can be told apart from the user's own choice.
+ADDED_ENV = "DEEPCRL_ADDED_XLA_FLAG"
+
+
+def user_chose_fusion_emitters(environ: Optional[dict] = None) -> bool:
+  """Whether XLA_FLAGS sets the fusion-emitters option other than by configure_cpu_xla_flags."""
+  env = os.environ if environ is None else environ
+  values = _flag_values(env.get("XLA_FLAGS", ""), FUSION_EMITTERS_OPTION)
+  return bool(values) and env.get(ADDED_ENV) != f"--{FUSION_EMITTERS_OPTION}={values[-1]}"
+
+
+def epoch_compiler_options(env_name: str, backend: str,
+                           environ: Optional[dict] = None) -> Optional[dict]:
+  """Compiler options for the training epoch of ``env_name`` on ``backend`` (None: defaults).
+
+  Used as ``epoch_fn.lower(run).compile(compiler_options=...)``. None off CPU, for tasks not in
+  :data:`EMITTERS_ON_TASKS`, and when the user's XLA_FLAGS chose the option themselves.
+  """
+  if (backend != "cpu" or env_name not in EMITTERS_ON_TASKS
+      or user_chose_fusion_emitters(environ)):
+    return None
+  return {FUSION_EMITTERS_OPTION: True}
+
+
 def configure_cpu_xla_flags(fusion_emitters: bool = False, *,
                             environ: Optional[dict] = None) -> str:
   """Appends ``--xla_cpu_use_fusion_emitters=<fusion_emitters>`` to ``XLA_FLAGS``.
@@ -78,7 +109,7 @@ def configure_cpu_xla_flags(fusion_emitters: bool = False, *,
   want = "true" if fusion_emitters else "false"
   theirs = _flag_values(current, FUSION_EMITTERS_OPTION)
   if theirs:
-    if theirs[-1] != want:
+    if theirs[-1] != want and user_chose_fusion_emitters(env):
       warnings.warn(
           f"XLA_FLAGS sets --{FUSION_EMITTERS_OPTION}={theirs[-1]}; deepcrl would set {want} "
           f"(with the fusion emitters on, MJX physics of jointed bodies compiles and runs "
@@ -91,4 +122,5 @@ def configure_cpu_xla_flags(fusion_emitters: bool = False, *,
         "computation).", stacklevel=2)
   flag = f"--{FUSION_EMITTERS_OPTION}={want}"
   env["XLA_FLAGS"] = f"{current} {flag}".strip()
+  env[ADDED_ENV] = flag
   return env["XLA_FLAGS"]
