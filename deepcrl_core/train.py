@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from deepcrl_core import _xla_flags
 from deepcrl_core import agent as agent_lib
 from deepcrl_core import callbacks as cb_lib
 from deepcrl_core import checkpoint as ckpt
@@ -434,7 +435,8 @@ def _train(config, workdir, ckpt_dir, resume, log_fn, stop_after_epochs, callbac
          f"env steps x {t.num_envs} envs and {t.sgd_steps} gradient steps)"
          f"{' and the evaluation' if cfg.eval.every else ''} ...")
   t0 = time.time()
-  compiled = epoch_fn.lower(run).compile()
+  compiled = epoch_fn.lower(run).compile(  # per-task CPU compiler options (_xla_flags.py)
+      compiler_options=_xla_flags.epoch_compiler_options(cfg.env.name, jax.default_backend()))
   epoch_compile_s = time.time() - t0
   eval_fn = (make_eval_fn(c).lower(run.training.actor_params, eval_key).compile()
              if cfg.eval.every else None)
