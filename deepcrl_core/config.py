@@ -1,4 +1,8 @@
-"""Run configuration: the base ``ml_collections`` config, override strings and validation.
+"""Run configuration: a schema of every field, override strings and validation.
+
+:func:`_schema` declares each field once -- default, meaning, choices and bounds, side by side
+-- and :func:`base_config` is its defaults. Per-task defaults come from the task catalogue
+(:mod:`deepcrl_core.tasks`) through :func:`paper_task_config`.
 
 Config files under ``configs/`` define ``get_config(overrides: str = "")`` by calling
 :func:`make_config` with their task's settings, so ``configs/humanoid.py:depth=64,batch=1024``
@@ -10,7 +14,7 @@ where ``key`` is a dotted field (``network.width``) or a shortcut (:data:`SHORTC
 from __future__ import annotations
 
 import ast
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import ml_collections
 
@@ -37,9 +41,7 @@ SHORTCUTS: Dict[str, Sequence[str]] = {
 LEARNING_RATE = 3e-4
 SAMPLERS = ("transitions", "windows")
 REMAT_POLICIES = ("none", "block", "nested")
-RESET_MODES = ("first", "fresh")            # deepcrl_core.envs.wrappers.RESET_MODES
 PREFILL_POLICIES = ("actor", "random")
-TANH_CORRECTIONS = ("published", "exact")   # deepcrl_core.networks.TANH_CORRECTIONS
 
 # The paper's tasks and their per-task defaults live in the task catalogue (deepcrl_core/tasks.py).
 PAPER_ENV_STEPS = {name: t.env_steps for name, t in tasks_lib.TASKS.items()}
@@ -63,89 +65,166 @@ def format_problems(problems: Sequence[str]) -> str:
   return "invalid config:\n" + "\n".join(f"  - {p}" for p in problems)
 
 
-def base_config() -> ml_collections.ConfigDict:
-  """Defaults shared by every task: the paper's CRL hyperparameters and pipeline, as in its code
+class Field(NamedTuple):
+  """One config field: its default, what it means, and what values it takes."""
+  default: Any
+  doc: str
+  choices: Optional[Tuple[Any, ...]] = None
+  minimum: Optional[float] = None          # inclusive
+  positive: bool = False                   # > 0
+  maximum_exclusive: Optional[float] = None
+
+
+def _schema() -> Dict[str, Dict[str, Any]]:
+  """The config schema, section by section: every field with its default, meaning and bounds.
+  The defaults are the paper's CRL hyperparameters and pipeline, as in its code
   (github.com/wang-kevin3290/scaling-crl); FIDELITY.md lists what still differs."""
-  c = ml_collections.ConfigDict()
-  c.seed = 0
+  from deepcrl_core.envs.wrappers import RESET_MODES  # pylint: disable=g-import-not-at-top
+  from deepcrl_core.networks import TANH_CORRECTIONS  # pylint: disable=g-import-not-at-top
+  from deepcrl_kernels import ENERGIES, IMPLS, VARIANTS  # pylint: disable=g-import-not-at-top
+  F = Field
+  return {
+      "seed": F(0, "PRNG seed of the run"),
+      "env": {
+          "name": F("pointmass", "registered env to train on (deepcrl_core.envs)"),
+          "eval_name": F("", "env to evaluate on ('' = env.name; the mazes' far-goal layouts)"),
+          "episode_length": F(1000, "episode limit in control steps", positive=True),
+          "kwargs": F({}, "env constructor arguments, checked by building the env model"),
+          "reset_mode": F("first", "first: each env slot returns to its first start and goal "
+                          "(published) | fresh: a new start and goal every episode",
+                          choices=RESET_MODES),
+      },
+      "network": {
+          "depth": F(4, "Dense layers inside residual blocks (a positive multiple of 4)"),
+          "actor_depth": F(0, "actor depth (0 = network.depth)"),
+          "critic_depth": F(0, "critic encoders' depth (0 = network.depth)"),
+          "width": F(256, "hidden width", positive=True),
+          "repr_dim": F(64, "size of phi(s, a) and psi(g)", positive=True),
+          "remat": F("none", "none | block (each block) | nested (~sqrt(n) groups of blocks)",
+                     choices=REMAT_POLICIES),
+          "kernel_impl": F("auto", "auto | pallas | interpret | xla", choices=IMPLS),
+          "matmul_dtype": F("float32", "float32 | bfloat16 (bf16 block matmuls, f32 master "
+                            "weights and LayerNorm)", choices=("float32", "bfloat16")),
+      },
+      "loss": {
+          "energy": F("l2", "critic energy", choices=tuple(ENERGIES) + ("cosine",)),
+          "variant": F("forward", "InfoNCE direction", choices=VARIANTS),
+          "logsumexp_penalty": F(0.1, "weight of the logsumexp^2 penalty", minimum=0),
+          "target_entropy_scale": F(0.5, "target entropy = -scale * action_size"),
+          "tanh_correction": F("published", "published: -log(1 - tanh(u)^2 + 1e-6) | exact",
+                               choices=TANH_CORRECTIONS),
+      },
+      "optim": {
+          "actor_lr": F(LEARNING_RATE, "Adam learning rate of the actor", positive=True),
+          "critic_lr": F(LEARNING_RATE, "Adam learning rate of the critic", positive=True),
+          "alpha_lr": F(LEARNING_RATE, "Adam learning rate of the entropy temperature",
+                        positive=True),
+      },
+      "train": {
+          "num_envs": F(512, "parallel training envs", positive=True),
+          "unroll_length": F(62, "env steps per env per training step", positive=True),
+          "sgd_steps": F(800, "gradient steps per training step (after each unroll)",
+                         positive=True),
+          "batch_size": F(512, "minibatch size", positive=True),
+          "gamma": F(0.99, "discount of the goal-offset distribution, in (0, 1)",
+                     positive=True, maximum_exclusive=1.0),
+          "prefill_steps": F(1000, "env steps per env before training, rounded up to whole "
+                             "unrolls (published: ceil(1000 / 62) = 17 unrolls)", minimum=0),
+          "prefill_policy": F("actor", "actor (published: the initial stochastic actor) | "
+                              "random", choices=PREFILL_POLICIES),
+          "train_steps_per_epoch": F(10, "training steps per epoch (evaluation, logging and "
+                                     "checkpoints happen between epochs)", positive=True),
+          "total_env_steps": F(100_000_000, "env steps of the run", minimum=0),
+          "num_epochs": F(0, "epochs of the run (0 = derive from total_env_steps)", minimum=0),
+          "max_seconds": F(0.0, "stop after this wall-clock budget (0 = no limit)", minimum=0),
+      },
+      "replay": {
+          "capacity": F(10_000, "time steps kept per env", positive=True),
+          "sampling": F("windows", "windows (the published scheme) | transitions (i.i.d.)",
+                        choices=SAMPLERS),
+          "window_length": F(1000, "window length for sampling=windows", positive=True),
+      },
+      "eval": {
+          "num_envs": F(128, "evaluation episodes", positive=True),
+          "every": F(1, "evaluate every N epochs and after the last (0 = never)", minimum=0),
+      },
+      "checkpoint": {
+          "every": F(1, "epochs between checkpoints (0 = only at the end)", minimum=0),
+          "keep": F(2, "complete checkpoints kept", positive=True),
+          "include_replay": F(True, "exact resume needs the replay buffer and env states"),
+      },
+      "log": {
+          "tensorboard": F(True, "write TensorBoard events to RUN/tb"),
+          "print_every": F(1, "print an epoch line every N epochs", positive=True),
+          "progress_every_s": F(30.0, "in-epoch progress line (with ETAs) at most this often; "
+                                "0 = off (each epoch runs as one call)", minimum=0),
+      },
+      "distributed": {
+          "num_devices": F(0, "devices in the 'data' mesh axis (0 = all)", minimum=0),
+          "coordinator_address": F("", "'host:port' of process 0 for multi-host runs"),
+          "num_processes": F(1, "processes of a multi-host run", positive=True),
+          "process_id": F(0, "this process's index", minimum=0),
+      },
+      "profile": {
+          "trace_epoch": F(-1, "capture a jax.profiler trace of this epoch (-1 = off)"),
+          "trace_steps": F(0, ">0: trace only this many training steps (on the side) at "
+                           "trace_epoch (or the first epoch when it is -1)", minimum=0),
+          "timing_split_every": F(0, ">0: time collect / update on the side every N epochs "
+                                  "-> time/collect_s, time/update_s in metrics.csv", minimum=0),
+      },
+  }
 
-  c.env = ml_collections.ConfigDict()
-  c.env.name = "pointmass"
-  c.env.eval_name = ""          # "" = evaluate on env.name
-  c.env.episode_length = 1000
-  c.env.kwargs = ml_collections.ConfigDict()   # passed to envs.make(name, **kwargs)
-  c.env.reset_mode = "first"    # first (published: each env slot back to its first start/goal)
-                                #   | fresh (a new start and goal every episode)
 
-  c.network = ml_collections.ConfigDict()
-  c.network.depth = 4            # Dense layers inside residual blocks (multiple of 4)
-  c.network.actor_depth = 0      # 0 = use network.depth
-  c.network.critic_depth = 0     # 0 = use network.depth
-  c.network.width = 256
-  c.network.repr_dim = 64        # size of phi(s, a) and psi(g)
-  c.network.remat = "none"       # none | block (each block) | nested (~sqrt(n) groups of blocks)
-  c.network.kernel_impl = "auto"  # auto | pallas | interpret | xla
-  c.network.matmul_dtype = "float32"  # float32 | bfloat16 (bf16 block matmuls, f32 master weights/LN)
+def _fields(schema, prefix=""):
+  for k, v in schema.items():
+    if isinstance(v, dict):
+      yield from _fields(v, f"{prefix}{k}.")
+    else:
+      yield prefix + k, v
 
-  c.loss = ml_collections.ConfigDict()
-  c.loss.energy = "l2"           # l2 | l2_sq | dot | cosine
-  c.loss.variant = "forward"     # forward | backward | symmetric
-  c.loss.logsumexp_penalty = 0.1
-  c.loss.target_entropy_scale = 0.5   # target entropy = -scale * action_size
-  c.loss.tanh_correction = "published"  # published: -log(1 - tanh(u)^2 + 1e-6) | exact
 
-  c.optim = ml_collections.ConfigDict()
-  c.optim.actor_lr = LEARNING_RATE
-  c.optim.critic_lr = LEARNING_RATE
-  c.optim.alpha_lr = LEARNING_RATE
+def schema_fields() -> Dict[str, Field]:
+  """``{"train.batch_size": Field(...), ...}``: every config field, in declaration order."""
+  return dict(_fields(_schema()))
 
-  c.train = ml_collections.ConfigDict()
-  c.train.num_envs = 512
-  c.train.unroll_length = 62           # env steps per env per training step
-  c.train.sgd_steps = 800              # gradient steps per training step (after each unroll)
-  c.train.batch_size = 512
-  c.train.gamma = 0.99
-  c.train.prefill_steps = 1000         # env steps per env before training, rounded up to whole
-                                       #   unrolls (published: ceil(1000 / 62) = 17 unrolls)
-  c.train.prefill_policy = "actor"     # actor (published: the initial stochastic actor) | random
-  c.train.train_steps_per_epoch = 10   # training steps fused into one jitted epoch
-  c.train.total_env_steps = 100_000_000
-  c.train.num_epochs = 0               # 0 = derive from total_env_steps
-  c.train.max_seconds = 0.0            # stop after this wall-clock budget (0 = no limit)
 
-  c.replay = ml_collections.ConfigDict()
-  c.replay.capacity = 10_000           # time steps kept per env
-  c.replay.sampling = "windows"        # windows (the published scheme) | transitions (i.i.d.)
-  c.replay.window_length = 1000        # window length for sampling="windows"
+def base_config() -> ml_collections.ConfigDict:
+  """Defaults shared by every task (the schema's defaults)."""
+  def build(schema):
+    c = ml_collections.ConfigDict()
+    for k, v in schema.items():
+      c[k] = build(v) if isinstance(v, dict) else (
+          ml_collections.ConfigDict(v.default) if isinstance(v.default, dict) else v.default)
+    return c
+  return build(_schema())
 
-  c.eval = ml_collections.ConfigDict()
-  c.eval.num_envs = 128
-  c.eval.every = 1                     # evaluate every N epochs and after the last (0 = never)
 
-  c.checkpoint = ml_collections.ConfigDict()
-  c.checkpoint.every = 1               # epochs between checkpoints (0 = only at the end)
-  c.checkpoint.keep = 2
-  c.checkpoint.include_replay = True   # exact resume needs the replay buffer and env states
-
-  c.log = ml_collections.ConfigDict()
-  c.log.tensorboard = True
-  c.log.print_every = 1
-  c.log.progress_every_s = 30.0        # in-epoch progress line (with ETAs) at most this often
-                                       #   (0 = off: the epoch compiles without the callback)
-
-  c.distributed = ml_collections.ConfigDict()
-  c.distributed.num_devices = 0             # devices in the "data" mesh axis (0 = all)
-  c.distributed.coordinator_address = ""    # "host:port" of process 0 for multi-host runs
-  c.distributed.num_processes = 1
-  c.distributed.process_id = 0
-
-  c.profile = ml_collections.ConfigDict()
-  c.profile.trace_epoch = -1           # capture a jax.profiler trace of this epoch (-1 = off)
-  c.profile.trace_steps = 0            # >0: trace only this many training steps (on the side) at
-                                       #   trace_epoch (or the first epoch when it is -1)
-  c.profile.timing_split_every = 0     # >0: time collect / update on the side every N epochs
-                                       #   -> time/collect_s, time/update_s in metrics.csv
-  return c
+def _field_problems(name: str, field: Field, value) -> List[str]:
+  """What is wrong with ``value`` for ``field`` (type, choices, bounds)."""
+  default = field.default
+  if isinstance(default, dict):
+    return []
+  if isinstance(default, bool):
+    ok_type = isinstance(value, bool)
+  elif isinstance(default, int):
+    ok_type = isinstance(value, int) and not isinstance(value, bool)
+  elif isinstance(default, float):
+    ok_type = isinstance(value, (int, float)) and not isinstance(value, bool)
+  else:
+    ok_type = isinstance(value, type(default))
+  if not ok_type:
+    return [f"{name} must be a {type(default).__name__} ({field.doc}), got {value!r}"]
+  if field.choices is not None and value not in field.choices:
+    return [f"{name} must be one of {tuple(field.choices)}, got {value!r}"]
+  if field.positive and not value > 0:
+    if field.maximum_exclusive is not None:
+      return [f"{name} must be in (0, {field.maximum_exclusive:g}), got {value!r}"]
+    return [f"{name} must be positive, got {value!r}"]
+  if field.maximum_exclusive is not None and not value < field.maximum_exclusive:
+    return [f"{name} must be in (0, {field.maximum_exclusive:g}), got {value!r}"]
+  if field.minimum is not None and value < field.minimum:
+    return [f"{name} must be >= {field.minimum:g}, got {value!r}"]
+  return []
 
 
 def parse_overrides(overrides: str) -> List[tuple]:
@@ -321,10 +400,24 @@ def env_steps_per_epoch(config) -> int:
 
 
 def validation_problems(config) -> List[str]:
-  """Every problem with ``config`` (empty when valid). Checks nothing that needs compiling."""
+  """Every problem with ``config`` (empty when valid): each field against the schema, then
+  the checks across fields. Compiles nothing and starts no JAX backend (env models are built
+  in C MuJoCo only), so it may run before ``jax.distributed.initialize``."""
   from deepcrl_core import envs  # pylint: disable=g-import-not-at-top
-  from deepcrl_kernels import IMPLS, ENERGIES, VARIANTS  # pylint: disable=g-import-not-at-top
-  problems = []
+  problems, bad = [], set()
+  for name, field in schema_fields().items():
+    section, _, key = name.rpartition(".")
+    holder = config
+    for part in filter(None, section.split(".")):
+      holder = holder[part]
+    found = _field_problems(name, field, holder[key])
+    if found:
+      problems += found
+      bad.add(name)
+
+  def fine(*names):  # the checks across fields only look at fields that passed on their own
+    return not bad.intersection(names)
+
   for field in ("name", "eval_name"):
     name = config.env[field]
     if field == "eval_name" and not name:
@@ -339,88 +432,39 @@ def validation_problems(config) -> List[str]:
   net = config.network
   for key in ("depth", "actor_depth", "critic_depth"):
     d = net[key]
-    if key != "depth" and d == 0:
+    if not fine(f"network.{key}") or (key != "depth" and d == 0):
       continue
-    if not isinstance(d, int) or d <= 0 or d % 4:
+    if d <= 0 or d % 4:
       problems.append(f"network.{key} must be a positive multiple of 4 (depth counts the Dense "
                       f"layers inside residual blocks of 4), got {d!r}")
-  positive = {
-      "network.width": net.width, "network.repr_dim": net.repr_dim,
-      "env.episode_length": config.env.episode_length,
-      "train.num_envs": config.train.num_envs, "train.unroll_length": config.train.unroll_length,
-      "train.sgd_steps": config.train.sgd_steps, "train.batch_size": config.train.batch_size,
-      "train.train_steps_per_epoch": config.train.train_steps_per_epoch,
-      "replay.capacity": config.replay.capacity,
-      "replay.window_length": config.replay.window_length,
-      "eval.num_envs": config.eval.num_envs,
-      "checkpoint.keep": config.checkpoint.keep,
-      "optim.actor_lr": config.optim.actor_lr, "optim.critic_lr": config.optim.critic_lr,
-      "optim.alpha_lr": config.optim.alpha_lr,
-  }
-  for key, value in positive.items():
-    if not value > 0:
-      problems.append(f"{key} must be positive, got {value!r}")
-  for key, value in {"train.prefill_steps": config.train.prefill_steps,
-                     "train.num_epochs": config.train.num_epochs,
-                     "train.total_env_steps": config.train.total_env_steps,
-                     "checkpoint.every": config.checkpoint.every,
-                     "eval.every": config.eval.every,
-                     "train.max_seconds": config.train.max_seconds,
-                     "profile.trace_steps": config.profile.trace_steps,
-                     "profile.timing_split_every": config.profile.timing_split_every,
-                     "log.progress_every_s": config.log.progress_every_s}.items():
-    if value < 0:
-      problems.append(f"{key} must be >= 0, got {value!r}")
-  if not 0.0 < config.train.gamma < 1.0:
-    problems.append(f"train.gamma must be in (0, 1), got {config.train.gamma!r}")
-  if net.kernel_impl not in IMPLS:
-    problems.append(f"network.kernel_impl must be one of {IMPLS}, got {net.kernel_impl!r}")
-  if config.loss.energy not in ENERGIES + ("cosine",):
-    problems.append(f"loss.energy must be one of {ENERGIES + ('cosine',)}, got {config.loss.energy!r}")
-  if net.remat not in REMAT_POLICIES:
-    problems.append(f"network.remat must be one of {REMAT_POLICIES}, got {net.remat!r}")
-  if config.network.matmul_dtype not in ("float32", "bfloat16"):
-    problems.append(f"network.matmul_dtype must be float32 or bfloat16, got "
-                    f"{config.network.matmul_dtype!r}")
   d = config.distributed
-  if d.num_devices < 0:
-    problems.append(f"distributed.num_devices must be >= 0, got {d.num_devices!r}")
-  if d.num_processes < 1 or not 0 <= d.process_id < d.num_processes:
+  if fine("distributed.process_id", "distributed.num_processes") and not (
+      d.process_id < d.num_processes):
     problems.append(f"distributed.process_id ({d.process_id}) must be in [0, num_processes = "
                     f"{d.num_processes})")
   if d.num_processes > 1 and not d.coordinator_address:
     problems.append("distributed.coordinator_address is required when num_processes > 1")
-  if config.loss.variant not in VARIANTS:
-    problems.append(f"loss.variant must be one of {VARIANTS}, got {config.loss.variant!r}")
-  if config.replay.sampling not in SAMPLERS:
-    problems.append(f"replay.sampling must be one of {SAMPLERS}, got {config.replay.sampling!r}")
-  for key, value, choices in (("env.reset_mode", config.env.reset_mode, RESET_MODES),
-                              ("train.prefill_policy", config.train.prefill_policy,
-                               PREFILL_POLICIES),
-                              ("loss.tanh_correction", config.loss.tanh_correction,
-                               TANH_CORRECTIONS)):
-    if value not in choices:
-      problems.append(f"{key} must be one of {choices}, got {value!r}")
-  if config.loss.logsumexp_penalty < 0:
-    problems.append(f"loss.logsumexp_penalty must be >= 0, got {config.loss.logsumexp_penalty!r}")
   # Replay geometry: windows must fit in what the buffer holds, and a training step's batches
   # must fit in what is sampled.
   rp, tr = config.replay, config.train
-  if rp.capacity > 0 and rp.window_length > rp.capacity:
+  if fine("replay.window_length", "replay.capacity") and rp.window_length > rp.capacity:
     problems.append(f"replay.window_length ({rp.window_length}) exceeds replay.capacity "
                     f"({rp.capacity} steps per env)")
-  filled = prefill_steps_per_env(config) + tr.unroll_length
-  if (rp.sampling == "windows" and rp.window_length > 1 and tr.num_envs > 0 and
+  if (fine("replay.sampling", "replay.window_length", "train.sgd_steps", "train.batch_size",
+           "train.num_envs") and rp.sampling == "windows" and rp.window_length > 1 and
       tr.sgd_steps * tr.batch_size > tr.num_envs * (rp.window_length - 1)):
     problems.append(f"replay.sampling=windows draws one window per env: train.sgd_steps x "
                     f"train.batch_size ({tr.sgd_steps * tr.batch_size}) exceeds the "
                     f"train.num_envs x (replay.window_length - 1) = "
                     f"{tr.num_envs * (rp.window_length - 1)} transitions of a training step")
-  if rp.window_length > 0 and tr.unroll_length > 0 and rp.window_length > filled:
+  if (fine("replay.window_length", "train.prefill_steps", "train.unroll_length") and
+      rp.window_length > prefill_steps_per_env(config) + tr.unroll_length):
+    filled = prefill_steps_per_env(config) + tr.unroll_length
     problems.append(f"replay.window_length ({rp.window_length}) exceeds the steps per env stored "
                     f"before the first update (train.prefill_steps + train.unroll_length = "
                     f"{filled}); raise prefill_steps or shorten the window")
-  if tr.num_envs > 0 and rp.capacity > 0 and tr.batch_size > tr.num_envs * rp.capacity:
+  if (fine("train.batch_size", "train.num_envs", "replay.capacity") and
+      tr.batch_size > tr.num_envs * rp.capacity):
     problems.append(f"train.batch_size ({tr.batch_size}) is larger than the replay buffer can hold "
                     f"(train.num_envs x replay.capacity = {tr.num_envs * rp.capacity})")
   return problems

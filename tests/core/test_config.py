@@ -3,6 +3,7 @@
 import glob
 import os
 
+import ml_collections
 import pytest
 from ml_collections import config_flags  # noqa: F401  (config files are loaded like the launcher)
 
@@ -187,3 +188,32 @@ def test_paper_epochs_have_the_published_length():
     assert config_lib.num_epochs(load(task, "epochs=100")) * steps == 100 * steps
   c = load("humanoid")
   assert 0.98e6 < config_lib.env_steps_per_epoch(c) < 1e6
+
+
+def test_schema_declares_every_field_with_its_bounds():
+  fields = config_lib.schema_fields()
+  leaves = set()
+
+  def walk(d, prefix=""):
+    for k, v in d.items():
+      if isinstance(v, dict) and k != "kwargs":
+        walk(v, f"{prefix}{k}.")
+      else:
+        leaves.add(prefix + k)
+
+  walk(config_lib.base_config().to_dict())
+  assert leaves == set(fields)
+  assert all(f.doc for f in fields.values())
+  assert fields["train.gamma"].maximum_exclusive == 1.0 and fields["train.gamma"].positive
+  d = load("pointmass").to_dict()
+  d["network"]["width"] = 2.5                # wrong type (ml_collections refuses it on a
+  c = ml_collections.ConfigDict(d)           # typed config; a stored or hand-made one may have it)
+  c.train.prefill_policy = "expert"          # not a choice
+  c.log.progress_every_s = -1.0              # below the bound
+  c.replay.capacity = 0                      # a field of a cross-field check: reported once
+  problems = config_lib.validation_problems(c)
+  assert any(p.startswith("network.width must be a int") for p in problems), problems
+  assert any("train.prefill_policy must be one of ('actor', 'random')" in p for p in problems)
+  assert any("log.progress_every_s must be >= 0" in p for p in problems)
+  assert [p for p in problems if "replay.capacity" in p] == [
+      "replay.capacity must be positive, got 0"], problems
