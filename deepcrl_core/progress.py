@@ -10,10 +10,11 @@ before the previous one is waited for and the device never idles -- and after ea
     epoch 3/50 | 21,600/50,400 grad steps | env steps 1,361,920 | 812 grad steps/s | ETA epoch 35s, run 41m02s
 
 The rate is measured within the running epoch; the run's ETA adds the remaining epochs at that
-rate plus their evaluations at the last evaluation's duration. A host callback inside the
-compiled epoch's gradient-step loop would report more often, but a side effect inside XLA's
-loops costs CPU time even when it rarely fires, while per-step dispatch measured no slower than
-one call per epoch (``profiling/progress_cost.py --callback``; numbers in profiling/RESULTS.md).
+rate plus their evaluations at the last evaluation's duration. The alternative, a host
+callback inside the compiled epoch's gradient-step loop, reports at finer grain but needs its
+tick spacing fixed at compile time, before the step time is known, and adds a side effect to
+the hot loop; on the quick start both measured within noise of one call per epoch
+(``profiling/progress_cost.py --callback``; numbers in profiling/RESULTS.md).
 """
 
 from __future__ import annotations
