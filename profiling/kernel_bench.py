@@ -184,8 +184,9 @@ def _bench_block_shape(args, impls, rows, failures, width, batch, matmul_dtype, 
 def _block_tuning_grid(width):
   padded = 1 << (width - 1).bit_length()
   grid = {}
-  for rows, bk, warps, stages in itertools.product((16, 32, 64), (32, 64), (4, 8), (2,)):
-    if bk > padded or rows * padded > 64 * 512:  # keep the f32 accumulator in registers
+  for rows, bk, warps, stages in itertools.product((16, 32, 64), (8, 16, 32), (4, 8), (2,)):
+    # Keep the one [rows, width] f32 accumulator within ~64 registers per thread.
+    if bk > padded or rows * padded > 64 * 32 * warps:
       continue
     cfg = kernels.BlockConfig(block_rows=rows, block_k=bk, num_warps=warps, num_stages=stages,
                               block_batch=min(32, rows))

@@ -20,6 +20,7 @@ report is a close proxy for what XLA produces, not the same binary.
 
   pip install -e ".[ptx]"
   python profiling/kernel_ptx.py --out=DIR [--shapes=default|all] [--kernels=block_fwd,...]
+                                 [--matmul=f32,bf16]
 """
 
 from __future__ import annotations
@@ -233,16 +234,22 @@ def infonce_kernels(batch: int, dim: int):
   return lower_kernels(jax.grad(loss, argnums=(0, 1)), x, x), cfg
 
 
-def report(shapes: str = "default", only: set[str] | None = None, log=sys.stderr) -> list[dict]:
-  """Lowers and compiles every kernel at the chosen shapes; returns one dict per kernel."""
+def report(shapes: str = "default", only: set[str] | None = None, log=sys.stderr,
+           matmul: tuple[str, ...] = ("f32",)) -> list[dict]:
+  """Lowers and compiles every kernel at the chosen shapes; returns one dict per kernel.
+
+  ``matmul``: the block's matmul dtypes to report (``"bf16"`` rows carry ``/bf16`` in their
+  config).
+  """
   rows = []
-  jobs = [("block", b, w) for b, w in BLOCK_SHAPES[shapes]]
-  jobs += [("infonce", b, d) for b, d in INFONCE_SHAPES[shapes]]
+  jobs = [("block", b, w, mm) for b, w in BLOCK_SHAPES[shapes] for mm in matmul]
+  jobs += [("infonce", b, d, "f32") for b, d in INFONCE_SHAPES[shapes]]
   with tempfile.TemporaryDirectory() as workdir:
-    for op, batch, width in jobs:
+    for op, batch, width, mm in jobs:
       if op == "block":
-        found, cfg = block_kernels(batch, width)
-        describe = _block_config_str
+        found, cfg = block_kernels(batch, width, jnp.bfloat16 if mm == "bf16" else None)
+        describe = _block_config_str if mm == "f32" else (
+            lambda *a: _block_config_str(*a) + "/bf16")
       else:
         found, cfg = infonce_kernels(batch, width)
         describe = _infonce_config_str
@@ -277,13 +284,17 @@ def main(argv=None) -> int:
   ap.add_argument("--out", required=True, help="directory for kernel_ptx.csv / kernel_ptx.md")
   ap.add_argument("--shapes", choices=("default", "all"), default="default")
   ap.add_argument("--kernels", default="", help=f"subset of {sorted(KERNEL_NAMES.values())}")
+  ap.add_argument("--matmul", default="f32", help="block matmul dtypes: f32, bf16 or f32,bf16")
   args = ap.parse_args(argv)
   try:
     import triton  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
   except ImportError:
     ap.error('needs the pip "triton" package: pip install -e ".[ptx]"')
   only = set(args.kernels.split(",")) if args.kernels else None
-  rows = report(args.shapes, only)
+  matmul = tuple(args.matmul.split(","))
+  if not set(matmul) <= {"f32", "bf16"}:
+    ap.error(f"--matmul takes f32 and/or bf16, got {args.matmul}")
+  rows = report(args.shapes, only, matmul=matmul)
   os.makedirs(args.out, exist_ok=True)
   with open(os.path.join(args.out, "kernel_ptx.csv"), "w", newline="") as f:
     w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")

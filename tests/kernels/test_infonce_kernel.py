@@ -142,3 +142,12 @@ def test_unsupported_inputs_raise_naming_the_constraint():
                          config=infonce_pallas.InfoNCEConfig(precision="fast"))
   with pytest.raises(ValueError, match="energy must be one of"):
     kernels.infonce_loss(phi, phi, energy="cosine", impl="interpret")
+
+
+def test_split_columns_match_float64():
+  """Several column tiles per program (splits=2 of 4 column tiles), merged by XLA."""
+  config = infonce_pallas.InfoNCEConfig(block_rows=16, block_cols=16, splits=2)
+  assert infonce_pallas.num_splits(config, 64) == 2
+  phi, psi = _inputs(60, 16, seed=8)
+  _check(phi, psi, "l2", "symmetric", 0.1, config=config)
+  _check(phi, psi, "dot", "forward", 0.0, config=config)
