@@ -21,6 +21,20 @@ jax.config.update("jax_compilation_cache_dir",
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 2.0)
 
 
+def load_config(name: str, overrides: str = ""):
+  """``configs/<name>.py`` with ``overrides``, as the launcher loads it."""
+  from deepcrl_core import config as config_lib  # pylint: disable=g-import-not-at-top
+  return config_lib.load_config_file(
+      os.path.join(REPO_ROOT, "configs", f"{name}.py") + (f":{overrides}" if overrides else ""))
+
+
+# A pointmass run that trains for seconds: 4 epochs of 2 training steps x 4 gradient steps,
+# a checkpoint every epoch (the resume, lock and progress tests share it).
+TINY_RUN = ("width=32,num_envs=16,batch=64,epochs=4,train.unroll_length=10,train.sgd_steps=4,"
+            "train.prefill_steps=20,train.train_steps_per_epoch=2,replay.capacity=100,"
+            "replay.window_length=20,eval.num_envs=16,checkpoint.every=1,checkpoint.keep=3")
+
+
 def assert_close_to_rounding(actual, expected, *, terms: int, ulps: float = 16.0):
   """Asserts two float32 results agree to what reordered float32 sums can change.
 

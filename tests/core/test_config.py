@@ -9,18 +9,12 @@ from ml_collections import config_flags  # noqa: F401  (config files are loaded 
 
 from deepcrl_core import config as config_lib
 from deepcrl_core import tasks as tasks_lib
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, load_config
 
 PAPER_TASKS = sorted(tasks_lib.PAPER_TASKS)
 
 
-def load(name, overrides=""):
-  import importlib.util
-  path = os.path.join(REPO_ROOT, "configs", f"{name}.py")
-  spec = importlib.util.spec_from_file_location(f"cfg_{name}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(overrides)
+load = load_config  # the shared helper (tests/conftest.py)
 
 
 def test_override_shortcuts_and_dotted_fields():

@@ -22,7 +22,7 @@ import jax
 jax.config.update("jax_compilation_cache_dir", {cache!r})
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 2.0)
 from deepcrl_core import train as train_lib
-from tests.core.test_config import load
+from tests.conftest import load_config as load
 out = {{}}
 for n in (1, 4):
   cfg = load("pointmass", {tiny!r} + f",distributed.num_devices={{n}}")
@@ -69,7 +69,7 @@ _WORKER = """
 import json, sys
 import jax
 from deepcrl_core import train as train_lib
-from tests.core.test_config import load
+from tests.conftest import load_config as load
 pid = int(sys.argv[1])
 # env.kwargs makes validation build the env before jax.distributed.initialize: building an env
 # must not start a JAX backend.

@@ -9,7 +9,7 @@ import pytest
 
 from deepcrl_core import train as train_lib
 from tests.conftest import REPO_ROOT
-from tests.core.test_config import load
+from tests.conftest import load_config as load
 
 TINY = ("width=32,num_envs=16,batch=64,epochs=1,train.unroll_length=10,train.sgd_steps=2,"
         "train.prefill_steps=20,train.train_steps_per_epoch=1,replay.capacity=100,"

@@ -7,8 +7,8 @@ import numpy as np
 from deepcrl_core import progress as progress_lib
 from deepcrl_core import train as train_lib
 from tests.conftest import assert_close_to_rounding
-from tests.core.test_config import load
-from tests.core.test_train import TINY
+from tests.conftest import load_config as load
+from tests.conftest import TINY_RUN as TINY
 
 
 class FakeClock:

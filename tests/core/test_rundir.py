@@ -14,8 +14,9 @@ from deepcrl_core import checkpoint as ckpt
 from deepcrl_core import rundir
 from deepcrl_core import train as train_lib
 from tests.conftest import REPO_ROOT
-from tests.core.test_config import load
-from tests.core.test_train import TINY, _rows
+from tests.conftest import load_config as load
+from tests.conftest import TINY_RUN as TINY
+from tests.core.test_train import _rows
 
 
 def _spawn(code: str, *args) -> subprocess.Popen:
@@ -117,7 +118,7 @@ def test_resume_after_kill_9_mid_run(tmp_path):
   runner = _spawn("""
       import sys
       from deepcrl_core import train as train_lib
-      from tests.core.test_config import load
+      from tests.conftest import load_config as load
       train_lib.train(load("pointmass", sys.argv[2]), sys.argv[1], log_fn=lambda s: None)
   """, workdir, config)
   ckpt_dir = os.path.join(workdir, "checkpoints")

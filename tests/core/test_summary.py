@@ -50,7 +50,7 @@ def test_published_eval_metrics_renames_evaluate_output():
 
 def test_a_training_run_writes_summary_json(tmp_path):
   from deepcrl_core import train as train_lib
-  from tests.core.test_config import load
+  from tests.conftest import load_config as load
   config = load("pointmass", "width=32,num_envs=16,batch=64,epochs=3,train.unroll_length=10,"
                 "train.sgd_steps=2,train.prefill_steps=20,train.train_steps_per_epoch=1,"
                 "replay.capacity=100,replay.window_length=10,eval.num_envs=16,"

@@ -6,7 +6,7 @@ import pytest
 
 from deepcrl_core import envs
 from deepcrl_core import train as train_lib
-from tests.core.test_config import load
+from tests.conftest import load_config as load
 
 # No prefill (one env compile fewer); 2 epochs x 2 training steps x 8 envs x 10 steps = 320
 # env steps. Only the maze also evaluates (on its far-goal layout), to bound compile time.

@@ -8,7 +8,7 @@ from deepcrl_core import config as config_lib
 from deepcrl_core import envs
 from deepcrl_core import tasks
 from tests.conftest import REPO_ROOT
-from tests.core.test_config import load
+from tests.conftest import load_config as load
 
 
 def test_catalogue_covers_the_papers_ten_tasks_plus_open_ant():

@@ -11,11 +11,9 @@ from deepcrl_core import checkpoint as ckpt
 from deepcrl_core import losses as losses_lib
 from deepcrl_core import rundir
 from deepcrl_core import train as train_lib
-from tests.core.test_config import load
+from tests.conftest import TINY_RUN, load_config as load
 
-TINY = ("width=32,num_envs=16,batch=64,epochs=4,train.unroll_length=10,train.sgd_steps=4,"
-        "train.prefill_steps=20,train.train_steps_per_epoch=2,replay.capacity=100,"
-        "replay.window_length=20,eval.num_envs=16,checkpoint.every=1,checkpoint.keep=3")
+TINY = TINY_RUN
 
 
 def _rows(workdir):
