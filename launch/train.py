@@ -22,7 +22,9 @@ from ml_collections import config_flags  # noqa: E402
 from deepcrl_core import cli  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", "configs/pointmass.py", "Config file, optionally with overrides: file.py:k=v,k=v.",
+    "config", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "configs", "pointmass.py"),
+    "Config file, optionally with overrides: file.py:k=v,k=v.",
     lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (default: runs/<env>-d<depth>-<time>).")
 _RESUME = flags.DEFINE_bool("resume", False, "Continue from the last checkpoint in --workdir.")

@@ -41,7 +41,6 @@ from deepcrl_core import envs
 from deepcrl_core import tasks as tasks_lib
 from deepcrl_core.envs import arm
 
-sys.path.insert(0, __file__.rsplit("/", 1)[0])
 import env_throughput  # noqa: E402  pylint: disable=g-import-not-at-top
 
 TASKS = tasks_lib.of_family("arm")

@@ -41,13 +41,15 @@ from deepcrl_core import config as config_lib  # noqa: E402
 from deepcrl_core import envs  # noqa: E402
 from deepcrl_core import replay  # noqa: E402
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # configs/ lives here
+
 
 def _dir_bytes(path: str) -> int:
   return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
 
 
 def measure(task: str, env_fraction: float, repeats: int, out_dir: str) -> dict:
-  cfg = config_lib.load_config_file(f"configs/{task}.py")
+  cfg = config_lib.load_config_file(os.path.join(REPO, "configs", f"{task}.py"))
   env = envs.make(task)
   capacity, full_envs = cfg.replay.capacity, cfg.train.num_envs
   num_envs = max(1, int(round(full_envs * env_fraction)))

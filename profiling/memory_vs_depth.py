@@ -9,9 +9,7 @@ Works on any backend; on GPU it is what the compiled step will allocate.
 """
 
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import deepcrl_core  # noqa: E402
 

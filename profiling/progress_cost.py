@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 
@@ -103,7 +104,8 @@ def measure(config, repeats: int, callback_ticks: int = 0) -> dict:
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--config", default="configs/pointmass.py")
+  parser.add_argument("--config", default=os.path.join(
+      os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "pointmass.py"))
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--callback", action="store_true",
                       help="also measure a host callback inside the compiled epoch")
