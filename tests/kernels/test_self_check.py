@@ -190,3 +190,22 @@ def test_auto_keeps_xla_above_the_modelled_width(monkeypatch, caplog):
   with pytest.raises(pytest.fail.Exception):  # an explicit config asks for the kernels
     select(residual_block_pallas.BlockConfig(block_rows=16))
   assert residual_block_pallas.auto_prefers_xla(jnp.zeros((8, 256))) is None
+
+
+def test_stack_under_auto_uses_the_same_check(monkeypatch, caplog):
+  monkeypatch.setattr(residual_block_pallas, "residual_block", _compile_failure)
+  x = jax.random.normal(jax.random.PRNGKey(1), (5, WIDTH))
+  stacked = block_params(jax.random.PRNGKey(2), WIDTH, blocks=3)
+
+  def loss(x, p):
+    return jnp.sum(kernels.fused_residual_stack(x, p, impl="auto") ** 2)
+
+  with caplog.at_level(logging.WARNING, logger="deepcrl_kernels"):
+    got = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(x, stacked)
+    jax.jit(loss)(x, stacked)
+  want = jax.value_and_grad(lambda x, p: jnp.sum(kernels.fused_residual_stack(
+      x, p, impl="xla") ** 2), argnums=(0, 1))(x, stacked)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+  [msg] = _warnings(caplog)
+  assert "simulated Triton compile failure" in msg
