@@ -29,7 +29,7 @@ Two samplers (``replay.sampling``):
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -212,3 +212,32 @@ def gather(state: ReplayState, anchors: Anchors, goal_indices: Sequence[int],
   """The relabelled transitions ``[B]`` of ``anchors`` (``[B]``)."""
   return _gather_relabelled(state, anchors.env, anchors.t, anchors.t + anchors.offset,
                             anchors.offset, anchors.horizon, goal_indices, state_size)
+
+
+SAMPLINGS = ("windows", "transitions")
+
+
+class Sampler(NamedTuple):
+  """How one training step draws its ``sgd_steps`` minibatches, chosen once per run.
+
+  ``draw(state, key)`` returns a pytree with a leading ``sgd_steps`` axis (scanned over by the
+  update loop); ``batch(state, x)`` turns one slice of it into the relabelled minibatch.
+  """
+  draw: Callable
+  batch: Callable
+
+
+def make_sampler(sampling: str, *, sgd_steps: int, batch_size: int, gamma: float,
+                 window_length: int, goal_indices: Sequence[int], state_size: int) -> Sampler:
+  """The :class:`Sampler` of ``replay.sampling`` (``windows`` | ``transitions``)."""
+  if sampling == "windows":
+    def draw(state, key):
+      anchors = sample_windows(state, key, sgd_steps * batch_size, window_length, gamma)
+      return jax.tree.map(lambda x: x.reshape((sgd_steps, batch_size)), anchors)
+
+    return Sampler(draw, lambda state, a: gather(state, a, goal_indices, state_size))
+  if sampling == "transitions":
+    return Sampler(
+        lambda state, key: jax.random.split(key, sgd_steps),
+        lambda state, k: sample(state, k, batch_size, gamma, goal_indices, state_size))
+  raise ValueError(f"replay.sampling must be one of {SAMPLINGS}, got {sampling!r}")

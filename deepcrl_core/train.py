@@ -134,25 +134,18 @@ def make_train_fns(c: Components) -> TrainFns:
   t = cfg.train
   state_size, goal_idx = c.env.state_size, c.env.goal_indices
   sgd_step = c.agent.sgd_step
+  sampler = replay.make_sampler(
+      cfg.replay.sampling, sgd_steps=t.sgd_steps, batch_size=t.batch_size, gamma=t.gamma,
+      window_length=cfg.replay.window_length, goal_indices=goal_idx, state_size=state_size)
 
   def sgd_steps(ts, buf, key):
-    if cfg.replay.sampling == "windows":
-      # The published scheme (one window per env, relabel within it, drop its last step,
-      # shuffle, first sgd_steps x batch), drawn as indices; each step gathers its batch.
-      anchors = replay.sample_windows(buf, key, t.sgd_steps * t.batch_size,
-                                      cfg.replay.window_length, t.gamma)
-      anchors = jax.tree.map(lambda x: x.reshape((t.sgd_steps, t.batch_size)), anchors)
-      return jax.lax.scan(
-          lambda ts, a: sgd_step(ts, distributed.constrain_batch(
-              _to_transitions(replay.gather(buf, a, goal_idx, state_size), state_size),
-              c.mesh)),
-          ts, anchors)
-
-    def one(ts, k):
-      batch = replay.sample(buf, k, t.batch_size, t.gamma, goal_idx, state_size)
-      return sgd_step(ts, distributed.constrain_batch(
-          _to_transitions(batch, state_size), c.mesh))
-    return jax.lax.scan(one, ts, jax.random.split(key, t.sgd_steps))
+    # replay.sampling=windows: the published scheme (one window per env, relabel within it,
+    # drop its last step, shuffle, first sgd_steps x batch), drawn as indices; transitions:
+    # i.i.d. anchors over the buffer. Each gradient step gathers its own minibatch.
+    def one(ts, x):
+      batch = _to_transitions(sampler.batch(buf, x), state_size)
+      return sgd_step(ts, distributed.constrain_batch(batch, c.mesh))
+    return jax.lax.scan(one, ts, sampler.draw(buf, key))
 
   def train_step(run: RunState):
     key, k_collect, k_sample = jax.random.split(run.training.key, 3)
