@@ -28,8 +28,7 @@
 #                 counts at different shapes) and batch 128..1024 at depth 64 ($OUT/width*/).
 #   train         A short humanoid training run (depth 16, a few epochs) with the profiling
 #                 hooks on: metrics.csv with time/collect_s, time/update_s, time/eval_s, and
-#                 a trace of 2 training steps ($OUT/train_humanoid/). Exits 0 with a message
-#                 while the humanoid env is not registered.
+#                 a trace of 2 training steps ($OUT/train_humanoid/).
 #   --- environment throughput (owner: profiling/env_throughput.py) ---
 #   envs          Env-steps/s of every paper task at 2048 envs (training wrappers, random
 #                 actions; RESULTS.md "Environment throughput") -> $OUT/envs_2048.md,
@@ -173,10 +172,6 @@ case "$STEP" in
     ;;
   train)
     device_info | tee "$OUT/train_device.txt"
-    if ! python3 -c "import sys; from deepcrl_core import envs; sys.exit(0 if envs.is_registered('humanoid') else 1)"; then
-      echo "train: the humanoid env is not registered in this checkout; nothing to run (owed)."
-      exit 0
-    fi
     log "short humanoid run, depth 16, profiling hooks on"
     timeout 570 python3 launch/train.py \
       --config=configs/humanoid.py:depth=16,epochs=2,train.train_steps_per_epoch=2,train.max_seconds=400,profile.timing_split_every=1,profile.trace_steps=2,checkpoint.every=0 \

@@ -13,7 +13,7 @@ from deepcrl_core.envs.base import Env, MjxEnv, State, achieved_goal
 from deepcrl_core.envs.wrappers import (AutoResetWrapper, EpisodeWrapper, VmapWrapper,
                                         wrap_for_eval, wrap_for_training)
 
-from deepcrl_core.tasks import PAPER_TASKS  # the paper's tasks: deepcrl_core/tasks.py
+from deepcrl_core.tasks import PAPER_TASKS  # the paper's tasks (all registered below)
 
 _REGISTRY: Dict[str, Tuple[Union[str, Callable[..., Env]], dict]] = {}
 
@@ -32,9 +32,6 @@ def is_registered(name: str) -> bool:
 
 
 def unknown_env_message(name: str) -> str:
-  if name in PAPER_TASKS:
-    return (f"env {name!r} is one of the paper's tasks but is not implemented in this version of "
-            f"deepcrl yet; available envs: {', '.join(registered_names())}")
   return f"unknown env {name!r}; available envs: {', '.join(registered_names())}"
 
 
