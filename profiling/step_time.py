@@ -127,29 +127,10 @@ def network_sizes(env_name: str):
 
 
 def make_agent(config, sizes):
-  """The run's Agent (as :func:`deepcrl_core.train.build` makes it) without building envs."""
-  from deepcrl_core import agent as agent_lib  # pylint: disable=g-import-not-at-top
-  from deepcrl_core import config as config_lib
-  from deepcrl_core import losses as losses_lib
-  from deepcrl_core import networks as nets
-  state_size, goal_size, action_size = sizes[:3]
-  extra = {}
-  spec_fields = {f.name for f in dataclasses.fields(nets.NetworkSpec)}
-  for name in ("matmul_dtype",):  # newer network options, passed on where both sides have them
-    if name in spec_fields and name in config.network:
-      extra[name] = config.network[name]
-  spec = nets.NetworkSpec(
-      state_size=state_size, goal_size=goal_size, action_size=action_size,
-      actor_depth=config_lib.actor_depth(config), critic_depth=config_lib.critic_depth(config),
-      width=config.network.width, repr_dim=config.network.repr_dim,
-      kernel_impl=config.network.kernel_impl, remat=config.network.remat, **extra)
-  loss_cfg = losses_lib.LossConfig(
-      energy=config.loss.energy, variant=config.loss.variant,
-      logsumexp_penalty=config.loss.logsumexp_penalty,
-      target_entropy=-config.loss.target_entropy_scale * action_size,
-      kernel_impl=config.network.kernel_impl)
-  return agent_lib.Agent(nets.make_networks(spec), loss_cfg, config.optim.actor_lr,
-                         config.optim.critic_lr, config.optim.alpha_lr)
+  """The run's Agent, as training builds it (:func:`deepcrl_core.train.build_agent`), for
+  network input ``sizes`` (``(state, goal, action, ...)``) without building envs."""
+  from deepcrl_core import train as train_lib  # pylint: disable=g-import-not-at-top
+  return train_lib.build_agent(config, train_lib.EnvSizes(*sizes[:3]))
 
 
 def random_batch(key, batch: int, sizes):
