@@ -64,7 +64,7 @@ def _flag_values(flags: str, name: str) -> list:
 # faster on CPU with the fusion emitters on (profiling/RESULTS.md, "The CPU flag per task"):
 # their epoch computation is compiled with the emitters on; every other computation (prefill,
 # evaluation, every other task) keeps the process-wide off.
-EMITTERS_ON_TASKS = frozenset({"ant", "humanoid", "pointmass"})
+EMITTERS_ON_TASKS = frozenset({"ant", "ant_u4_maze", "humanoid", "pointmass"})
 
 # Set by configure_cpu_xla_flags to the flag it appended (children inherit it), so that a value
 # in XLA_FLAGS can be told apart from the user's own choice.
