@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import time
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from deepcrl_core import _xla_flags
 from deepcrl_core import agent as agent_lib
@@ -34,7 +32,6 @@ from deepcrl_core import checkpoint as ckpt
 from deepcrl_core import config as config_lib
 from deepcrl_core import distributed
 from deepcrl_core import envs
-from deepcrl_core import logging as log_lib
 from deepcrl_core import losses as losses_lib
 from deepcrl_core import networks as nets
 from deepcrl_core import profile_hooks

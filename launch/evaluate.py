@@ -65,7 +65,6 @@ def main(argv):
   import jax
   import jax.numpy as jnp
   import numpy as np
-  from deepcrl_core import agent as agent_lib
   from deepcrl_core import checkpoint as ckpt
   from deepcrl_core import config as config_lib
   from deepcrl_core import envs

@@ -34,7 +34,6 @@ deepcrl_core.configure_cpu_xla_flags()  # before jax starts its backends
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
 
 from deepcrl_core import checkpoint as ckpt  # noqa: E402
 from deepcrl_core import config as config_lib  # noqa: E402

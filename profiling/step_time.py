@@ -33,9 +33,9 @@ cannot see inside a Pallas kernel) and the ``xla_unrolled`` rows.
 instead of a loop: compile time grows with depth; the loop-vs-unrolled comparison), ``pallas``,
 ``interpret`` and ``auto``.
 
-Envs not registered yet (e.g. humanoid while it is being written) still get the gradient step,
-with the published network input sizes (:data:`PUBLISHED_SIZES`); their unroll is skipped with
-a note. ``pallas`` rows are skipped on CPU (interpret mode is an emulator, not worth timing).
+A name that is not a registered env but a robot family (``ant``, ``humanoid``, ``arm``) gets the
+gradient step at the published network input sizes (:data:`PUBLISHED_SIZES`), with no unroll.
+``pallas`` rows are skipped on CPU (interpret mode is an emulator, not worth timing).
 
   python profiling/step_time.py --out=/tmp/st                           # CPU, a few minutes
   python profiling/step_time.py --config=configs/humanoid.py --depths=4,16,64,256,1024 \\
@@ -49,7 +49,6 @@ one line per impl/shape), ``OUT/step_time.md``, and prints the markdown table la
 from __future__ import annotations
 
 import csv
-import dataclasses
 import datetime
 import json
 import math
@@ -65,14 +64,9 @@ from typing import Any, Dict, List, Optional, Sequence
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-if REPO not in sys.path:
-  sys.path.insert(0, REPO)
-if HERE not in sys.path:
-  sys.path.insert(0, HERE)
 
-# Network input sizes (state, goal, action) of the paper's tasks (REFERENCE.md §5), used when
-# the task's env is not registered yet so the gradient step can still be profiled.
-PUBLISHED_SIZES = {"ant": (29, 2, 8), "humanoid": (268, 3, 17), "arm": (17, 3, 5)}
+# Network input sizes (state, goal, action) of the published code, by robot (the task catalogue).
+from deepcrl_core.tasks import PUBLISHED_SIZES  # noqa: E402
 
 # Dense peak TFLOP/s by device kind (substring match, first hit wins): (tf32, bf16). f32
 # matmuls on NVIDIA GPUs run as TF32 by default, so the fraction of peak uses the TF32 figure.
@@ -351,12 +345,10 @@ def measure_row(spec: dict) -> dict:
           env_state, data = unroll_c(ts.actor_params, env_state, next(keys))
           buf = replay.insert(buf, data)
           stored += t.unroll_length
-        parts = dict(config=config, env=env, train_env=train_env, eval_env=train_env,
-                     agent=agent)
-        if "mesh" in {f.name for f in dataclasses.fields(train_lib.Components)}:
-          from deepcrl_core import distributed  # pylint: disable=g-import-not-at-top
-          parts["mesh"] = distributed.make_mesh(1)
-        c = train_lib.Components(**parts)
+        from deepcrl_core import distributed  # pylint: disable=g-import-not-at-top
+        c = train_lib.Components(config=config, env=env, train_env=train_env,
+                                 eval_env=train_env, agent=agent,
+                                 mesh=distributed.make_mesh(1))
         run = train_lib.RunState(ts, env_state, buf)
         train_step = jax.jit(train_lib.make_train_step(c), donate_argnums=0)
         t0 = time.perf_counter()
