@@ -119,6 +119,7 @@ def test_model_flops_are_affine_in_depth():
 
 
 def test_fit_and_peak_table():
+  sys.path.insert(0, str(REPO / "profiling"))  # step_time imports its two sibling modules
   st = _load("step_time_mod2", SCRIPT)
   a, b = st.fit_linear([4, 8, 16], [3.0, 5.0, 9.0])
   assert abs(a - 1.0) < 1e-9 and abs(b - 0.5) < 1e-9
