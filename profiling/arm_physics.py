@@ -23,8 +23,6 @@ task and variant this measures:
 from __future__ import annotations
 
 import argparse
-import datetime
-import platform
 import sys
 import time
 from typing import Dict, List, Sequence, Tuple
@@ -40,6 +38,7 @@ import numpy as np
 from deepcrl_core import envs
 from deepcrl_core import tasks as tasks_lib
 from deepcrl_core.envs import arm
+from profiling_common import device_header  # noqa: E402  (this folder)
 
 import env_throughput  # noqa: E402  pylint: disable=g-import-not-at-top
 
@@ -221,9 +220,7 @@ def evaluate(task: str, variants: Sequence[str], args) -> List[dict]:
 
 def format_table(rows: List[dict], args) -> str:
   lines = [
-      f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}, "
-      f"mujoco {mujoco.__version__}, python {platform.python_version()}, "
-      f"{datetime.date.today().isoformat()}",
+      device_header(),
       f"speed: {args.num_envs} envs, scan of {args.scan_length}, best of {args.repeats}; stress: "
       f"{args.stress_envs} envs x {args.stress_steps} random-action steps",
       "",

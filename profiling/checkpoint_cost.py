@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import tempfile
 import time
@@ -39,6 +38,7 @@ from deepcrl_core import checkpoint as ckpt  # noqa: E402
 from deepcrl_core import config as config_lib  # noqa: E402
 from deepcrl_core import envs  # noqa: E402
 from deepcrl_core import replay  # noqa: E402
+from profiling_common import machine_facts  # noqa: E402  (this folder)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # configs/ lives here
 
@@ -110,8 +110,7 @@ def main():
   finally:
     if args.dir is None:
       shutil.rmtree(out_dir, ignore_errors=True)
-  out.update(device=str(jax.devices()[0]), jax=jax.__version__, host=platform.node(),
-             date=time.strftime("%Y-%m-%d"))
+  out.update(machine_facts())
   print(json.dumps(out, indent=1))
 
 

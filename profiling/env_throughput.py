@@ -22,8 +22,6 @@ than the wall-clock rate.
 from __future__ import annotations
 
 import argparse
-import datetime
-import platform
 import sys
 import time
 
@@ -32,11 +30,11 @@ import deepcrl_core  # noqa: E402
 deepcrl_core.configure_cpu_xla_flags()  # before jax starts its backends
 import jax
 import jax.numpy as jnp
-import mujoco
 
 from deepcrl_core import envs
 from deepcrl_core import tasks
 from deepcrl_core.envs import mjcf
+from profiling_common import device_header  # noqa: E402  (this folder)
 
 DEFAULT_TASKS = tasks.PAPER_TASKS
 
@@ -131,9 +129,7 @@ def format_table(rows, args) -> str:
     return format_reset_table(rows, args)
   ref = {r["task"]: r["steps_per_s"] for r in rows}
   lines = [
-      f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), "
-      f"jax {jax.__version__}, mujoco {mujoco.__version__}, python {platform.python_version()}, "
-      f"{datetime.date.today().isoformat()}",
+      device_header(),
       f"num_envs {args.num_envs}, scan of {args.scan_length} control steps, best of "
       f"{args.repeats}; training wrappers (episode limit + auto-reset "
       f"{rows[0]['reset_mode'] if rows else ''}), random actions",
@@ -156,9 +152,7 @@ def format_reset_table(rows, args) -> str:
   """One row per (task, reset mode), with each mode's CPU cost relative to ``first``."""
   first = {r["task"]: r for r in rows if r["reset_mode"] == "first"}
   lines = [
-      f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), "
-      f"jax {jax.__version__}, mujoco {mujoco.__version__}, python {platform.python_version()}, "
-      f"{datetime.date.today().isoformat()}",
+      device_header(),
       f"num_envs {args.num_envs}, scan of {args.scan_length} control steps, best of "
       f"{args.repeats}; training wrappers, random actions",
       "",

@@ -8,7 +8,6 @@ optimiser scratch) and arguments (params + Adam state; donated, so outputs alias
 Works on any backend; on GPU it is what the compiled step will allocate.
 """
 
-import os
 
 
 import deepcrl_core  # noqa: E402
@@ -42,9 +41,9 @@ def step_memory_mb(depth, remat, batch, width, impl="xla"):
 
 def main(argv):
   del argv
-  import jax
   depths = [int(d) for d in _DEPTHS.value]
-  print(f"device: {jax.devices()[0].device_kind}, jax {jax.__version__}, width {_WIDTH.value}")
+  from profiling_common import device_header  # pylint: disable=g-import-not-at-top
+  print(f"{device_header(with_mujoco=False)}, width {_WIDTH.value}")
   print("| remat | batch | " + " | ".join(f"depth {d} temp / args MB" for d in depths)
         + f" | temp ratio {depths[-1]}/{depths[0]} |")
   print("|---|---|" + "---|" * (len(depths) + 1))

@@ -12,8 +12,6 @@ loop; the cost of the perturbation alone ("identity") is subtracted.
 from __future__ import annotations
 
 import argparse
-import datetime
-import platform
 import sys
 import time
 
@@ -22,12 +20,12 @@ import deepcrl_core  # noqa: E402
 deepcrl_core.configure_cpu_xla_flags()  # before jax starts its backends
 import jax
 import jax.numpy as jnp
-import mujoco
 from mujoco import mjx
 from mujoco.mjx._src import collision_driver, constraint, forward, passive, smooth, solver
 
 from deepcrl_core import envs
 from deepcrl_core.envs import mjcf
+from profiling_common import device_header  # noqa: E402  (this folder)
 
 STAGES = ("smooth", "collision", "constraints", "actuation+accel", "solver", "mjx.step")
 
@@ -97,9 +95,7 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   rows = [measure(t, args.num_envs, args.loops, args.repeats)
           for t in args.tasks.split(",") if t]
-  print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}, "
-        f"mujoco {mujoco.__version__}, python {platform.python_version()}, "
-        f"{datetime.date.today().isoformat()}; {args.num_envs} envs, us per env per substep")
+  print(f"{device_header()}; {args.num_envs} envs, us per env per substep")
   print()
   print("| task | substeps | Newton it / ls | contact slots | constraint rows | "
         + " | ".join(STAGES) + " |")

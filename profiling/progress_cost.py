@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 
 import deepcrl_core
@@ -28,6 +27,7 @@ deepcrl_core.configure_cpu_xla_flags()  # before jax starts its backends
 from deepcrl_core import config as config_lib  # noqa: E402
 from deepcrl_core import progress as progress_lib  # noqa: E402
 from deepcrl_core import train as train_lib  # noqa: E402
+from profiling_common import machine_facts  # noqa: E402  (this folder)
 
 
 def _with_callback_epoch(c, ticks: int):
@@ -112,10 +112,8 @@ def main():
   parser.add_argument("--ticks", type=int, default=4, help="callback ticks per epoch")
   args = parser.parse_args()
   config = config_lib.load_config_file(args.config)
-  import jax  # pylint: disable=g-import-not-at-top
   out = measure(config, args.repeats, args.ticks if args.callback else 0)
-  out.update(device=str(jax.devices()[0]), jax=jax.__version__, host=platform.node(),
-             date=time.strftime("%Y-%m-%d"), config=args.config)
+  out.update(machine_facts(), config=args.config)
   print(json.dumps(out, indent=1))
 
 
