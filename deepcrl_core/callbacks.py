@@ -176,32 +176,6 @@ class CheckpointPolicy(Callback):
     self.checkpointer.wait()
 
 
-class Hook(Callback):
-  """A callback from plain functions, e.g. ``Hook(on_epoch_end=lambda ctx, row: ...)``."""
-
-  def __init__(self, *, on_train_start=None, on_epoch_start=None, on_epoch_end=None,
-               on_train_end=None):
-    self._fns = dict(on_train_start=on_train_start, on_epoch_start=on_epoch_start,
-                     on_epoch_end=on_epoch_end, on_train_end=on_train_end)
-
-  def on_train_start(self, ctx):
-    if self._fns["on_train_start"]:
-      self._fns["on_train_start"](ctx)
-
-  def on_epoch_start(self, ctx, epoch):
-    if self._fns["on_epoch_start"]:
-      return self._fns["on_epoch_start"](ctx, epoch)
-    return None
-
-  def on_epoch_end(self, ctx, row):
-    if self._fns["on_epoch_end"]:
-      self._fns["on_epoch_end"](ctx, row)
-
-  def on_train_end(self, ctx, rows):
-    if self._fns["on_train_end"]:
-      self._fns["on_train_end"](ctx, rows)
-
-
 class SideProfiling(Callback):
   """``profile.timing_split_every`` and ``profile.trace_steps`` (see profile_hooks.py)."""
 

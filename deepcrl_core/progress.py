@@ -20,10 +20,8 @@ the hot loop; on the quick start both measured within noise of one call per epoc
 from __future__ import annotations
 
 import math
-import threading
 import time
 from typing import Callable, Optional
-
 
 
 def format_duration(seconds: float) -> str:
@@ -56,36 +54,29 @@ class Progress:
     self.clock = clock
     self.eval_s = 0.0            # duration of the last evaluation (ETA of the run)
     self.evals_left = 0          # evaluations still to come after the running epoch
-    self._lock = threading.Lock()
     self._epoch: Optional[int] = None
-    self.lines_printed = 0
 
   def start_epoch(self, epoch: int, grad_steps: int, evals_left: int = 0) -> None:
-    with self._lock:
-      self._epoch, self._epoch_start_steps = epoch, int(grad_steps)
-      self._epoch_start_t = self._last_print_t = self.clock()
-      self._last_step = int(grad_steps)
-      self.evals_left = evals_left
+    self._epoch, self._epoch_start_steps = epoch, int(grad_steps)
+    self._epoch_start_t = self._last_print_t = self.clock()
+    self._last_step = int(grad_steps)
+    self.evals_left = evals_left
 
   def end_epoch(self) -> None:
-    with self._lock:
-      self._epoch = None
+    self._epoch = None
 
   def tick(self, grad_steps) -> None:
     """Called by the training loop after each training step with the global gradient step
-    count."""
+    count; prints a line when ``interval_s`` has passed since the last one."""
     step = int(grad_steps)
-    with self._lock:
-      if self._epoch is None or step <= self._last_step:
-        return
-      self._last_step = step
-      now = self.clock()
-      if now - self._last_print_t < self.interval_s:
-        return
-      self._last_print_t = now
-      line = self._line(step, now)
-    self.lines_printed += 1
-    self.log_fn(line)
+    if self._epoch is None or step <= self._last_step:
+      return
+    self._last_step = step
+    now = self.clock()
+    if now - self._last_print_t < self.interval_s:
+      return
+    self._last_print_t = now
+    self.log_fn(self._line(step, now))
 
   def _line(self, step: int, now: float) -> str:
     epoch = self._epoch

@@ -187,16 +187,20 @@ def run_epoch(compiled, run: RunState, num_steps: Optional[int] = None,
     run, metrics = compiled(run)
     return run, {k: float(v) for k, v in distributed.to_host(metrics).items()}
   totals: Dict[str, float] = {}
+
+  def finished(metrics, steps_done: int):  # waits for that step's metrics only
+    for name, v in distributed.to_host(metrics).items():
+      totals[name] = totals.get(name, 0.0) + float(v)
+    if on_step is not None:
+      on_step(steps_done)
+
   pending = None
-  for k in range(num_steps + 1):
-    if k < num_steps:
-      run, metrics = compiled(run)   # queued behind the previous step
+  for k in range(num_steps):
+    run, metrics = compiled(run)  # queued behind step k - 1
     if pending is not None:
-      for name, v in distributed.to_host(pending).items():
-        totals[name] = totals.get(name, 0.0) + float(v)
-      if on_step is not None:
-        on_step(k)
-    pending = metrics if k < num_steps else None
+      finished(pending, k)
+    pending = metrics
+  finished(pending, num_steps)
   return run, {k: v / num_steps for k, v in totals.items()}
 
 
@@ -317,7 +321,9 @@ def _restore(c: Components, checkpointer, step: int) -> tuple:
   training = distributed.from_host(state["training"], shardings.training)
   env_state = distributed.from_host(state["env_state"], shardings.env_state)
   if big is None:
-    buf = init_run_state(c, cfg.seed).replay
+    buf = jax.jit(lambda: replay.init(cfg.replay.capacity, cfg.train.num_envs,
+                                      c.env.observation_size, c.env.action_size),
+                  out_shardings=shardings.replay)()
   else:
     host = ckpt.join_sharded(c.shapes.replay, big, state["replay_pos"])
     buf = distributed.from_host(host, shardings.replay)
@@ -452,14 +458,13 @@ def _train(config, workdir, ckpt_dir, resume, log_fn, stop_after_epochs, callbac
       extra: Dict[str, float] = {}
       for cb in callbacks:
         extra.update(cb.on_epoch_start(ctx, epoch) or {})
+      done = (epoch - 1) * t.train_steps_per_epoch  # training steps before this epoch
       if progress is not None:
         evals_left = (sum(1 for e in range(epoch, n_epochs + 1)
                           if e % cfg.eval.every == 0 or e == n_epochs) if cfg.eval.every else 0)
         progress.eval_s = eval_s
-        progress.start_epoch(epoch, (epoch - 1) * t.train_steps_per_epoch * t.sgd_steps,
-                             evals_left)
+        progress.start_epoch(epoch, done * t.sgd_steps, evals_left)
       t_epoch = time.time()
-      done = (epoch - 1) * t.train_steps_per_epoch
       run, metrics = run_epoch(
           compiled, run, t.train_steps_per_epoch if progress is not None else None,
           on_step=(lambda k: progress.tick((done + k) * t.sgd_steps)) if progress else None)

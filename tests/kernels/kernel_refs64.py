@@ -38,7 +38,7 @@ def block_params(key, width: int, *, blocks: int | None = None, dtype=jnp.float3
   }
 
 
-def _block64(x, p):
+def block64(x, p):
   h = x
   for i in range(4):
     z = h @ p["w"][i] + p["b"][i]
@@ -53,8 +53,8 @@ def block_value_and_grads(x, params, cotangent):
   """Float64 ``y`` and the grads of ``sum(y * cotangent)`` w.r.t. ``(x, params)`` (numpy)."""
   with x64():
     args = jax.tree.map(lambda a: jnp.asarray(np.asarray(a, np.float64)), (x, params, cotangent))
-    y = _block64(args[0], args[1])
-    grads = jax.grad(lambda x, p: jnp.sum(_block64(x, p) * args[2]), argnums=(0, 1))(
+    y = block64(args[0], args[1])
+    grads = jax.grad(lambda x, p: jnp.sum(block64(x, p) * args[2]), argnums=(0, 1))(
         args[0], args[1])
     return jax.tree.map(np.asarray, (y, grads))
 

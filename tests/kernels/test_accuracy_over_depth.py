@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kernel_refs64 import LN_EPS, block_params, x64
+from kernel_refs64 import LN_EPS, block64, block_params, x64
 
 BLOCKS, WIDTH, BATCH = 64, 256, 32
 REPORT_AT = (1, 4, 16, 64)
@@ -93,14 +93,7 @@ def _trunk32(x, stacked, bits):
 
 def _trunk64(x, stacked):
   def block(h, p):
-    g = h
-    for i in range(4):
-      z = g @ p["w"][i] + p["b"][i]
-      mean = z.mean(-1, keepdims=True)
-      var = ((z - mean) ** 2).mean(-1, keepdims=True)
-      u = (z - mean) / jnp.sqrt(var + LN_EPS) * p["scale"][i] + p["offset"][i]
-      g = u / (1.0 + jnp.exp(-u))
-    h = h + g
+    h = block64(h, p)
     return h, h
   return jax.lax.scan(block, x, stacked)[1]
 
