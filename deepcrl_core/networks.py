@@ -93,24 +93,26 @@ class Networks(NamedTuple):
   spec: NetworkSpec
 
 
+def make_trunk(spec: NetworkSpec, depth: int, output_size: int, name: str) -> hk.Module:
+  """The residual trunk of ``spec`` (width, kernels, remat, matmul dtype) at ``depth`` with
+  ``output_size`` outputs: what every network of every agent is built from (call it inside an
+  ``hk.transform``)."""
+  return ResidualTrunk(depth, spec.width, output_size, kernel_impl=spec.kernel_impl,
+                       remat=spec.remat, matmul_dtype=spec.matmul_dtype, name=name)
+
+
 def make_networks(spec: NetworkSpec) -> Networks:
   def actor_fn(obs):
-    out = ResidualTrunk(spec.actor_depth, spec.width, 2 * spec.action_size,
-                        kernel_impl=spec.kernel_impl, remat=spec.remat,
-                        matmul_dtype=spec.matmul_dtype, name="actor")(obs)
+    out = make_trunk(spec, spec.actor_depth, 2 * spec.action_size, "actor")(obs)
     mean, raw_log_std = jnp.split(out, 2, axis=-1)
     # tanh rescaling of log std into [LOG_STD_MIN, LOG_STD_MAX].
     log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (jnp.tanh(raw_log_std) + 1.0)
     return mean, log_std
 
   def critic_fn(state, action, goal):
-    phi = ResidualTrunk(spec.critic_depth, spec.width, spec.repr_dim,
-                        kernel_impl=spec.kernel_impl, remat=spec.remat,
-                        matmul_dtype=spec.matmul_dtype,
-                        name="sa_encoder")(jnp.concatenate([state, action], axis=-1))
-    psi = ResidualTrunk(spec.critic_depth, spec.width, spec.repr_dim,
-                        kernel_impl=spec.kernel_impl, remat=spec.remat,
-                        matmul_dtype=spec.matmul_dtype, name="goal_encoder")(goal)
+    phi = make_trunk(spec, spec.critic_depth, spec.repr_dim, "sa_encoder")(
+        jnp.concatenate([state, action], axis=-1))
+    psi = make_trunk(spec, spec.critic_depth, spec.repr_dim, "goal_encoder")(goal)
     return phi, psi
 
   return Networks(hk.without_apply_rng(hk.transform(actor_fn)),
