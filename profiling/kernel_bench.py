@@ -23,11 +23,9 @@ import datetime
 import itertools
 import math
 import os
-import platform
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import deepcrl_core  # noqa: E402
 
 deepcrl_core.configure_cpu_xla_flags()  # before jax starts its backends
@@ -36,6 +34,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 import deepcrl_kernels as kernels  # noqa: E402
+from profiling_common import device_header, markdown_table, time_calls  # noqa: E402  (this folder)
 
 CHECK_RTOL = {"forward": 5e-3, "grad": 1e-2}  # TF32 matmuls vs a float32 HIGHEST reference
 
@@ -70,12 +69,7 @@ def _time(fn, args, repeats: int):
     temp = compiled.memory_analysis().temp_size_in_bytes
   except Exception:  # pylint: disable=broad-except  (not every backend reports it)
     temp = float("nan")
-  jax.block_until_ready(compiled(*args))
-  best = float("inf")
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(compiled(*args))
-    best = min(best, time.perf_counter() - t0)
+  best = time_calls(lambda: compiled(*args), repeats).best_s
   return best, compile_s, temp
 
 
@@ -292,12 +286,6 @@ def _bench_infonce_shape(args, impls, rows, failures, dim, batch, energy):
 
 def _mib(n):
   return "" if n != n else f"{n / 2**20:.1f}"  # NaN-safe
-
-
-def _table(header, rows):
-  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-  lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-  return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -524,7 +512,7 @@ def profile(args) -> int:
   shapes = [("block", (b, w)) for w in args.widths for b in args.batches]
   shapes += [("infonce", (b, d)) for d in args.dims for b in args.batches]
   lines = ["## Kernels: profiler device times", "",
-           f"device: {jax.devices()[0].device_kind}, jax {jax.__version__}; per step = one "
+           f"{device_header(with_mujoco=False)}; per step = one "
            f"forward+backward, mean of {args.repeats} profiled steps after a warm-up; TFLOP/s = "
            "counted FLOPs of the step (the roofline model's count) / device time.", "",
            "| op | batch | width/dim | impl | device us | TFLOP/s | kernels (us per step) |",
@@ -676,21 +664,19 @@ def main(argv=None) -> int:
 
 
 def _render(args, block_rows, infonce_rows, failures) -> str:
-  device = jax.devices()[0]
   out = [f"## Kernels: fused vs XLA ({datetime.date.today().isoformat()})", "",
-         f"device: {getattr(device, 'device_kind', device.platform)} ({jax.default_backend()}), "
-         f"jax {jax.__version__}, python {platform.python_version()}; times are the best of "
+         f"{device_header(with_mujoco=False)}; times are the best of "
          f"{args.repeats} calls of {args.inner} dependent steps, in microseconds per step; "
          "check = max error relative to each array's scale vs the XLA reference at "
          "precision=highest (forward / gradients); temp = XLA temp memory of the fwd+bwd step.",
          ""]
   if block_rows:
-    out += ["### Residual block (4 layers + skip)", "", _table(
+    out += ["### Residual block (4 layers + skip)", "", markdown_table(
         ["op", "batch", "width", "matmul", "impl", "config", "fwd us", "fwd us/layer",
          "fwd+bwd us", "fwd+bwd us/layer", "fwd speed-up", "fwd+bwd speed-up", "temp MiB",
          "compile s", "check"], block_rows), ""]
   if infonce_rows:
-    out += ["### InfoNCE", "", _table(
+    out += ["### InfoNCE", "", markdown_table(
         ["op", "batch", "dim", "energy", "impl", "variant", "fwd us", "fwd+bwd us",
          "fwd speed-up", "fwd+bwd speed-up", "temp MiB", "compile s", "check"],
         infonce_rows), ""]

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import dataclasses
 import io
 import os
@@ -38,12 +37,12 @@ import tempfile
 import time
 
 os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # XLA's Triton fuses FMAs too
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 import deepcrl_kernels as kernels  # noqa: E402
+from profiling_common import device_header, markdown_table, write_csv  # noqa: E402  (this folder)
 
 # sm_90's largest shared-memory allocation per CTA (opt-in), bytes: 227 KiB.
 SM90_SMEM_LIMIT = 227 * 1024
@@ -272,11 +271,8 @@ def report(shapes: str = "default", only: set[str] | None = None, log=sys.stderr
 
 
 def markdown(rows: list[dict]) -> str:
-  header = list(COLUMNS) + ["SASS matrix op"]
-  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-  for r in rows:
-    lines.append("| " + " | ".join(str(r[c]) for c in COLUMNS) + f" | {r['sass_mma']} |")
-  return "\n".join(lines)
+  return markdown_table(list(COLUMNS) + ["SASS matrix op"],
+                        ([r[c] for c in COLUMNS] + [r["sass_mma"]] for r in rows))
 
 
 def main(argv=None) -> int:
@@ -296,14 +292,11 @@ def main(argv=None) -> int:
     ap.error(f"--matmul takes f32 and/or bf16, got {args.matmul}")
   rows = report(args.shapes, only, matmul=matmul)
   os.makedirs(args.out, exist_ok=True)
-  with open(os.path.join(args.out, "kernel_ptx.csv"), "w", newline="") as f:
-    w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-    w.writeheader()
-    w.writerows(rows)
+  write_csv(os.path.join(args.out, "kernel_ptx.csv"), rows, COLUMNS)
   import triton  # pylint: disable=g-import-not-at-top
   table = markdown(rows)
   with open(os.path.join(args.out, "kernel_ptx.md"), "w") as f:
-    f.write(f"jax {jax.__version__}, triton {triton.__version__}, target sm_90a "
+    f.write(f"{device_header(with_mujoco=False)}; triton {triton.__version__}, target sm_90a "
             f"(offline GPUTarget('cuda', 90)); smem limit {SM90_SMEM_LIMIT} B\n\n{table}\n")
   print(table)
   return 0

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 import deepcrl_core  # noqa: E402
 
@@ -25,7 +24,7 @@ from mujoco.mjx._src import collision_driver, constraint, forward, passive, smoo
 
 from deepcrl_core import envs
 from deepcrl_core.envs import mjcf
-from profiling_common import device_header  # noqa: E402  (this folder)
+from profiling_common import device_header, time_calls  # noqa: E402  (this folder)
 
 STAGES = ("smooth", "collision", "constraints", "actuation+accel", "solver", "mjx.step")
 
@@ -70,12 +69,7 @@ def measure(name: str, num_envs: int, loops: int, repeats: int) -> dict:
         return jax.vmap(fn)(d), None
       return jax.lax.scan(body, d, jnp.arange(loops, dtype=jnp.float32))[0]
     run = jax.jit(loop)
-    jax.block_until_ready(run(data))
-    best = float("inf")
-    for _ in range(repeats):
-      t0 = time.perf_counter()
-      jax.block_until_ready(run(data))
-      best = min(best, time.perf_counter() - t0)
+    best = time_calls(lambda run=run: run(data), repeats).best_s
     costs[stage] = 1e6 * best / (loops * num_envs)
   ident = costs.pop("identity")
   row = {k: v - ident for k, v in costs.items()}

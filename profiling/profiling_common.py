@@ -1,15 +1,18 @@
 """Shared pieces of the profiling scripts: the device header every results table starts with,
-and the machine facts a measurement is quoted with.
+the machine facts a measurement is quoted with, timing of repeated calls, markdown tables and
+CSV files.
 
-    from profiling_common import device_header, machine_facts   # scripts in profiling/
+    from profiling_common import device_header, time_calls, markdown_table   # in profiling/
 """
 
 from __future__ import annotations
 
+import csv
 import datetime
 import os
 import platform
-from typing import Dict
+import time
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence
 
 
 def machine_facts() -> Dict[str, object]:
@@ -42,3 +45,59 @@ def device_header(*, with_mujoco: bool = True) -> str:
     parts.append(f"mujoco {f['mujoco']}")
   parts += [f"python {f['python']}", str(f["date"])]
   return ", ".join(parts)
+
+
+class Timing(NamedTuple):
+  """Seconds per call over ``repeats`` timed calls: the best wall-clock (what a quiet machine
+  gives), the CPU time of that process in the call with the least CPU time (robust to other
+  jobs on shared cores), the median wall-clock and every wall-clock sample."""
+  best_s: float
+  best_cpu_s: float
+  median_s: float
+  samples: List[float]
+
+
+def time_calls(fn: Callable[[], Any], repeats: int, warmup: int = 1,
+               block: Optional[Callable[[Any], Any]] = None) -> Timing:
+  """Times ``fn()`` ``repeats`` times after ``warmup`` untimed calls, waiting for each result
+  with ``block`` (default ``jax.block_until_ready``) inside the timed region."""
+  if repeats < 1:
+    raise ValueError(f"repeats must be >= 1, got {repeats}")
+  if block is None:
+    import jax  # pylint: disable=g-import-not-at-top
+    block = jax.block_until_ready
+  for _ in range(warmup):
+    block(fn())
+  wall, cpu = [], []
+  for _ in range(repeats):
+    t0, c0 = time.perf_counter(), time.process_time()
+    block(fn())
+    wall.append(time.perf_counter() - t0)
+    cpu.append(time.process_time() - c0)
+  ordered = sorted(wall)
+  mid = len(ordered) // 2
+  median = ordered[mid] if len(ordered) % 2 else 0.5 * (ordered[mid - 1] + ordered[mid])
+  return Timing(min(wall), min(cpu), median, wall)
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+  """A markdown table: ``header`` cells, then one line per row (cells formatted with str)."""
+  header = list(header)
+  lines = ["| " + " | ".join(str(h) for h in header) + " |", "|" + "---|" * len(header)]
+  for r in rows:
+    r = list(r)
+    if len(r) != len(header):
+      raise ValueError(f"row has {len(r)} cells, the header {len(header)}: {r!r}")
+    lines.append("| " + " | ".join(str(c) for c in r) + " |")
+  return "\n".join(lines)
+
+
+def write_csv(path: str, rows: Iterable[Dict[str, Any]], columns: Sequence[str]) -> None:
+  """Writes dict ``rows`` to ``path`` with ``columns`` (extra keys ignored, missing ones
+  empty), creating the parent directory."""
+  parent = os.path.dirname(os.path.abspath(path))
+  os.makedirs(parent, exist_ok=True)
+  with open(path, "w", newline="") as f:
+    w = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)

@@ -213,8 +213,6 @@ def test_success_exactly_within_radius(name, compiled_env):
 
 def test_scripted_pick_lifts_the_cube():
   """The fast model's gripper can pick the cube up (C MuJoCo, joint targets planned on it)."""
-  import sys
-  sys.path.insert(0, str(__import__("pathlib").Path(__file__).parents[2] / "profiling"))
   import arm_physics  # pylint: disable=g-import-not-at-top
   env = envs.make("arm_push_easy")
   cube = np.array([-0.1, 0.6, arm.CUBE_HALF])

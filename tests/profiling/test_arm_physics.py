@@ -1,13 +1,10 @@
 """profiling/arm_physics.py: argument checks, scripted plans, and (slow) a tiny full run."""
 
-import pathlib
-import sys
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).parents[2] / "profiling"))
-import arm_physics  # noqa: E402  pylint: disable=g-import-not-at-top
+import arm_physics
 
 from deepcrl_core.envs import arm  # noqa: E402
 

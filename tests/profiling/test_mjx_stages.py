@@ -1,12 +1,9 @@
 """profiling/mjx_stages.py: per-stage MJX costs are measured and add up."""
 
-import pathlib
-import sys
 
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).parents[2] / "profiling"))
-import mjx_stages  # noqa: E402  pylint: disable=g-import-not-at-top
+import mjx_stages
 
 
 def test_stage_costs_for_a_small_env(capsys):
