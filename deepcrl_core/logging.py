@@ -8,11 +8,14 @@ import os
 import tempfile
 from typing import Dict, List, Optional
 
-# Columns always present in metrics.csv, in this order; any further metrics follow.
+# Columns always present in metrics.csv, in this order; any further metrics follow. wall_s is
+# the wall-clock of this training call (since train() was entered: build and compile included),
+# run_wall_s that of the whole run across resumes (deepcrl_core.train: the restored epoch's
+# run_wall_s + wall_s).
 CORE_COLUMNS = [
-    "epoch", "env_steps", "grad_steps", "wall_s", "sps", "eval/success", "eval/time_at_goal",
-    "eval/final_dist", "critic_loss", "actor_loss", "alpha", "alpha_loss", "entropy",
-    "critic_accuracy", "logsumexp", "time/epoch_s", "time/eval_s",
+    "epoch", "env_steps", "grad_steps", "wall_s", "run_wall_s", "sps", "eval/success",
+    "eval/time_at_goal", "eval/final_dist", "critic_loss", "actor_loss", "alpha", "alpha_loss",
+    "entropy", "critic_accuracy", "logsumexp", "time/epoch_s", "time/eval_s",
 ]
 
 

@@ -330,6 +330,18 @@ def _restore(c: Components, checkpointer, step: int) -> tuple:
   return RunState(training, env_state, buf), meta
 
 
+def _run_wall_s_at(workdir: str, epoch: int) -> float:
+  """The ``run_wall_s`` (else ``wall_s``, for runs logged before that column) of ``epoch``'s
+  row in ``workdir/metrics.csv``: the wall-clock the run had spent when that epoch's checkpoint
+  was written; 0 without such a row. Time spent after it, in a call that was killed, is lost
+  with the epochs it trained and not counted."""
+  for row in summary_lib.read_metrics(os.path.join(workdir, "metrics.csv")):
+    if row.get("epoch") and int(float(row["epoch"])) == epoch:
+      value = row.get("run_wall_s") or row.get("wall_s")
+      return float(value) if value else 0.0
+  return 0.0
+
+
 def _timed(log_fn, what: str, fn, block: bool = True):
   """``(fn(), seconds)``, saying first what is happening (waits for device results)."""
   log_fn(f"{what} ...")
@@ -394,6 +406,7 @@ def _train(config, workdir, ckpt_dir, resume, log_fn, stop_after_epochs, callbac
                       ckpt.RunCheckpointer(ckpt_dir, keep=cfg.checkpoint.keep))
 
   start_epoch = 0
+  wall_before = 0.0  # run_wall_s: wall-clock of the run's earlier calls, up to the restored epoch
   last = ckpt.latest_complete_step(ckpt_dir) if resume else None
   if resume and last is None:
     log_fn(f"--resume: no complete checkpoint in {ckpt_dir}; starting from scratch")
@@ -403,6 +416,7 @@ def _train(config, workdir, ckpt_dir, resume, log_fn, stop_after_epochs, callbac
                             lambda: _restore(c, checkpointer, last), block=False)
     jax.block_until_ready(run)
     start_epoch = int(meta["epoch"])
+    wall_before = _run_wall_s_at(workdir, start_epoch)
     log_fn(f"resumed from {ckpt.step_dir(ckpt_dir, last)} (epoch {start_epoch}) in {s:.1f}s")
     if not cfg.checkpoint.include_replay:
       run, s = _timed(log_fn, "prefilling replay (the checkpoint holds none)",
@@ -481,6 +495,7 @@ def _train(config, workdir, ckpt_dir, resume, log_fn, stop_after_epochs, callbac
         row.update({f"eval/{k}": float(v) for k, v in ev.items()})
         eval_s = row["time/eval_s"] = time.time() - t_eval
       row["wall_s"] = time.time() - t_start
+      row["run_wall_s"] = wall_before + row["wall_s"]
       out_of_time = t.max_seconds > 0 and row["wall_s"] >= t.max_seconds
       epochs_this_call += 1
       ctx.run, ctx.epoch = run, epoch
