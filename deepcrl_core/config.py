@@ -81,7 +81,9 @@ def _schema() -> Dict[str, Dict[str, Any]]:
   (github.com/wang-kevin3290/scaling-crl); FIDELITY.md lists what still differs."""
   from deepcrl_core.envs.wrappers import RESET_MODES  # pylint: disable=g-import-not-at-top
   from deepcrl_core.networks import TANH_CORRECTIONS  # pylint: disable=g-import-not-at-top
-  from deepcrl_kernels import ENERGIES, IMPLS, VARIANTS  # pylint: disable=g-import-not-at-top
+  from deepcrl_core.energies import ENERGIES  # pylint: disable=g-import-not-at-top
+  from deepcrl_core.networks import BLOCKS  # pylint: disable=g-import-not-at-top
+  from deepcrl_kernels import IMPLS, VARIANTS  # pylint: disable=g-import-not-at-top
   F = Field
   return {
       "seed": F(0, "PRNG seed of the run"),
@@ -105,9 +107,18 @@ def _schema() -> Dict[str, Dict[str, Any]]:
           "kernel_impl": F("auto", "auto | pallas | interpret | xla", choices=IMPLS),
           "matmul_dtype": F("float32", "float32 | bfloat16 (bf16 block matmuls, f32 master "
                             "weights and LayerNorm)", choices=("float32", "bfloat16")),
+          "block": F("residual", "residual (published: Dense-LayerNorm-Swish blocks) | simba "
+                     "(SimbaV2-style hyperspherical stream and weights, LERP; XLA only)",
+                     choices=BLOCKS),
       },
       "loss": {
-          "energy": F("l2", "critic energy", choices=tuple(ENERGIES) + ("cosine",)),
+          "energy": F("l2", "critic energy: l2 | l2_sq | dot | cosine (fused kernel) | mrn | "
+                      "iqe (quasimetrics -d(phi -> psi), XLA; deepcrl_core.energies)",
+                      choices=ENERGIES),
+          "mrn_components": F(1, "energy=mrn: groups of phi/psi averaged (1: Liu et al. 2023; "
+                              "16: CMD-1's and the paper's mrn.py)", positive=True),
+          "iqe_component_dim": F(16, "energy=iqe: entries per IQE component (torchqmet's "
+                                 "default)", positive=True),
           "variant": F("forward", "InfoNCE direction", choices=VARIANTS),
           "logsumexp_penalty": F(0.1, "weight of the logsumexp^2 penalty", minimum=0),
           "target_entropy_scale": F(0.5, "target entropy = -scale * action_size"),
@@ -430,6 +441,16 @@ def validation_problems(config) -> List[str]:
       except (TypeError, ValueError) as e:
         problems.append(f"env.kwargs {config.env.kwargs.to_dict()} for env {name!r}: {e}")
   net = config.network
+  from deepcrl_core import energies  # pylint: disable=g-import-not-at-top
+  if fine("loss.energy", "network.repr_dim", "loss.mrn_components", "loss.iqe_component_dim"):
+    why = energies.check_grouping(config.loss.energy, net.repr_dim, config.loss.mrn_components,
+                                  config.loss.iqe_component_dim)
+    if why:
+      problems.append(why)
+  if (fine("network.block", "network.kernel_impl") and net.block == "simba" and
+      net.kernel_impl in ("pallas", "interpret")):
+    problems.append(f"network.block=simba runs on XLA only: network.kernel_impl="
+                    f"{net.kernel_impl!r} is not supported (use xla or auto)")
   for key in ("depth", "actor_depth", "critic_depth"):
     d = net[key]
     if not fine(f"network.{key}") or (key != "depth" and d == 0):
