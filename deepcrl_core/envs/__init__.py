@@ -47,6 +47,11 @@ def make(name: str, **kwargs) -> Env:
 
 
 register("pointmass", "deepcrl_core.envs.pointmass:PointMass")
+# Point-mass mazes (CPU-scale analogues of the ant mazes; sizes in envs/pointmass.py).
+for _maze, _length in (("u", 100), ("u4", 150), ("big", 150)):
+  for _suffix in ("", "_eval"):
+    register(f"pointmass_{_maze}_maze{_suffix}", "deepcrl_core.envs.pointmass:PointMass",
+             maze=_maze + _suffix, maze_scale=1.0, success_radius=0.2, episode_length=_length)
 
 # The paper's locomotion tasks; each maze also has its far-goal evaluation layout (`*_eval`).
 register("ant", "deepcrl_core.envs.ant:Ant")
