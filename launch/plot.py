@@ -1,0 +1,40 @@
+"""Draw a sweep's or a run's figures (matplotlib; no JAX).
+
+    python launch/plot.py runs/pm_depth            # a sweep: sweep.csv -> figures/*.png
+    python launch/plot.py runs/pm_depth/runs/depth-4/seed_0   # a run: metrics.csv (+ norms)
+
+A sweep directory's figures are redrawn from its sweep.csv alone; a run directory's from its
+metrics.csv (and residual_norms.csv when present). See deepcrl_core/plots.py.
+"""
+
+import sys
+
+from absl import app, flags
+
+_OUT = flags.DEFINE_string("out", None, "Folder for the PNGs (default: DIR/figures).")
+_LAST = flags.DEFINE_integer("last", 5, "Evaluations per run averaged into 'final' values.")
+
+
+def main(argv):
+  if len(argv) != 2:
+    raise app.UsageError("usage: python launch/plot.py DIR  (a sweep or a run directory)")
+  from deepcrl_core import plots  # pylint: disable=g-import-not-at-top
+  path = argv[1]
+  try:
+    if _LAST.value != plots.FINAL_EVALUATIONS:
+      import os  # pylint: disable=g-import-not-at-top
+      if not os.path.exists(os.path.join(path, "sweep.csv")):
+        raise ValueError("--last applies to a sweep directory")
+      written = plots.plot_sweep(path, _OUT.value, last=_LAST.value)
+    else:
+      written = plots.plot_path(path, _OUT.value)
+  except (OSError, ValueError) as e:
+    print(f"plot: {e}", file=sys.stderr)
+    return 2
+  for p in written:
+    print(p)
+  return 0
+
+
+if __name__ == "__main__":
+  app.run(main)
