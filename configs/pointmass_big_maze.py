@@ -1,0 +1,38 @@
+"""Point mass in the big maze (CPU, tens of minutes): the CPU-scale analogue of the ant mazes.
+
+    python launch/train.py --config=configs/pointmass_big_maze.py --workdir=runs/pm_big_maze
+
+Trains on every goal cell of the 8 x 8 big maze (``pointmass_big_maze``) and evaluates on the
+far goals of the ant's big-maze evaluation (``pointmass_big_maze_eval``), as the paper's maze
+tasks do; 1 m cells, 150-step episodes, success radius 0.2 m (``deepcrl_core/envs/pointmass.py``). Not a paper task: it keeps
+the quick start's pipeline choices (a fresh start and goal every episode, i.i.d. transitions,
+random-action prefill, the exact tanh log-density; FIDELITY.md lists the published ones).
+"""
+
+from deepcrl_core.config import make_config
+
+
+def get_config(overrides: str = ""):
+  return make_config(
+      overrides,
+      env__name="pointmass_big_maze",
+      env__eval_name="pointmass_big_maze_eval",
+      env__episode_length=150,
+      network__depth=4,
+      network__width=64,
+      train__num_envs=128,
+      train__unroll_length=20,
+      train__sgd_steps=16,
+      train__batch_size=256,
+      train__prefill_steps=100,
+      train__train_steps_per_epoch=25,
+      train__total_env_steps=10_000_000,
+      replay__capacity=1000,
+      replay__window_length=150,
+      eval__num_envs=128,
+      checkpoint__every=5,
+      env__reset_mode="fresh",
+      replay__sampling="transitions",
+      train__prefill_policy="random",
+      loss__tanh_correction="exact",
+  )
