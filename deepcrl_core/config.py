@@ -36,6 +36,7 @@ SHORTCUTS: Dict[str, Sequence[str]] = {
     "remat": ("network.remat",),
     "env_steps": ("train.total_env_steps",),
     "epochs": ("train.num_epochs",),
+    "her": ("her.enabled",),
 }
 
 LEARNING_RATE = 3e-4
@@ -79,6 +80,7 @@ def _schema() -> Dict[str, Dict[str, Any]]:
   """The config schema, section by section: every field with its default, meaning and bounds.
   The defaults are the paper's CRL hyperparameters and pipeline, as in its code
   (github.com/wang-kevin3290/scaling-crl); FIDELITY.md lists what still differs."""
+  from deepcrl_core.agents import AGENT_NAMES  # pylint: disable=g-import-not-at-top
   from deepcrl_core.envs.wrappers import RESET_MODES  # pylint: disable=g-import-not-at-top
   from deepcrl_core.networks import TANH_CORRECTIONS  # pylint: disable=g-import-not-at-top
   from deepcrl_core.energies import ENERGIES  # pylint: disable=g-import-not-at-top
@@ -87,6 +89,8 @@ def _schema() -> Dict[str, Dict[str, Any]]:
   F = Field
   return {
       "seed": F(0, "PRNG seed of the run"),
+      "agent": F("crl", "learning algorithm (deepcrl_core.agents): crl (the paper's) | sac | "
+                 "td3 | gcbc | gcsl; each reads its own section below", choices=AGENT_NAMES),
       "env": {
           "name": F("pointmass", "registered env to train on (deepcrl_core.envs)"),
           "eval_name": F("", "env to evaluate on ('' = env.name; the mazes' far-goal layouts)"),
@@ -175,6 +179,57 @@ def _schema() -> Dict[str, Dict[str, Any]]:
           "coordinator_address": F("", "'host:port' of process 0 for multi-host runs"),
           "num_processes": F(1, "processes of a multi-host run", positive=True),
           "process_id": F(0, "this process's index", minimum=0),
+      },
+      # Baselines (deepcrl_core.agents). Sources: JaxGCRL = github.com/MichalBortkiewicz/JaxGCRL
+      # (jaxgcrl/agents/{sac,td3}; scripts/train.sh runs them with --discounting 0.99), SAC =
+      # Haarnoja et al. 2018 (arXiv:1812.05905), TD3 = Fujimoto et al. 2018 (arXiv:1802.09477),
+      # HER = Andrychowicz et al. 2017, GCSL = Ghosh et al. 2021.
+      "her": {
+          "enabled": F(True, "sac/td3: hindsight experience replay (relabelled future goals "
+                       "mixed with the env's goals; reward = the env's success test on the next "
+                       "state); shortcut her=false"),
+          "ratio": F(0.8, "fraction of rows given a relabelled future goal (HER's 'future' "
+                     "strategy with k = 4 -> 4/5); the rest keep the env's goal", minimum=0),
+          "offsets": F("uniform", "future-goal offsets: uniform in 1..L (HER's 'future') | "
+                       "geometric (P(d) ∝ train.gamma^d, CRL's)", choices=("uniform", "geometric")),
+      },
+      "sac": {
+          "actor_lr": F(1e-4, "Adam lr of the actor (JaxGCRL 1e-4; SAC paper 3e-4)",
+                        positive=True),
+          "critic_lr": F(1e-4, "Adam lr of the twin critics (JaxGCRL 1e-4; SAC paper 3e-4)",
+                         positive=True),
+          "alpha_lr": F(3e-4, "Adam lr of log(alpha) (JaxGCRL and SAC paper 3e-4)",
+                        positive=True),
+          "discount": F(0.99, "TD discount (JaxGCRL's train.sh and SAC paper 0.99)",
+                        positive=True, maximum_exclusive=1.0),
+          "tau": F(0.005, "Polyak rate of the target critics (JaxGCRL and SAC paper)",
+                   positive=True),
+          "target_entropy_scale": F(0.5, "target entropy = -scale * action_size (JaxGCRL/brax "
+                                    "0.5; SAC paper 1.0)"),
+      },
+      "td3": {
+          "actor_lr": F(3e-4, "Adam lr of the actor (JaxGCRL 3e-4)", positive=True),
+          "critic_lr": F(3e-4, "Adam lr of the twin critics (JaxGCRL 3e-4)", positive=True),
+          "discount": F(0.99, "TD discount (JaxGCRL's train.sh and TD3 paper 0.99)",
+                        positive=True, maximum_exclusive=1.0),
+          "tau": F(0.005, "Polyak rate of the target actor and critics (JaxGCRL, TD3 paper)",
+                   positive=True),
+          "policy_delay": F(2, "gradient steps per actor and target update (JaxGCRL, TD3 "
+                            "paper)", positive=True),
+          "smoothing_noise": F(0.2, "std of the target policy smoothing noise (JaxGCRL, TD3 "
+                               "paper)", minimum=0),
+          "smoothing_clip": F(0.5, "clip of the smoothing noise (JaxGCRL, TD3 paper)",
+                              minimum=0),
+          "exploration_noise": F(0.4, "std of the Gaussian exploration noise (JaxGCRL 0.4; TD3 "
+                                 "paper 0.1)", minimum=0),
+          "exploration_clip": F(0.5, "clip of the exploration noise (JaxGCRL clips it at its "
+                                "noise_clip 0.5)", minimum=0),
+      },
+      "gcbc": {
+          "lr": F(LEARNING_RATE, "Adam lr of the policy (CRL's 3e-4)", positive=True),
+      },
+      "gcsl": {
+          "lr": F(LEARNING_RATE, "Adam lr of the policy (CRL's 3e-4)", positive=True),
       },
       "profile": {
           "trace_epoch": F(-1, "capture a jax.profiler trace of this epoch (-1 = off)"),
@@ -440,6 +495,7 @@ def validation_problems(config) -> List[str]:
         envs.make(name, **config.env.kwargs.to_dict())
       except (TypeError, ValueError) as e:
         problems.append(f"env.kwargs {config.env.kwargs.to_dict()} for env {name!r}: {e}")
+  problems += _agent_problems(config, bad)
   net = config.network
   from deepcrl_core import energies  # pylint: disable=g-import-not-at-top
   if fine("loss.energy", "network.repr_dim", "loss.mrn_components", "loss.iqe_component_dim"):
@@ -488,6 +544,26 @@ def validation_problems(config) -> List[str]:
       tr.batch_size > tr.num_envs * rp.capacity):
     problems.append(f"train.batch_size ({tr.batch_size}) is larger than the replay buffer can hold "
                     f"(train.num_envs x replay.capacity = {tr.num_envs * rp.capacity})")
+  return problems
+
+
+def _agent_problems(config, bad) -> List[str]:
+  """What is wrong with the agent's settings: ``her.*`` changed for an agent that does not mix
+  hindsight goals (crl, gcbc and gcsl always train on relabelled future goals)."""
+  from deepcrl_core.agents import HER_AGENTS  # pylint: disable=g-import-not-at-top
+  if "agent" in bad:
+    return []
+  problems = []
+  if config.agent not in HER_AGENTS:
+    defaults = _schema()["her"]
+    for key, field in defaults.items():
+      if config.her[key] != field.default:
+        problems.append(f"her.{key}={config.her[key]!r} is set, but agent={config.agent!r} has "
+                        f"no hindsight relabelling switch (her.* applies to "
+                        f"{', '.join(HER_AGENTS)}; {config.agent} always trains on relabelled "
+                        f"future goals)")
+  if "her.ratio" not in bad and config.her.ratio > 1:
+    problems.append(f"her.ratio must be in [0, 1], got {config.her.ratio!r}")
   return problems
 
 

@@ -29,7 +29,7 @@ from typing import Callable, Dict
 
 import jax
 
-from deepcrl_core import agent as agent_lib
+from deepcrl_core import agents as agents_lib
 
 
 class SideProfiler:
@@ -41,8 +41,9 @@ class SideProfiler:
   def __init__(self, c, make_train_fns: Callable):
     self.c = c
     t = c.config.train
-    self._collect = jax.jit(lambda run: agent_lib.collect(
-        c.agent, c.train_env, run.training.actor_params, run.env_state, run.training.key,
+    self._collect = jax.jit(lambda run: agents_lib.collect(
+        c.agent, c.train_env, c.agent.policy_params(run.training), run.env_state,
+        run.training.key,
         t.unroll_length))
     fns = make_train_fns(c)
     self._train_step = jax.jit(fns.train_step)

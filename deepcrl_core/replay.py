@@ -29,7 +29,7 @@ Two samplers (``replay.sampling``):
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -64,11 +64,19 @@ class Unroll(NamedTuple):
 
 
 class Relabelled(NamedTuple):
-  """Transitions with future goals: ``obs`` holds ``concat(state, relabelled goal)``."""
+  """Transitions with future goals: ``obs`` holds ``concat(state, relabelled goal)``.
+
+  ``next_state`` and ``original_goal`` are filled in only by :func:`gather` with
+  ``with_next=True`` (what off-policy TD agents need): the state part of the next stored step
+  (meaningful where ``horizon >= 1``, i.e. the next step belongs to the same episode; elsewhere
+  the transition's own state) and the goal the env commanded at ``t`` (``obs[state_size:]``).
+  """
   obs: jax.Array          # [B, obs_size]
   action: jax.Array       # [B, action_size]
   offset: jax.Array       # [B] int32: steps from the transition to its goal state (d)
   horizon: jax.Array      # [B] int32: later steps of the episode available (L)
+  next_state: Any = None      # [B, state_size] (with_next only)
+  original_goal: Any = None   # [B, goal_size] (with_next only)
 
 
 def init(capacity: int, num_envs: int, obs_size: int, action_size: int,
@@ -124,6 +132,29 @@ def truncated_geometric(key, gamma: float, horizon, self_weight: float = 0.0):
   return jnp.where(own, 0, d)
 
 
+def truncated_uniform(key, horizon):
+  """Samples ``d`` uniformly in ``1..horizon`` (0 where ``horizon == 0``): the "future" goals
+  of hindsight experience replay (Andrychowicz et al. 2017) and GCSL (Ghosh et al. 2021)."""
+  u = jax.random.uniform(key, horizon.shape)
+  h = jnp.maximum(horizon, 1).astype(jnp.float32)
+  d = jnp.clip(jnp.floor(u * h).astype(jnp.int32) + 1, 1, jnp.maximum(horizon, 1))
+  return d * (horizon > 0)
+
+
+OFFSETS = ("geometric", "uniform")
+
+
+def draw_offsets(key, horizon, offsets: str, gamma: float, self_weight: float = 0.0):
+  """Goal offsets ``d`` for anchors with ``horizon`` later steps: ``geometric`` =
+  :func:`truncated_geometric` (``P(d) ∝ gamma^d``; CRL's law), ``uniform`` =
+  :func:`truncated_uniform` (``self_weight`` applies to ``geometric`` only)."""
+  if offsets == "geometric":
+    return truncated_geometric(key, gamma, horizon, self_weight)
+  if offsets == "uniform":
+    return truncated_uniform(key, horizon)
+  raise ValueError(f"offsets must be one of {OFFSETS}, got {offsets!r}")
+
+
 def _episode_last(traj_row_fn, tid, lo, hi, num_iters: int):
   """Largest ``c`` in ``[lo, hi]`` with ``traj(c) == tid`` given ``traj(lo) == tid`` and
   ``traj`` non-decreasing (vectorised binary search)."""
@@ -138,13 +169,18 @@ def _episode_last(traj_row_fn, tid, lo, hi, num_iters: int):
   return lo
 
 
-def sample(state: ReplayState, key, batch_size: int, gamma: float,
-           goal_indices: Sequence[int], state_size: int) -> Relabelled:
-  """``batch_size`` i.i.d. transitions, each with a future goal of its own episode.
+class Anchors(NamedTuple):
+  """Where transitions and their goals sit in the buffer (chronological steps, per env)."""
+  env: jax.Array       # [...] int32
+  t: jax.Array         # [...] int32: the transition's chronological step
+  offset: jax.Array    # [...] int32: d, the goal is the state at t + d
+  horizon: jax.Array   # [...] int32: L, later steps of the episode inside the window
 
-  Anchors are uniform over envs and over chronological steps ``0 .. size-2`` (the newest step
-  has no stored successor). Requires ``size >= 2``.
-  """
+
+def sample_anchors(state: ReplayState, key, batch_size: int, gamma: float,
+                   offsets: str = "geometric") -> Anchors:
+  """The anchors of :func:`sample`: ``batch_size`` i.i.d. transitions (env uniform, step uniform
+  in ``0 .. size-2``) and their goal offsets (``offsets``: see :func:`draw_offsets`)."""
   k_env, k_t, k_d = jax.random.split(key, 3)
   env = jax.random.randint(k_env, (batch_size,), 0, state.num_envs)
   last = state.size - 1
@@ -154,28 +190,41 @@ def sample(state: ReplayState, key, batch_size: int, gamma: float,
   end = _episode_last(lambda c: state.traj_id[_ring_index(state, c), env], tid, t,
                       jnp.full_like(t, last), num_iters)
   horizon = end - t
-  d = truncated_geometric(k_d, gamma, horizon)
-  return _gather_relabelled(state, env, t, t + d, d, horizon, goal_indices, state_size)
+  d = draw_offsets(k_d, horizon, offsets, gamma)
+  return Anchors(env=env, t=t, offset=d, horizon=horizon)
 
 
-def _gather_relabelled(state, env, t, k, d, horizon, goal_indices, state_size):
+def sample(state: ReplayState, key, batch_size: int, gamma: float,
+           goal_indices: Sequence[int], state_size: int, offsets: str = "geometric",
+           with_next: bool = False) -> Relabelled:
+  """``batch_size`` i.i.d. transitions, each with a future goal of its own episode.
+
+  Anchors are uniform over envs and over chronological steps ``0 .. size-2`` (the newest step
+  has no stored successor). Requires ``size >= 2``.
+  """
+  return gather(state, sample_anchors(state, key, batch_size, gamma, offsets), goal_indices,
+                state_size, with_next)
+
+
+def _gather_relabelled(state, env, t, k, d, horizon, goal_indices, state_size,
+                       with_next: bool = False):
   obs_t = state.obs[_ring_index(state, t), env]
   goal = state.obs[_ring_index(state, k), env][:, np.asarray(goal_indices)]
   obs = jnp.concatenate([obs_t[:, :state_size], goal.astype(obs_t.dtype)], axis=-1)
+  extra = {}
+  if with_next:
+    # The next stored step where it is the same episode's (horizon >= 1); else t itself, so the
+    # gather stays inside what is stored (such rows carry no TD target; the agent masks them).
+    nxt = jnp.where(horizon > 0, t + 1, t)
+    extra = dict(next_state=state.obs[_ring_index(state, nxt), env][:, :state_size],
+                 original_goal=obs_t[:, state_size:])
   return Relabelled(obs=obs, action=state.action[_ring_index(state, t), env],
-                    offset=d.astype(jnp.int32), horizon=horizon.astype(jnp.int32))
-
-
-class Anchors(NamedTuple):
-  """Where transitions and their goals sit in the buffer (chronological steps, per env)."""
-  env: jax.Array       # [...] int32
-  t: jax.Array         # [...] int32: the transition's chronological step
-  offset: jax.Array    # [...] int32: d, the goal is the state at t + d
-  horizon: jax.Array   # [...] int32: L, later steps of the episode inside the window
+                    offset=d.astype(jnp.int32), horizon=horizon.astype(jnp.int32), **extra)
 
 
 def sample_windows(state: ReplayState, key, num_transitions: int, window_length: int,
-                   gamma: float, self_weight: float = PUBLISHED_SELF_WEIGHT) -> Anchors:
+                   gamma: float, self_weight: float = PUBLISHED_SELF_WEIGHT,
+                   offsets: str = "geometric") -> Anchors:
   """The published minibatch scheme, as anchors (``[num_transitions]``), without copying windows.
 
   One window of ``window_length`` consecutive stored steps from every env, each starting
@@ -189,7 +238,8 @@ def sample_windows(state: ReplayState, key, num_transitions: int, window_length:
   env and draws a categorical per row; here the same law is drawn per kept transition
   (binary search for its episode's end in the window, inverse CDF for ``d``), so memory is
   ``O(num_transitions)`` indices. Requires ``size > window_length`` and ``num_transitions <=
-  num_envs * (window_length - 1)``.
+  num_envs * (window_length - 1)``. ``offsets="uniform"`` draws ``d`` uniformly in ``1..L``
+  instead (:func:`draw_offsets`; ``self_weight`` is then unused).
   """
   n, w = state.num_envs, int(window_length)
   if num_transitions > n * (w - 1):
@@ -203,15 +253,16 @@ def sample_windows(state: ReplayState, key, num_transitions: int, window_length:
   num_iters = max(1, int(np.ceil(np.log2(w))) + 1)
   end = _episode_last(traj, traj(t), t, start[env] + (w - 1), num_iters)
   horizon = end - t
-  d = truncated_geometric(k_d, gamma, horizon, self_weight)
+  d = draw_offsets(k_d, horizon, offsets, gamma, self_weight)
   return Anchors(env=env, t=t, offset=d, horizon=horizon)
 
 
 def gather(state: ReplayState, anchors: Anchors, goal_indices: Sequence[int],
-           state_size: int) -> Relabelled:
-  """The relabelled transitions ``[B]`` of ``anchors`` (``[B]``)."""
+           state_size: int, with_next: bool = False) -> Relabelled:
+  """The relabelled transitions ``[B]`` of ``anchors`` (``[B]``); ``with_next`` adds each
+  one's next state and the env's original goal (:class:`Relabelled`)."""
   return _gather_relabelled(state, anchors.env, anchors.t, anchors.t + anchors.offset,
-                            anchors.offset, anchors.horizon, goal_indices, state_size)
+                            anchors.offset, anchors.horizon, goal_indices, state_size, with_next)
 
 
 SAMPLINGS = ("windows", "transitions")
@@ -228,16 +279,25 @@ class Sampler(NamedTuple):
 
 
 def make_sampler(sampling: str, *, sgd_steps: int, batch_size: int, gamma: float,
-                 window_length: int, goal_indices: Sequence[int], state_size: int) -> Sampler:
-  """The :class:`Sampler` of ``replay.sampling`` (``windows`` | ``transitions``)."""
+                 window_length: int, goal_indices: Sequence[int], state_size: int,
+                 offsets: str = "geometric", self_weight: float = PUBLISHED_SELF_WEIGHT,
+                 with_next: bool = False) -> Sampler:
+  """The :class:`Sampler` of ``replay.sampling`` (``windows`` | ``transitions``).
+
+  ``offsets`` is the goal-offset law (:func:`draw_offsets`; CRL: ``geometric``),
+  ``self_weight`` the windows sampler's weight on ``d = 0`` (the published 1e-5 by default),
+  ``with_next`` adds next states and original goals (:func:`gather`).
+  """
   if sampling == "windows":
     def draw(state, key):
-      anchors = sample_windows(state, key, sgd_steps * batch_size, window_length, gamma)
+      anchors = sample_windows(state, key, sgd_steps * batch_size, window_length, gamma,
+                               self_weight, offsets)
       return jax.tree.map(lambda x: x.reshape((sgd_steps, batch_size)), anchors)
 
-    return Sampler(draw, lambda state, a: gather(state, a, goal_indices, state_size))
+    return Sampler(draw, lambda state, a: gather(state, a, goal_indices, state_size, with_next))
   if sampling == "transitions":
     return Sampler(
         lambda state, key: jax.random.split(key, sgd_steps),
-        lambda state, k: sample(state, k, batch_size, gamma, goal_indices, state_size))
+        lambda state, k: sample(state, k, batch_size, gamma, goal_indices, state_size, offsets,
+                                with_next))
   raise ValueError(f"replay.sampling must be one of {SAMPLINGS}, got {sampling!r}")

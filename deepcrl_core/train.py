@@ -26,13 +26,12 @@ import jax
 import jax.numpy as jnp
 
 from deepcrl_core import _xla_flags
-from deepcrl_core import agent as agent_lib
+from deepcrl_core import agents as agents_lib
 from deepcrl_core import callbacks as cb_lib
 from deepcrl_core import checkpoint as ckpt
 from deepcrl_core import config as config_lib
 from deepcrl_core import distributed
 from deepcrl_core import envs
-from deepcrl_core import losses as losses_lib
 from deepcrl_core import networks as nets
 from deepcrl_core import profile_hooks
 from deepcrl_core import progress as progress_lib
@@ -44,7 +43,7 @@ TrainingDiverged = cb_lib.TrainingDiverged
 
 
 class RunState(NamedTuple):
-  training: agent_lib.TrainingState
+  training: Any             # the agent's training state (agents.base: init(key) -> state)
   env_state: envs.State
   replay: replay.ReplayState
 
@@ -56,7 +55,7 @@ class Components:
   env: envs.Env             # raw training env
   train_env: envs.Env       # batched, auto-resetting
   eval_env: envs.Env        # batched, episode-limited
-  agent: agent_lib.Agent
+  agent: agents_lib.Agent   # config.agent's implementation (deepcrl_core.agents)
   mesh: Any                 # jax.sharding.Mesh with axis "data"
   shapes: Any = None        # RunState of jax.ShapeDtypeStructs (filled in by build)
 
@@ -71,23 +70,10 @@ class EnvSizes(NamedTuple):
   action_size: int
 
 
-def build_agent(config, sizes: EnvSizes) -> agent_lib.Agent:
-  """The run's agent (networks, losses, optimisers) for an env of ``sizes``; what training,
-  evaluation and the profiling scripts all use."""
-  spec = nets.NetworkSpec(
-      state_size=sizes.state_size, goal_size=sizes.goal_size, action_size=sizes.action_size,
-      actor_depth=config_lib.actor_depth(config), critic_depth=config_lib.critic_depth(config),
-      width=config.network.width, repr_dim=config.network.repr_dim,
-      kernel_impl=config.network.kernel_impl, remat=config.network.remat,
-      matmul_dtype=config.network.matmul_dtype)
-  loss_cfg = losses_lib.LossConfig(
-      energy=config.loss.energy, variant=config.loss.variant,
-      logsumexp_penalty=config.loss.logsumexp_penalty,
-      target_entropy=-config.loss.target_entropy_scale * sizes.action_size,
-      kernel_impl=config.network.kernel_impl,
-      tanh_correction=config.loss.tanh_correction)
-  return agent_lib.Agent(nets.make_networks(spec), loss_cfg, config.optim.actor_lr,
-                         config.optim.critic_lr, config.optim.alpha_lr)
+def build_agent(config, sizes: EnvSizes) -> agents_lib.Agent:
+  """The run's agent (``config.agent``: networks, losses, optimisers) for an env of ``sizes``;
+  what training, evaluation and the profiling scripts all use (:func:`agents.build`)."""
+  return agents_lib.build(config, sizes)
 
 
 def build(config) -> Components:
@@ -120,35 +106,26 @@ class TrainFns(NamedTuple):
   update: Callable
 
 
-def _to_transitions(batch: replay.Relabelled, state_size: int) -> losses_lib.Transitions:
-  return losses_lib.Transitions(state=batch.obs[:, :state_size], action=batch.action,
-                                goal=batch.obs[:, state_size:])
-
-
 def make_train_fns(c: Components) -> TrainFns:
   """The training step and its update part (pure; jit them as needed)."""
-  cfg = c.config
-  t = cfg.train
-  state_size, goal_idx = c.env.state_size, c.env.goal_indices
+  t = c.config.train
   sgd_step = c.agent.sgd_step
-  sampler = replay.make_sampler(
-      cfg.replay.sampling, sgd_steps=t.sgd_steps, batch_size=t.batch_size, gamma=t.gamma,
-      window_length=cfg.replay.window_length, goal_indices=goal_idx, state_size=state_size)
+  # The agent's relabelling over replay.sampling (windows: the published scheme, one window per
+  # env, drawn as indices; transitions: i.i.d. anchors), in the batch type its update takes.
+  sampler = c.agent.make_sampler(c.config, c.env)
 
   def sgd_steps(ts, buf, key):
-    # replay.sampling=windows: the published scheme (one window per env, relabel within it,
-    # drop its last step, shuffle, first sgd_steps x batch), drawn as indices; transitions:
-    # i.i.d. anchors over the buffer. Each gradient step gathers its own minibatch.
+    # Each gradient step gathers its own minibatch.
     def one(ts, x):
-      batch = _to_transitions(sampler.batch(buf, x), state_size)
+      batch = sampler.batch(buf, x)
       return sgd_step(ts, distributed.constrain_batch(batch, c.mesh))
     return jax.lax.scan(one, ts, sampler.draw(buf, key))
 
   def train_step(run: RunState):
     key, k_collect, k_sample = jax.random.split(run.training.key, 3)
     ts = run.training._replace(key=key)
-    env_state, unroll = agent_lib.collect(c.agent, c.train_env, ts.actor_params, run.env_state,
-                                          k_collect, t.unroll_length)
+    env_state, unroll = agents_lib.collect(c.agent, c.train_env, c.agent.policy_params(ts),
+                                           run.env_state, k_collect, t.unroll_length)
     buf = replay.insert(run.replay, unroll)
     ts, metrics = sgd_steps(ts, buf, k_sample)
     return RunState(ts, env_state, buf), jax.tree.map(jnp.mean, metrics)
@@ -254,8 +231,8 @@ def prefill(c: Components, run: RunState) -> RunState:
     key, k = jax.random.split(run.training.key)
 
     def one(env_state, k):  # one unroll, as in training (the published prefill)
-      return agent_lib.collect(c.agent, c.train_env, run.training.actor_params, env_state, k,
-                               unroll, random_actions=random_actions)
+      return agents_lib.collect(c.agent, c.train_env, c.agent.policy_params(run.training),
+                                env_state, k, unroll, random_actions=random_actions)
 
     env_state, data = jax.lax.scan(one, run.env_state, jax.random.split(k, steps // unroll))
     data = jax.tree.map(lambda x: x.reshape((steps,) + x.shape[2:]), data)
@@ -269,8 +246,8 @@ def prefill(c: Components, run: RunState) -> RunState:
 def make_eval_fn(c: Components) -> Callable:
   cfg = c.config
 
-  def run_eval(actor_params, key):
-    return agent_lib.evaluate(c.agent, c.eval_env, actor_params, key, cfg.eval.num_envs,
+  def run_eval(policy_params, key):  # policy_params = c.agent.policy_params(training state)
+    return agents_lib.evaluate(c.agent, c.eval_env, policy_params, key, cfg.eval.num_envs,
                               cfg.env.episode_length,
                               constrain=lambda t: distributed.constrain_batch(t, c.mesh))
 
@@ -448,14 +425,14 @@ def _train(config, workdir, ckpt_dir, resume, log_fn, stop_after_epochs, callbac
   compiled = epoch_fn.lower(run).compile(  # per-task CPU compiler options (_xla_flags.py)
       compiler_options=_xla_flags.epoch_compiler_options(cfg.env.name, jax.default_backend()))
   epoch_compile_s = time.time() - t0
-  eval_fn = (make_eval_fn(c).lower(run.training.actor_params, eval_key).compile()
+  eval_fn = (make_eval_fn(c).lower(c.agent.policy_params(run.training), eval_key).compile()
              if cfg.eval.every else None)
   compile_s = time.time() - t0
   # Processes compile at different speeds; meet before the first collective so none times out.
   distributed.barrier("deepcrl_compiled")
-  log_fn(f"{cfg.env.name}: actor depth {c.spec.actor_depth}, critic depth {c.spec.critic_depth},"
-         f" width {c.spec.width}, params actor {nets.param_count(run.training.actor_params):,} "
-         f"critic {nets.param_count(run.training.critic_params):,}; epoch compiled in "
+  counts = " ".join(f"{k} {v:,}" for k, v in c.agent.param_counts(run.training).items())
+  log_fn(f"{cfg.env.name}: agent {c.agent.name}, actor depth {c.spec.actor_depth}, critic depth "
+         f"{c.spec.critic_depth}, width {c.spec.width}, params {counts}; epoch compiled in "
          f"{epoch_compile_s:.1f}s (with evaluation {compile_s:.1f}s); {n_epochs} epochs of "
          f"{per_epoch_steps:,} env steps")
 
@@ -491,7 +468,7 @@ def _train(config, workdir, ckpt_dir, resume, log_fn, stop_after_epochs, callbac
       if cfg.eval.every and (epoch % cfg.eval.every == 0 or epoch == n_epochs):
         t_eval = time.time()
         ev = distributed.to_host(
-            eval_fn(run.training.actor_params, jax.random.fold_in(eval_key, epoch)))
+            eval_fn(c.agent.policy_params(run.training), jax.random.fold_in(eval_key, epoch)))
         row.update({f"eval/{k}": float(v) for k, v in ev.items()})
         eval_s = row["time/eval_s"] = time.time() - t_eval
       row["wall_s"] = time.time() - t_start

@@ -93,7 +93,8 @@ def main(argv):
     tree, _, meta = checkpointer.restore(step, {"training": c.shapes.training})
   except ValueError as e:
     cli.exit_with(f"{e}\n(pass the config the run was trained with, e.g. the same overrides)")
-  params = jax.tree.map(jnp.asarray, tree["training"].actor_params)
+  # Whatever the agent (config.agent), its policy needs only policy_params(training state).
+  params = jax.tree.map(jnp.asarray, c.agent.policy_params(tree["training"]))
 
   metrics = jax.device_get(train_lib.make_eval_fn(c)(params, jax.random.PRNGKey(_SEED.value)))
   # The published metric names (summary.py): episode_success = time at goal (steps within the

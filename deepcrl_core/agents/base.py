@@ -1,0 +1,215 @@
+"""The agent interface every algorithm implements, and what they share (collection, evaluation,
+network specs, the relabelled minibatches of off-policy TD learning).
+
+An agent is built once per run from the config (:func:`deepcrl_core.agents.build`) and is then
+used only through this interface by training, evaluation, checkpoints and the profilers:
+
+* ``init(key) -> state``: a ``NamedTuple`` training state holding at least ``key`` (the run's
+  PRNG key, advanced by the training loop) and ``grad_steps`` (``[]`` int32); a checkpoint is
+  that pytree, so its field names are the checkpoint layout.
+* ``make_sampler(config, env) -> replay.Sampler``: how one training step draws its
+  ``train.sgd_steps`` minibatches from replay, already in the batch type ``sgd_step`` takes
+  (the agent decides the goal relabelling: offsets law, hindsight mixing, next states).
+* ``sgd_step(state, batch) -> (state, metrics)``: one update on one minibatch (pure; jitted
+  and scanned by :mod:`deepcrl_core.train`); ``metrics`` is a dict of scalars with the same
+  keys on every step.
+* ``policy(params, obs, key=None) -> action``: stochastic (exploration) with a key,
+  deterministic (evaluation) without; ``params = policy_params(state)`` is all it needs.
+* ``param_counts(state) -> {name: count}`` for the run's log line; ``spec`` the
+  :class:`~deepcrl_core.networks.NetworkSpec` every network is built from
+  (:func:`deepcrl_core.networks.make_trunk`, so depth, width, remat, kernel_impl and
+  matmul_dtype apply to every agent); ``name`` the registry name.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, Callable, Dict, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from deepcrl_core import networks as nets
+from deepcrl_core import replay
+from deepcrl_core.envs import Env
+from deepcrl_core.envs.base import achieved_goal
+
+
+class Agent(abc.ABC):
+  """One learning algorithm behind the interface described in :mod:`deepcrl_core.agents.base`."""
+
+  name: str = ""
+  spec: nets.NetworkSpec
+
+  @abc.abstractmethod
+  def init(self, key) -> Any:
+    """A fresh training state (``NamedTuple`` with ``key`` and ``grad_steps``)."""
+
+  @abc.abstractmethod
+  def make_sampler(self, config, env: Env) -> replay.Sampler:
+    """The run's minibatch sampler, yielding this agent's batch type."""
+
+  @abc.abstractmethod
+  def sgd_step(self, state, batch):
+    """``(state, batch) -> (state, metrics)``: one update."""
+
+  @abc.abstractmethod
+  def policy(self, params, obs, key=None):
+    """Actions in ``[-1, 1]``: stochastic with ``key``, deterministic without."""
+
+  def policy_params(self, state):
+    """What :meth:`policy` needs from the training state."""
+    return state.actor_params
+
+  def param_counts(self, state) -> Dict[str, int]:
+    """Parameter counts by network (for the run's log line)."""
+    return {"actor": nets.param_count(state.actor_params),
+            "critic": nets.param_count(state.critic_params)}
+
+
+def network_spec(config, sizes) -> nets.NetworkSpec:
+  """The :class:`NetworkSpec` of ``config.network`` for an env of ``sizes`` (``state_size``,
+  ``goal_size``, ``action_size``): :func:`deepcrl_core.networks.network_spec`."""
+  return nets.network_spec(config, sizes)
+
+
+def relabel_sampler(config, env: Env, *, offsets: str, self_weight: float, with_next: bool,
+                    to_batch: Callable) -> replay.Sampler:
+  """A ``replay.sampling`` sampler (:func:`replay.make_sampler`, the O(batch) relabelling) whose
+  minibatches go through ``to_batch(relabelled, key)``, with a key of its own per gradient
+  step (for e.g. the hindsight mixing of :func:`her_batch`)."""
+  t = config.train
+  inner = replay.make_sampler(
+      config.replay.sampling, sgd_steps=t.sgd_steps, batch_size=t.batch_size, gamma=t.gamma,
+      window_length=config.replay.window_length, goal_indices=env.goal_indices,
+      state_size=env.state_size, offsets=offsets, self_weight=self_weight, with_next=with_next)
+
+  def draw(state, key):
+    k_draw, k_batch = jax.random.split(key)
+    return inner.draw(state, k_draw), jax.random.split(k_batch, t.sgd_steps)
+
+  def batch(state, x):
+    drawn, key = x
+    return to_batch(inner.batch(state, drawn), key)
+
+  return replay.Sampler(draw, batch)
+
+
+class TDBatch(NamedTuple):
+  """A minibatch of off-policy TD learning: ``(s, a, g) -> s'`` with the sparse goal reward.
+
+  ``reward`` is the env's own success test (``env.goal_metrics``) of the next state against
+  ``goal``; ``mask`` is 1 where ``next_state`` is the same episode's next step (0 at an
+  episode's last stored step, whose successor was not stored: such rows get no TD target, as
+  brax's SAC masks truncated transitions). There are no terminal states (goal envs run to the
+  time limit), so every valid row bootstraps.
+  """
+  state: jax.Array       # [B, state_size]
+  action: jax.Array      # [B, action_size]
+  goal: jax.Array        # [B, goal_size]
+  next_state: jax.Array  # [B, state_size]
+  reward: jax.Array      # [B]
+  mask: jax.Array        # [B]
+
+  @property
+  def obs(self):
+    return jnp.concatenate([self.state, self.goal], axis=-1)
+
+  @property
+  def next_obs(self):
+    return jnp.concatenate([self.next_state, self.goal], axis=-1)
+
+
+def sparse_reward(env: Env, next_state, goal):
+  """``1.0`` where ``next_state`` achieves ``goal`` by the env's success test, else ``0.0``."""
+  return env.goal_metrics(achieved_goal(next_state, env.goal_indices), goal)["success"]
+
+
+def her_batch(env: Env, relabelled: replay.Relabelled, key, *, enabled: bool,
+              ratio: float) -> TDBatch:
+  """Hindsight experience replay (Andrychowicz et al. 2017) on a relabelled minibatch: each row
+  keeps its relabelled future goal with probability ``ratio`` and the env's original goal
+  otherwise (``enabled=False``: original goals only); the reward is recomputed for the chosen
+  goal by :func:`sparse_reward`."""
+  s = env.state_size
+  state, future = relabelled.obs[:, :s], relabelled.obs[:, s:]
+  if enabled:
+    use = jax.random.bernoulli(key, ratio, (state.shape[0],))
+    goal = jnp.where(use[:, None], future, relabelled.original_goal)
+  else:
+    goal = relabelled.original_goal
+  return TDBatch(state=state, action=relabelled.action, goal=goal,
+                 next_state=relabelled.next_state,
+                 reward=sparse_reward(env, relabelled.next_state, goal),
+                 mask=(relabelled.horizon > 0).astype(jnp.float32))
+
+
+def polyak(target, online, tau: float):
+  """``(1 - tau) * target + tau * online``, leaf by leaf (soft target update)."""
+  return jax.tree.map(lambda t, o: (1.0 - tau) * t + tau * o, target, online)
+
+
+def masked_mean(x, mask):
+  """Mean of ``x [B, ...]`` over the rows where ``mask [B]`` is 1 (0 when none is)."""
+  m = mask.reshape(mask.shape + (1,) * (x.ndim - 1))
+  count = jnp.maximum(jnp.sum(mask), 1.0) * (x.size // x.shape[0])
+  return jnp.sum(m * x) / count
+
+
+def td_critic_loss(q, target, mask):
+  """``0.5 * mean((q_i - target)^2)`` over the twin critics ``q [B, 2]`` and the valid rows."""
+  return 0.5 * masked_mean(jnp.square(q - target[:, None]), mask)
+
+
+# --- acting -----------------------------------------------------------------------------------
+
+
+def collect(agent: Agent, env: Env, policy_params, env_state, key, num_steps: int,
+            random_actions: bool = False):
+  """Runs ``num_steps`` steps of a batched, auto-resetting env with the agent's stochastic
+  policy (or uniform random actions).
+
+  Returns ``(env_state, replay.Unroll [num_steps, num_envs, ...])`` where each step records the
+  observation the action was taken from, the action and that observation's trajectory id.
+  """
+
+  def body(state, k):
+    if random_actions:
+      action = jax.random.uniform(k, (state.obs.shape[0], env.action_size), minval=-1, maxval=1)
+    else:
+      action = agent.policy(policy_params, state.obs, k)
+    record = replay.Unroll(obs=state.obs, action=action, traj_id=state.info["traj_id"])
+    return env.step(state, action), record
+
+  return jax.lax.scan(body, env_state, jax.random.split(key, num_steps))
+
+
+def evaluate(agent: Agent, eval_env: Env, policy_params, key, num_envs: int,
+             episode_length: int, constrain=lambda tree: tree) -> Dict[str, jax.Array]:
+  """Runs one episode per env with the deterministic policy (``eval_env`` must be wrapped by
+  :func:`deepcrl_core.envs.wrap_for_eval`).
+
+  Returns ``success`` (fraction of episodes that reach the goal at least once),
+  ``time_at_goal`` (steps within the success radius while the episode is running),
+  ``final_dist`` (distance to goal at the last running step) and ``episode_length``.
+  ``constrain`` may place the batched env state (e.g. shard it over devices).
+  """
+  state = constrain(eval_env.reset(jax.random.split(key, num_envs)))
+
+  def body(carry, _):
+    state, active, at_goal, reached, final_dist, length = carry
+    state = eval_env.step(state, agent.policy(policy_params, state.obs))
+    success = state.metrics["success"]
+    at_goal = at_goal + active * success
+    reached = jnp.maximum(reached, active * success)
+    final_dist = jnp.where(active > 0, state.metrics["dist"], final_dist)
+    length = length + active
+    active = active * (1.0 - state.done)
+    return (state, active, at_goal, reached, final_dist, length), None
+
+  zeros = jnp.zeros(num_envs)
+  carry = (state, jnp.ones(num_envs), zeros, zeros, state.metrics["dist"], zeros)
+  (_, _, at_goal, reached, final_dist, length), _ = jax.lax.scan(
+      body, carry, None, length=episode_length)
+  return {"success": jnp.mean(reached), "time_at_goal": jnp.mean(at_goal),
+          "final_dist": jnp.mean(final_dist), "episode_length": jnp.mean(length)}
