@@ -734,9 +734,10 @@ def aggregate(runs: Sequence[Run], axes: Sequence[Axis]) -> Tuple[List[str], Lis
       out["run_wall_s"] = f"{wall:.3f}" if row.get("run_wall_s") in (None, "") else row[
           "run_wall_s"]
       rows.append(out)
-  if "run_wall_s" not in metric_cols:
-    metric_cols.insert(metric_cols.index("wall_s") + 1 if "wall_s" in metric_cols else 0,
-                       "run_wall_s")
+  if "run_wall_s" in metric_cols:  # next to wall_s, whichever run brought it
+    metric_cols.remove("run_wall_s")
+  metric_cols.insert(metric_cols.index("wall_s") + 1 if "wall_s" in metric_cols else 0,
+                     "run_wall_s")
   return ["cell", *keys, "seed", *metric_cols], rows
 
 
