@@ -1,0 +1,186 @@
+"""deepcrl_core.plots and launch/plot.py: intervals against hand computations, curves and
+final values from fabricated sweep.csv rows, the PNGs of a sweep and of a run (with a
+residual_norms.csv fixture), and plot.py without JAX from any directory."""
+
+import csv
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO_ROOT
+from deepcrl_core import plots
+
+PLOT = os.path.join(REPO_ROOT, "launch", "plot.py")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+# Student-t 0.975 quantiles in closed form: 1 degree of freedom is the Cauchy distribution,
+# t = tan(pi (p - 1/2)); 2 degrees have CDF 1/2 + t / (2 sqrt(2 + t^2)), so t = a sqrt(2 / (1 -
+# a^2)) with a = 2p - 1.
+T975_DF1 = math.tan(math.pi * 0.475)
+T975_DF2 = 0.95 * math.sqrt(2 / (1 - 0.95 ** 2))
+
+
+def test_t_interval_against_hand_computation():
+  assert T975_DF1 == pytest.approx(12.7062, abs=1e-4)
+  assert T975_DF2 == pytest.approx(4.3027, abs=1e-4)
+  # [1, 2, 3]: mean 2, s = 1 -> half width t(0.975, 2) / sqrt(3)
+  m, lo, hi = plots.t_interval([1.0, 2.0, 3.0])
+  assert m == 2.0
+  assert hi - m == pytest.approx(T975_DF2 / math.sqrt(3), rel=1e-10)
+  assert m - lo == pytest.approx(hi - m, rel=1e-12)
+  # [0, 2]: s = sqrt(2), n = 2 -> half width t(0.975, 1) sqrt(2) / sqrt(2)
+  m, lo, hi = plots.t_interval([0.0, 2.0])
+  assert (m, hi) == (1.0, pytest.approx(1.0 + T975_DF1, rel=1e-10))
+  m, lo, hi = plots.t_interval([5.0])
+  assert m == 5.0 and math.isnan(lo) and math.isnan(hi)   # one seed: no band
+  assert all(math.isnan(v) for v in plots.t_interval([]))
+
+
+def _sweep_rows():
+  """2 depths x 2 widths x 2 seeds, 6 evaluations each (seed 1 of depth 8 x width 32 only 5:
+  its budget ended an epoch earlier)."""
+  rows = []
+  for depth in ("4", "8"):
+    for width in ("32", "64"):
+      for seed in (0, 1):
+        n = 5 if (depth, width, seed) == ("8", "32", 1) else 6
+        for e in range(1, n + 1):
+          success = min(1.0, 0.05 * e * int(depth) / 4 + 0.02 * seed + int(width) / 1000)
+          rows.append({"cell": f"depth-{depth}__width-{width}", "depth": depth, "width": width,
+                       "seed": str(seed), "epoch": str(e), "env_steps": str(1000 * e),
+                       "wall_s": str(10 * e), "run_wall_s": str(10 * e + seed),
+                       "eval/success": str(success), "eval/time_at_goal": str(10 * success),
+                       "eval/final_dist": str(1 - success), "critic_loss": "1.0"})
+  return rows
+
+
+def _write_csv(path, rows):
+  with open(path, "w", newline="") as f:
+    w = csv.DictWriter(f, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+
+
+def test_seed_curve_mean_and_band_per_evaluation():
+  rows = [r for r in _sweep_rows() if r["cell"] == "depth-8__width-32"]
+  curve = plots.seed_curve(rows, "eval/success", "env_steps")
+  assert curve["x"].tolist() == [1000, 2000, 3000, 4000, 5000, 6000]
+  assert curve["n"].tolist() == [2, 2, 2, 2, 2, 1]
+  s0, s1 = 0.1 * 2 + 0.032, 0.1 * 2 + 0.052           # epoch 2 of seeds 0 and 1
+  assert curve["mean"][1] == pytest.approx((s0 + s1) / 2)
+  half = T975_DF1 * abs(s1 - s0) / math.sqrt(2) / math.sqrt(2)
+  assert curve["high"][1] - curve["mean"][1] == pytest.approx(half)
+  assert math.isnan(curve["low"][5])                    # one seed left: no band
+  # against wall-clock: the seeds' mean run_wall_s
+  assert plots.seed_curve(rows, "eval/success", "run_wall_s")["x"][0] == pytest.approx(10.5)
+
+
+def test_final_values_mean_of_the_last_five_evaluations():
+  rows = _sweep_rows()
+  final = plots.final_values(rows, "eval/time_at_goal")
+  # depth 4, width 32, seed 0: time at goal 10 * (0.05 e + 0.032) for e = 2..6
+  expected = sum(10 * (0.05 * e + 0.032) for e in range(2, 7)) / 5
+  assert final[("depth-4__width-32", "0")] == pytest.approx(expected)
+  assert plots.final_values(rows, "eval/time_at_goal", last=1)[("depth-4__width-32", "0")] == (
+      pytest.approx(10 * (0.3 + 0.032)))
+  # the same number summary.json uses
+  from deepcrl_core import summary  # pylint: disable=g-import-not-at-top
+  assert plots.FINAL_EVALUATIONS == summary.LAST_EVALUATIONS
+
+
+def test_sweep_axes_are_the_columns_between_cell_and_seed():
+  assert plots.sweep_axes(["cell", "depth", "optim.actor_lr", "seed", "epoch"]) == [
+      "depth", "optim.actor_lr"]
+  with pytest.raises(ValueError, match="not a sweep.csv"):
+    plots.sweep_axes(["epoch", "env_steps"])
+
+
+def _is_png(path):
+  with open(path, "rb") as f:
+    return f.read(8) == PNG_MAGIC
+
+
+def _norm_rows(blocks=3):
+  rows = []
+  for epoch in (1, 2, 3, 4, 5, 6):
+    for net in plots.NETWORKS:
+      for b in range(-1, blocks):
+        rows.append({"epoch": epoch, "env_steps": 1000 * epoch, "network": net, "block": b,
+                     "branch_norm": "" if b < 0 else 0.5 * (b + 1) * epoch,
+                     "stream_norm": 2.0 ** (b + 2) * epoch})
+  return rows
+
+
+def test_plot_sweep_writes_every_figure_from_the_csv(tmp_path):
+  _write_csv(tmp_path / "sweep.csv", _sweep_rows())
+  run = tmp_path / "runs" / "depth-4__width-32" / "seed_0"
+  run.mkdir(parents=True)
+  _write_csv(run / "residual_norms.csv", _norm_rows())
+  written = plots.plot_sweep(str(tmp_path))
+  names = sorted(os.path.basename(p) for p in written)
+  assert names == ["curves_env_steps.png", "curves_wall_clock.png", "final_vs_depth.png",
+                   "final_vs_width.png", "residual_norms__depth-4__width-32__seed_0.png",
+                   "wall_clock_vs_depth.png"]
+  assert all(_is_png(p) and os.path.dirname(p) == str(tmp_path / "figures") for p in written)
+
+
+def test_plot_run_draws_curves_and_residual_norms(tmp_path):
+  rows = [{"epoch": e, "env_steps": 100 * e, "wall_s": 3 * e if e < 3 else e, "sps": 1,
+           "eval/success": 0.1 * e, "eval/time_at_goal": e, "eval/final_dist": 1 / e,
+           "critic_loss": 2 / e, "actor_loss": 1, "alpha": 0.5, "entropy": -1,
+           "critic_accuracy": 0.1 * e, "logsumexp": 0.2} for e in range(1, 6)]
+  _write_csv(tmp_path / "metrics.csv", rows)
+  _write_csv(tmp_path / "residual_norms.csv", _norm_rows())
+  written = plots.plot_path(str(tmp_path))
+  assert sorted(os.path.basename(p) for p in written) == [
+      "curves_env_steps.png", "curves_wall_clock.png", "residual_norms.png", "training.png"]
+  assert all(_is_png(p) for p in written)
+
+
+def test_residual_norms_fixture_checks_and_epoch_choice(tmp_path):
+  _write_csv(tmp_path / "n.csv", _norm_rows(blocks=2))
+  rows = plots.read_residual_norms(str(tmp_path / "n.csv"))
+  assert rows[0] == {"epoch": 1, "env_steps": 1000, "network": "actor", "block": -1,
+                     "branch_norm": None, "stream_norm": 2.0}
+  assert plots.pick_epochs([1, 2, 3, 4, 5, 6]) == [1, 3, 4, 6]
+  assert plots.pick_epochs([3, 1, 3]) == [1, 3]
+  bad = [dict(r, network="critic") for r in _norm_rows(1)]
+  _write_csv(tmp_path / "bad.csv", bad)
+  with pytest.raises(ValueError, match="unknown network"):
+    plots.read_residual_norms(str(tmp_path / "bad.csv"))
+  _write_csv(tmp_path / "cols.csv", [{"epoch": 1, "block": 0}])
+  with pytest.raises(ValueError, match="expected the columns"):
+    plots.read_residual_norms(str(tmp_path / "cols.csv"))
+
+
+def _plot_cmd(*args):
+  # launch/plot.py as __main__, then a check that JAX was never imported
+  code = ("import runpy, sys\n"
+          f"sys.argv = [{PLOT!r}, *{list(args)!r}]\n"
+          "try:\n"
+          f"  runpy.run_path({PLOT!r}, run_name='__main__')\n"
+          "except SystemExit as e:\n"
+          "  code = e.code\n"
+          "assert 'jax' not in sys.modules, 'plot.py imported jax'\n"
+          "sys.exit(code)\n")
+  return [sys.executable, "-c", code]
+
+
+def test_plot_launcher_redraws_from_sweep_csv_without_jax_from_any_directory(tmp_path):
+  sweep_dir = tmp_path / "sw"
+  sweep_dir.mkdir()
+  _write_csv(sweep_dir / "sweep.csv", _sweep_rows())
+  elsewhere = tmp_path / "elsewhere"
+  elsewhere.mkdir()
+  out = subprocess.run(_plot_cmd(str(sweep_dir)), capture_output=True, text=True, timeout=120,
+                       cwd=str(elsewhere))
+  assert out.returncode == 0, out.stderr
+  printed = out.stdout.split()
+  assert len(printed) == 5 and all(_is_png(p) for p in printed)
+  out = subprocess.run(_plot_cmd(str(elsewhere)), capture_output=True, text=True, timeout=120,
+                       cwd=str(elsewhere))
+  assert out.returncode == 2 and "neither sweep.csv" in out.stderr
