@@ -40,8 +40,9 @@ Memory. Neither quasimetric has a matmul form for its max parts, so the ``[B, B]
 ``[B, B, D]`` elementwise intermediates (4 GiB at ``B = 4096, D = 64`` in float32).
 :func:`energy_matrix` computes it in row blocks (``lax.map`` over blocks of ``R`` rows of
 ``phi``, each block a ``jax.checkpoint`` so the backward pass recomputes the block instead of
-saving its intermediates): live memory is ``~R * B * D`` floats per intermediate with ``R``
-chosen so that is at most ``chunk_bytes`` (default 64 MiB). The fused-kernel energies (``l2``,
+saving its intermediates): ``R`` is chosen so one block's live intermediates (``R * B * D``
+floats times :data:`LIVE_COPIES`, measured per energy) take about ``chunk_bytes`` (default
+64 MiB); the ``[B, B]`` logits themselves are kept (needed by the loss). The fused-kernel energies (``l2``,
 ``l2_sq``, ``dot``; ``cosine`` = ``dot`` of normalised vectors) keep using
 :func:`deepcrl_kernels.infonce_loss`.
 """
@@ -62,8 +63,11 @@ QUASIMETRICS = ("mrn", "iqe")
 ENERGIES = tuple(KERNEL_ENERGIES) + ("cosine",) + QUASIMETRICS
 DEFAULT_CHUNK_BYTES = 64 * 2**20
 IQE_RAW_ALPHA_INIT = -1.0
-# Entries of the [R, B, D] intermediates alive at once per row block (counted for the chunking).
-_LIVE_COPIES = 4
+# [R, B, D] float32 intermediates alive at once in one row block's backward pass, per energy
+# (XLA:CPU's temporary-buffer estimate of the blocked gradient at B = 1024, D = 64, divided by
+# one [R, B, D] array: about 0.4 for mrn, 18 for iqe with its sort permutation, gathers and
+# running maximum); the row count is chosen with these so the blocks stay near chunk_bytes.
+LIVE_COPIES = {"mrn": 2, "iqe": 20}
 
 
 def check_grouping(energy: str, repr_dim: int, mrn_components: int = 1,
@@ -140,22 +144,25 @@ def distance_fn(energy: str, params: Mapping[str, jax.Array] | None = None, *,
 
 
 def rows_per_chunk(num_rows: int, num_cols: int, dim: int, itemsize: int = 4,
-                   chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> int:
-  """Rows of ``phi`` per block so ``~_LIVE_COPIES`` intermediates of ``[R, B, D]`` fit."""
-  per_row = max(1, _LIVE_COPIES * num_cols * dim * itemsize)
+                   chunk_bytes: int = DEFAULT_CHUNK_BYTES, live_copies: int = 4) -> int:
+  """Rows ``R`` of ``phi`` per block so ``live_copies`` arrays of ``[R, B, D]`` fit in
+  ``chunk_bytes``."""
+  per_row = max(1, live_copies * num_cols * dim * itemsize)
   return int(max(1, min(num_rows, chunk_bytes // per_row)))
 
 
-def pairwise_matrix(dist, phi, psi, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES):
+def pairwise_matrix(dist, phi, psi, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+                    live_copies: int = 4):
   """``[B_phi, B_psi]`` matrix ``dist(phi[i], psi[j])``, computed in checkpointed row blocks.
 
   ``dist`` maps broadcastable ``[..., D]`` arrays to ``[...]``. Row blocks of ``R`` rows
-  (:func:`rows_per_chunk`) run under ``lax.map``; ``phi`` is zero-padded to a multiple of ``R``
+  (:func:`rows_per_chunk` with ``live_copies``) run under ``lax.map``; ``phi`` is zero-padded to a multiple of ``R``
   and the padding rows are dropped. Each block is a ``jax.checkpoint``: the backward pass keeps
   only block inputs and recomputes the ``[R, B, D]`` intermediates one block at a time.
   """
   n, dim = phi.shape
-  r = rows_per_chunk(n, psi.shape[0], dim, jnp.dtype(phi.dtype).itemsize, chunk_bytes)
+  r = rows_per_chunk(n, psi.shape[0], dim, jnp.dtype(phi.dtype).itemsize, chunk_bytes,
+                     live_copies)
   block = jax.checkpoint(lambda rows: dist(rows[:, None, :], psi[None, :, :]))
   if r >= n:
     return block(phi)
@@ -170,7 +177,8 @@ def energy_matrix(energy: str, phi, psi, params=None, *, mrn_components: int = 1
   """``logits[i, j] = -d(phi[i] -> psi[j])`` of a quasimetric energy, ``[B, B]``."""
   dist = distance_fn(energy, params, mrn_components=mrn_components,
                      iqe_component_dim=iqe_component_dim)
-  return -pairwise_matrix(dist, phi, psi, chunk_bytes=chunk_bytes)
+  return -pairwise_matrix(dist, phi, psi, chunk_bytes=chunk_bytes,
+                          live_copies=LIVE_COPIES[energy])
 
 
 def energy_rows(energy: str, phi, psi, params=None, *, mrn_components: int = 1,

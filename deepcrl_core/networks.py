@@ -241,12 +241,13 @@ class NetworkSpec:
   energy: str = "l2"        # the critic's loss.energy: "iqe" adds its learned mixing weight
 
 
-def network_spec(config, state_size: int, goal_size: int, action_size: int) -> "NetworkSpec":
-  """The :class:`NetworkSpec` a run's ``config`` asks for, for an env of these sizes."""
+def network_spec(config, sizes) -> "NetworkSpec":
+  """The :class:`NetworkSpec` a run's ``config`` asks for (``network.*``, and the critic's
+  ``loss.energy``), for an env of ``sizes`` (``state_size``, ``goal_size``, ``action_size``)."""
   from deepcrl_core import config as config_lib  # pylint: disable=g-import-not-at-top
   net = config.network
   return NetworkSpec(
-      state_size=state_size, goal_size=goal_size, action_size=action_size,
+      state_size=sizes.state_size, goal_size=sizes.goal_size, action_size=sizes.action_size,
       actor_depth=config_lib.actor_depth(config), critic_depth=config_lib.critic_depth(config),
       width=net.width, repr_dim=net.repr_dim, kernel_impl=net.kernel_impl, remat=net.remat,
       matmul_dtype=net.matmul_dtype, block=net.block, energy=config.loss.energy)
