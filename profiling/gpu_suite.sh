@@ -29,6 +29,18 @@
 #   train         A short humanoid training run (depth 16, a few epochs) with the profiling
 #                 hooks on: metrics.csv with time/collect_s, time/update_s, time/eval_s, and
 #                 a trace of 2 training steps ($OUT/train_humanoid/).
+#   --- learning (launch/sweep.py; RESULTS.md "Learning") ---
+#   learn         Humanoid CRL at depth 4 and depth 16, one seed each, through the resumable
+#                 sweep tool: one call of at most ~9 minutes (the two runs share it); rerun
+#                 the step on the same machine to continue until each run has spent its
+#                 budget (30 min each, ~7 calls). Settings: the paper's humanoid config (512
+#                 envs x 62-step unrolls, 800 SGD steps of batch 512 per unroll, width 256,
+#                 Adam 3e-4, replay 10k steps per env with exact-resume checkpoints) with
+#                 evaluations every 8 training steps (~254k env steps, 6,400 gradient steps)
+#                 instead of the published 31, so a call yields several points of the curve.
+#                 The run directories (checkpoints hold the ~5.5 GB replay) stay in
+#                 $LEARN_DIR (default /tmp/deepcrl_learn_humanoid); sweep.csv, sweep.json, the
+#                 figures and a tarball of each run's metrics/logs go to $OUT/learn/.
 #   --- environment throughput (owner: profiling/env_throughput.py) ---
 #   envs          Env-steps/s of every paper task at 2048 envs (training wrappers, random
 #                 actions; RESULTS.md "Environment throughput") -> $OUT/envs_2048.md,
@@ -58,7 +70,7 @@
 set -euo pipefail
 
 STEP="${1:-}"
-STEPS="first kernels kernels_tune depth depth_train width train envs"
+STEPS="first kernels kernels_tune depth depth_train width train learn envs"
 if [[ " $STEPS " != *" $STEP "* ]] || [[ -z "$STEP" ]]; then
   echo "usage: bash profiling/gpu_suite.sh STEP   (steps: $STEPS)" >&2
   exit 2
@@ -177,6 +189,33 @@ case "$STEP" in
       --config=configs/humanoid.py:depth=16,epochs=2,train.train_steps_per_epoch=2,train.max_seconds=400,profile.timing_split_every=1,profile.trace_steps=2,checkpoint.every=0 \
       --workdir="$OUT/train_humanoid"
     log "metrics: $OUT/train_humanoid/metrics.csv; trace: $OUT/train_humanoid/profile"
+    ;;
+  # --- learning (owner: launch/sweep.py) -----------------------------------------------------
+  learn)
+    device_info | tee "$OUT/learn_device.txt"
+    LEARN_DIR="${LEARN_DIR:-/tmp/deepcrl_learn_humanoid}"
+    # later calls resume without recompiling (the children inherit the variable)
+    export JAX_COMPILATION_CACHE_DIR="${JAX_COMPILATION_CACHE_DIR:-/tmp/deepcrl_jax_cache}"
+    log "humanoid depth 4 and 16: this call <= 500 s of training, 1800 s per run in all"
+    status=0
+    # --time_limit_s: children stop at their last checkpoint by 500 s (+30 s grace); exit 4 =
+    # runs remain, rerun this step to continue.
+    timeout -k 30 570 python3 launch/sweep.py \
+      --config=configs/humanoid.py:train.train_steps_per_epoch=8,checkpoint.keep=1 \
+      --grid="depth=4,16" --seeds=1 --budget_s=1800 --time_limit_s=500 \
+      --workdir="$LEARN_DIR" || status=$?
+    mkdir -p "$OUT/learn"
+    cp "$LEARN_DIR"/sweep.csv "$LEARN_DIR"/sweep.json "$OUT/learn/" 2>/dev/null || true
+    cp -r "$LEARN_DIR/figures" "$OUT/learn/" 2>/dev/null || true
+    (cd "$LEARN_DIR" && tar czf "$OUT/learn/runs_logs.tar.gz" \
+      $(find runs \( -name metrics.csv -o -name train.log -o -name config.json \
+        -o -name summary.json -o -name residual_norms.csv \) 2>/dev/null)) || true
+    if [[ "$status" == 4 ]]; then
+      log "runs remain within their budget: rerun 'bash profiling/gpu_suite.sh learn'"
+      status=0
+    fi
+    log "done (status $status); $OUT/learn/: sweep.csv, figures/, runs_logs.tar.gz"
+    exit "$status"
     ;;
   # --- environment throughput (owner: profiling/env_throughput.py) ------------------------
   envs)
