@@ -159,3 +159,26 @@ def test_make_trunk_honours_the_spec_block():
   bad = nets.NetworkSpec(**{**spec.__dict__, "block": "dense"})
   with pytest.raises(ValueError, match="network.block must be one of"):
     nets.init_params(nets.make_networks(bad), jax.random.PRNGKey(0))
+
+
+TINY_MRN_SIMBA = ",epochs=2,loss.energy=mrn,network.block=simba,network.repr_dim=16"
+
+
+def test_the_config_reaches_the_networks_and_the_loss():
+  from deepcrl_core import train as train_lib  # pylint: disable=g-import-not-at-top
+  from tests.conftest import TINY_RUN, load_config  # pylint: disable=g-import-not-at-top
+  c = train_lib.build(load_config("pointmass", TINY_RUN + TINY_MRN_SIMBA))
+  assert (c.agent.spec.block, c.agent.spec.energy) == ("simba", "mrn")
+  assert c.agent.loss_cfg.energy == "mrn"
+
+
+@pytest.mark.slow   # 107 s measured on the 2-core machine under a load average of 7
+def test_a_tiny_crl_run_with_mrn_and_simba_trains_with_finite_losses(tmp_path):
+  from deepcrl_core import train as train_lib  # pylint: disable=g-import-not-at-top
+  from tests.conftest import TINY_RUN, load_config  # pylint: disable=g-import-not-at-top
+  config = load_config("pointmass", TINY_RUN + TINY_MRN_SIMBA)
+  rows = train_lib.train(config, str(tmp_path), log_fn=lambda s: None)
+  assert len(rows) == 2
+  for row in rows:
+    for key in ("critic_loss", "actor_loss"):
+      assert np.isfinite(row[key]), (key, row)
