@@ -162,6 +162,9 @@ def _schema() -> Dict[str, Dict[str, Any]]:
       "eval": {
           "num_envs": F(128, "evaluation episodes", positive=True),
           "every": F(1, "evaluate every N epochs and after the last (0 = never)", minimum=0),
+          "residual_norms": F(True, "at each evaluation, append the per-block residual branch "
+                              "and stream norms of the actor and critic encoders to "
+                              "RUN/residual_norms.csv (deepcrl_core.analysis)"),
       },
       "checkpoint": {
           "every": F(1, "epochs between checkpoints (0 = only at the end)", minimum=0),

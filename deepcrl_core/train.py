@@ -270,6 +270,9 @@ def default_callbacks(c: Components, workdir: str) -> List[cb_lib.Callback]:
     out.append(cb_lib.TensorBoardLogger(os.path.join(workdir, "tb")))
   out.append(cb_lib.ConsoleLogger(cfg.log.print_every))
   out.append(summary_lib.SummaryCallback(workdir))  # summary.json: the paper's headline numbers
+  if cfg.eval.residual_norms:  # residual_norms.csv (skips networks the agent does not have)
+    from deepcrl_core import analysis  # pylint: disable=g-import-not-at-top
+    out.append(analysis.ResidualNormsLogger(os.path.join(workdir, "residual_norms.csv")))
   prof = cfg.profile
   logdir = os.path.join(workdir, "profile")
   if prof.timing_split_every > 0 or prof.trace_steps > 0:
