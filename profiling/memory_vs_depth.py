@@ -20,22 +20,23 @@ _BATCHES = flags.DEFINE_list("batches", ["512", "4096"], "Batch sizes.")
 _REMATS = flags.DEFINE_list("remats", ["none", "block", "nested"], "Remat policies.")
 _WIDTH = flags.DEFINE_integer("width", 256, "Width.")
 _IMPL = flags.DEFINE_string("impl", "xla", "Kernel impl.")
+_AGENT = flags.DEFINE_string("agent", "crl", "Agent (deepcrl_core.agents) whose step is measured.")
 
 
-def step_memory_mb(depth, remat, batch, width, impl="xla"):
-  """``(temp_mb, argument_mb)`` of the compiled SGD step."""
+def step_memory_mb(depth, remat, batch, width, impl="xla", agent="crl"):
+  """``(temp_mb, argument_mb)`` of ``agent``'s compiled SGD step (humanoid input sizes), the
+  agent assembled as training assembles it (:func:`deepcrl_core.train.build_agent`)."""
   import jax
-  import jax.numpy as jnp
-  from deepcrl_core import agent as agent_lib, losses as L, networks as nets
-  spec = nets.NetworkSpec(state_size=268, goal_size=3, action_size=17, actor_depth=depth,
-                          critic_depth=depth, width=width, repr_dim=64, kernel_impl=impl,
-                          remat=remat)
-  agent = agent_lib.Agent(nets.make_networks(spec),
-                          L.LossConfig(kernel_impl=impl, target_entropy=-8.5), 3e-4, 3e-4, 3e-4)
-  ts = jax.eval_shape(agent.init, jax.random.PRNGKey(0))
-  f32 = lambda *s: jax.ShapeDtypeStruct(s, jnp.float32)
-  batch_shapes = L.Transitions(f32(batch, 268), f32(batch, 17), f32(batch, 3))
-  m = jax.jit(agent.sgd_step, donate_argnums=0).lower(ts, batch_shapes).compile().memory_analysis()
+  from deepcrl_core import config as config_lib, train as train_lib
+  from step_time_measure import random_batch  # pylint: disable=g-import-not-at-top
+  config = config_lib.make_config(
+      f"agent={agent},depth={depth},width={width},remat={remat},impl={impl},batch={batch}")
+  sizes = train_lib.EnvSizes(state_size=268, goal_size=3, action_size=17)
+  built = train_lib.build_agent(config, sizes)
+  ts = jax.eval_shape(built.init, jax.random.PRNGKey(0))
+  batch_shapes = jax.eval_shape(lambda: random_batch(jax.random.PRNGKey(1), batch, tuple(sizes),
+                                                     built, config))
+  m = jax.jit(built.sgd_step, donate_argnums=0).lower(ts, batch_shapes).compile().memory_analysis()
   return m.temp_size_in_bytes / 2**20, m.argument_size_in_bytes / 2**20
 
 
@@ -43,13 +44,14 @@ def main(argv):
   del argv
   depths = [int(d) for d in _DEPTHS.value]
   from profiling_common import device_header  # pylint: disable=g-import-not-at-top
-  print(f"{device_header(with_mujoco=False)}, width {_WIDTH.value}")
+  print(f"{device_header(with_mujoco=False)}, width {_WIDTH.value}, agent {_AGENT.value}")
   print("| remat | batch | " + " | ".join(f"depth {d} temp / args MB" for d in depths)
         + f" | temp ratio {depths[-1]}/{depths[0]} |")
   print("|---|---|" + "---|" * (len(depths) + 1))
   for remat in _REMATS.value:
     for batch in (int(b) for b in _BATCHES.value):
-      mem = [step_memory_mb(d, remat, batch, _WIDTH.value, _IMPL.value) for d in depths]
+      mem = [step_memory_mb(d, remat, batch, _WIDTH.value, _IMPL.value, _AGENT.value)
+             for d in depths]
       cells = " | ".join(f"{t:,.0f} / {a:,.0f}" for t, a in mem)
       print(f"| {remat} | {batch} | {cells} | {mem[-1][0] / mem[0][0]:.2f} |", flush=True)
 

@@ -122,7 +122,7 @@ def run_sweep(config, *, depths, widths, batches, impls, out: str, repeats: int 
               unroll_repeats: int = 5, train_repeats: int = 3, train_step: str = "auto",
               num_envs: int = -1, unroll_length: int = -1, sgd_steps: int = -1,
               row_timeout: float = 600.0, unroll: bool = True, budget_s: float = 0.0,
-              command: str = "",
+              command: str = "", agents=None,
               log=print) -> dict:
   """Runs the sweep and writes the CSV, the PNG and the markdown; returns what it wrote."""
   import ml_collections  # pylint: disable=g-import-not-at-top
@@ -145,6 +145,10 @@ def run_sweep(config, *, depths, widths, batches, impls, out: str, repeats: int 
     return c
 
   grid = [(d, w, b) for w in widths for b in batches for d in depths]
+  # --agents: each row's config.agent (deepcrl_core.agents); FLOPs are counted for the config's
+  # own agent only (the probe's), so other agents' rows have none.
+  agents = list(agents or [config.get("agent", "crl")])
+  flops_agent = config.get("agent", "crl")
   flops_shapes = []
   for d, w, b in grid:
     s = {"width": w, "batch": b, "actor_depth": fixed_actor or d, "critic_depth": fixed_critic or d}
@@ -204,8 +208,8 @@ def run_sweep(config, *, depths, widths, batches, impls, out: str, repeats: int 
   rows = []
   t_sweep = time.time()
   for d, w, b in grid:
-    for impl in impls:
-      r = {"depth": d, "width": w, "batch": b, "impl": impl, "notes": [], **shape}
+    for agent, impl in [(a, i) for a in agents for i in impls]:
+      r = {"depth": d, "width": w, "batch": b, "impl": impl, "agent": agent, "notes": [], **shape}
       left = budget_s - (time.time() - t_sweep) if budget_s > 0 else float("inf")
       if left < 10:
         r.update(status="not run", notes=[f"--budget_s={budget_s:.0f} spent before this row"])
@@ -219,6 +223,7 @@ def run_sweep(config, *, depths, widths, batches, impls, out: str, repeats: int 
         log(f"depth {d} width {w} batch {b} {impl}: skipped ({backend})")
         continue
       c = row_config(d, w, b, impl, shape)
+      c.agent = agent
       t0 = time.time()
       res, why = _subprocess("row", {"config": json.dumps(c.to_dict()), "repeats": repeats,
                                      "unroll_repeats": unroll_repeats,
@@ -235,7 +240,7 @@ def run_sweep(config, *, depths, widths, batches, impls, out: str, repeats: int 
         r["notes"] = res.get("notes", [])
       s = {"width": w, "batch": b, "actor_depth": fixed_actor or d,
            "critic_depth": fixed_critic or d}
-      flops = info["flops"].get(flops_key(s))
+      flops = info["flops"].get(flops_key(s)) if agent == flops_agent else None
       if flops:
         r["gflops_per_step"] = flops / 1e9
         if isinstance(r.get("step_ms"), float):
@@ -254,7 +259,7 @@ def run_sweep(config, *, depths, widths, batches, impls, out: str, repeats: int 
           r["total_h_100M"] = 1e8 / (shape["num_envs"] * shape["unroll_length"]) * r["train_ms"] / 3.6e6
       rows.append(r)
       write_outputs()
-      log(f"depth {d} width {w} batch {b} {impl}: {r['status']} step {_fmt(r.get('step_ms'))} ms,"
+      log(f"depth {d} width {w} batch {b} {impl} {agent}: {r['status']} step {_fmt(r.get('step_ms'))} ms,"
           f" compile {_fmt(r.get('compile_s'))} s, peak {_fmt(r.get('peak_mem_mb'))} MB "
           f"({time.time() - t0:.0f}s)" + (f" [{'; '.join(r['notes'])}]" if r["notes"] else ""))
 
@@ -277,7 +282,8 @@ def main(argv):
       impls=impls, out=f.out, repeats=f.repeats, unroll_repeats=f.unroll_repeats,
       train_repeats=f.train_repeats, train_step=f.train_step, num_envs=f.num_envs,
       unroll_length=f.unroll_length, sgd_steps=f.sgd_steps, row_timeout=f.row_timeout,
-      unroll=f.unroll, budget_s=f.budget_s, command=command, log=lambda s: print(s, file=sys.stderr, flush=True))
+      unroll=f.unroll, budget_s=f.budget_s, command=command,
+      agents=[a for a in f.agents.split(",") if a] or None, log=lambda s: print(s, file=sys.stderr, flush=True))
   print(result["markdown"], flush=True)
   failed = [r for r in result["rows"] if r["status"].startswith("error")]
   return 1 if failed else 0
@@ -303,6 +309,8 @@ def _define_flags():
                       "blocks unrolled instead of looped), pallas, interpret, auto; pallas is "
                       "skipped off GPU.")
   flags.DEFINE_string("out", "step_time_out", "Output directory.")
+  flags.DEFINE_string("agents", "", "Agents to time, e.g. crl,sac,td3,gcbc,gcsl (default: the "
+                      "config's agent); one row per agent, impl and shape.")
   flags.DEFINE_integer("repeats", 20, "Timed gradient steps per row (>= 20).")
   flags.DEFINE_integer("unroll_repeats", 5, "Timed unrolls per row.")
   flags.DEFINE_integer("train_repeats", 3, "Timed whole training steps per row.")

@@ -74,9 +74,39 @@ def make_agent(config, sizes):
   return train_lib.build_agent(config, train_lib.EnvSizes(*sizes[:3]))
 
 
-def random_batch(key, batch: int, sizes):
+class _SizesEnv:
+  """What an agent's sampler reads of an env (sizes, goal indices, success test), for network
+  input ``sizes`` without building the env."""
+
+  success_radius = 0.5
+
+  def __init__(self, sizes):
+    from deepcrl_core.envs.base import Env  # pylint: disable=g-import-not-at-top
+    self.state_size, goal_size, self.action_size = sizes[:3]
+    self.goal_indices = tuple(range(goal_size))
+    self.goal_metrics = lambda achieved, goal: Env.goal_metrics(self, achieved, goal)
+
+
+def random_batch(key, batch: int, sizes, agent=None, config=None):
+  """A random minibatch of ``batch`` rows: CRL's ``Transitions``, or with ``agent`` (and its
+  ``config``) whatever that agent's sampler yields, drawn from a random replay buffer (content
+  does not change timing)."""
   import jax  # pylint: disable=g-import-not-at-top
   from deepcrl_core import losses as losses_lib
+  if agent is not None:
+    import ml_collections  # pylint: disable=g-import-not-at-top
+    from deepcrl_core import replay  # pylint: disable=g-import-not-at-top
+    cfg = ml_collections.ConfigDict(config.to_dict())
+    cfg.train.batch_size, cfg.train.sgd_steps, cfg.replay.sampling = batch, 1, "transitions"
+    obs_size = sizes[0] + sizes[1]
+    k_obs, k_act, k_draw = jax.random.split(key, 3)
+    buf = replay.insert(replay.init(16, 8, obs_size, sizes[2]), replay.Unroll(
+        obs=jax.random.normal(k_obs, (16, 8, obs_size)),
+        action=jax.random.uniform(k_act, (16, 8, sizes[2]), minval=-1.0, maxval=1.0),
+        traj_id=jax.numpy.zeros((16, 8), jax.numpy.int32)))
+    sampler = agent.make_sampler(cfg, _SizesEnv(sizes))
+    drawn = sampler.draw(buf, k_draw)
+    return sampler.batch(buf, jax.tree.map(lambda x: x[0], drawn))
   ks, ka, kg = jax.random.split(key, 3)
   return losses_lib.Transitions(
       state=jax.random.normal(ks, (batch, sizes[0])),
@@ -174,7 +204,7 @@ def model_flops(config_json: str, width: int, batch: int, actor_depth: int,
     cfg.network.kernel_impl = "xla"
     agent = make_agent(cfg, sizes)
     ts = agent.init(jax.random.PRNGKey(0))
-    b = random_batch(jax.random.PRNGKey(1), batch, sizes)
+    b = random_batch(jax.random.PRNGKey(1), batch, sizes, agent, cfg)
     with residual_stack_xla.scan_unroll(True):  # the trunks' scans unrolled: every block counted
       return cost_flops(jax.jit(agent.sgd_step).lower(ts, b))
 
@@ -208,7 +238,7 @@ def measure_row(spec: dict) -> dict:
   """Measures one row; ``spec`` holds the config (json) and the row's settings."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp
-  from deepcrl_core import agent as agent_lib
+  from deepcrl_core import agents as agents_lib
   from deepcrl_core import config as config_lib
   from deepcrl_core import networks as nets
 
@@ -226,8 +256,9 @@ def measure_row(spec: dict) -> dict:
   try:
     # --- the gradient step -------------------------------------------------------------------
     ts = agent.init(jax.random.PRNGKey(0))
-    r["params"] = nets.param_count(ts.actor_params) + nets.param_count(ts.critic_params)
-    batch = random_batch(jax.random.PRNGKey(1), config.train.batch_size, sizes)
+    r["params"] = sum(agent.param_counts(ts).values())
+    r["agent"] = agent.name
+    batch = random_batch(jax.random.PRNGKey(1), config.train.batch_size, sizes, agent, config)
     step = jax.jit(agent.sgd_step, donate_argnums=0)
     t0 = time.perf_counter()
     compiled = step.lower(ts, batch).compile()
@@ -268,14 +299,16 @@ def measure_row(spec: dict) -> dict:
       train_env = envs.wrap_for_training(env, config.env.episode_length)
       env_state = jax.jit(train_env.reset)(jax.random.split(jax.random.PRNGKey(2), t.num_envs))
 
-      def unroll(actor_params, env_state, key):
-        return agent_lib.collect(agent, train_env, actor_params, env_state, key, t.unroll_length)
+      def unroll(policy_params, env_state, key):
+        return agents_lib.collect(agent, train_env, policy_params, env_state, key,
+                                  t.unroll_length)
 
+      policy_params = agent.policy_params(ts)
       t0 = time.perf_counter()
-      unroll_c = jax.jit(unroll).lower(ts.actor_params, env_state, jax.random.PRNGKey(3)).compile()
+      unroll_c = jax.jit(unroll).lower(policy_params, env_state, jax.random.PRNGKey(3)).compile()
       r["unroll_compile_s"] = time.perf_counter() - t0
       keys = iter(jax.random.split(jax.random.PRNGKey(4), 10_000))
-      times = _timed_calls(lambda k: unroll_c(ts.actor_params, env_state, k),
+      times = _timed_calls(lambda k: unroll_c(policy_params, env_state, k),
                            lambda: (next(keys),), spec["unroll_repeats"], warmup=1)
       r["unroll_ms"] = 1e3 * statistics.median(times) / t.unroll_length
       r["env_steps_per_s"] = t.num_envs * t.unroll_length / statistics.median(times)
@@ -289,7 +322,7 @@ def measure_row(spec: dict) -> dict:
                          if config.replay.sampling == "windows" else 1))
         stored = 0
         while stored < needed:  # enough data for the sampler (content does not change timing)
-          env_state, data = unroll_c(ts.actor_params, env_state, next(keys))
+          env_state, data = unroll_c(policy_params, env_state, next(keys))
           buf = replay.insert(buf, data)
           stored += t.unroll_length
         from deepcrl_core import distributed  # pylint: disable=g-import-not-at-top

@@ -10,7 +10,7 @@ from typing import Dict, List, Sequence
 
 
 CSV_COLUMNS = [
-    "depth", "width", "batch", "impl", "status", "actor_depth", "critic_depth", "params",
+    "depth", "width", "batch", "impl", "agent", "status", "actor_depth", "critic_depth", "params",
     "compile_s", "step_ms", "step_ms_min", "step_ms_p90", "repeats", "gflops_per_step",
     "tflops", "frac_peak", "xla_mem_mb", "peak_mem_mb", "mem_source", "num_envs",
     "unroll_length", "sgd_steps", "unroll_compile_s", "unroll_ms", "env_steps_per_s",
@@ -44,13 +44,13 @@ def fit_linear(xs: Sequence[float], ys: Sequence[float]):
 
 
 def depth_fits(rows: Sequence[dict]) -> List[dict]:
-  """Per (impl, width, batch): step time fitted against depth (>= 2 measured depths)."""
+  """Per (agent, impl, width, batch): step time fitted against depth (>= 2 measured depths)."""
   groups: Dict[tuple, List[dict]] = {}
   for r in rows:
     if isinstance(r.get("step_ms"), float):
-      groups.setdefault((r["impl"], r["width"], r["batch"]), []).append(r)
+      groups.setdefault((r.get("agent", "crl"), r["impl"], r["width"], r["batch"]), []).append(r)
   fits = []
-  for (impl, width, batch), rs in sorted(groups.items()):
+  for (agent, impl, width, batch), rs in sorted(groups.items()):
     depths = sorted({r["depth"] for r in rs})
     if len(depths) < 2:
       continue
@@ -61,13 +61,13 @@ def depth_fits(rows: Sequence[dict]) -> List[dict]:
     hi = max(rs, key=lambda r: r["depth"])
     loglog = (math.log(hi["step_ms"] / lo["step_ms"]) / math.log(hi["depth"] / lo["depth"])
               if hi["depth"] != lo["depth"] else float("nan"))
-    fits.append({"impl": impl, "width": width, "batch": batch, "depths": depths,
+    fits.append({"agent": agent, "impl": impl, "width": width, "batch": batch, "depths": depths,
                  "intercept_ms": a, "slope_ms_per_layer": b, "loglog_slope": loglog})
   return fits
 
 
 def markdown(rows: Sequence[dict], fits: Sequence[dict], header: Sequence[str]) -> str:
-  cols = ["depth", "width", "batch", "impl", "params", "compile_s", "step_ms", "gflops_per_step",
+  cols = ["depth", "width", "batch", "impl", "agent", "params", "compile_s", "step_ms", "gflops_per_step",
           "tflops", "frac_peak", "peak_mem_mb", "xla_mem_mb", "unroll_compile_s", "unroll_ms",
           "train_ms", "sgd_h_100M", "total_h_100M", "status"]
   lines = list(header) + [""]
@@ -89,10 +89,10 @@ def markdown(rows: Sequence[dict], fits: Sequence[dict], header: Sequence[str]) 
     lines += ["", "Step time against depth, least squares `step_ms = intercept + slope * depth` "
               "(depth = Dense layers per trunk; log-log slope between the deepest row and the "
               "shallowest row of depth >= 16):", "",
-              "| impl | width | batch | depths | intercept ms | ms per layer | log-log slope |",
-              "|---|---|---|---|---|---|---|"]
+              "| agent | impl | width | batch | depths | intercept ms | ms per layer | log-log "
+              "slope |", "|---|---|---|---|---|---|---|---|"]
     for f in fits:
-      lines.append(f"| {f['impl']} | {f['width']} | {f['batch']} | "
+      lines.append(f"| {f.get('agent', 'crl')} | {f['impl']} | {f['width']} | {f['batch']} | "
                    f"{','.join(map(str, f['depths']))} | {_fmt(f['intercept_ms'])} | "
                    f"{_fmt(f['slope_ms_per_layer'])} | {_fmt(f['loglog_slope'])} |")
   notes = sorted({n for r in rows for n in r.get("notes", [])})
@@ -122,6 +122,8 @@ def plot(path: str, rows: Sequence[dict], title: str) -> str:
     if not isinstance(r.get("step_ms"), float):
       continue
     label = r["impl"] if len(shapes) == 1 else f"{r['impl']} w{r['width']} b{r['batch']}"
+    if len({x.get("agent", "crl") for x in rows}) > 1:
+      label = f"{r.get('agent', 'crl')} {label}"
     series.setdefault(label, []).append(r)
   panels = [("step ms", "step_ms"), ("peak mem MB", "peak_mem_mb")]
   data = {lab: {key: sorted((r["depth"], r[key]) for r in rs

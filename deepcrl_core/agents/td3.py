@@ -10,9 +10,12 @@ with a Polyak-averaged target copy. One SGD step on a :class:`~deepcrl_core.agen
   -1, 1)`` (target policy smoothing), ``y = r + discount * min_i Q'_i(s', g, a')``, loss
   ``0.5 * mean_i (Q_i - y)^2`` over the valid rows (clipped double Q-learning);
 * actor and both targets only every ``td3.policy_delay`` gradient steps (delayed policy updates,
-  on the steps where ``grad_steps % policy_delay == 0``): actor loss ``-mean Q_1(s, g, mu(s, g))``,
-  then ``theta' <- (1 - tau) theta' + tau theta`` for actor and critics. On the other steps the
-  actor loss is evaluated (reported) but not applied.
+  on the steps where ``grad_steps % policy_delay == 0``): actor loss ``-mean Q_1(s, g, mu(s, g))``
+  on the critic just updated (the TD3 paper's order; JaxGCRL differentiates through the critic
+  before the step), then ``theta' <- (1 - tau) theta' + tau theta`` for the actor and the
+  critics (JaxGCRL blends the target actor from the online one instead; here each target
+  follows its own online network). On the other steps the actor loss is evaluated (reported)
+  but not applied.
 
 Exploration (collection): ``clip(mu(s, g) + clip(N(0, exploration_noise), +-exploration_clip),
 -1, 1)``; evaluation uses ``mu`` itself. Defaults and sources: the config schema (``td3.*``).
