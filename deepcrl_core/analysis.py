@@ -20,7 +20,9 @@ covering a maze, for a fixed goal; ``launch/analyze.py`` draws it.
 from __future__ import annotations
 
 import csv
+import functools
 import os
+import time
 import tempfile
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -169,7 +171,8 @@ def norm_rows(epoch: int, env_steps: int, norms) -> List[Dict[str, Any]]:
 class ResidualNormsLogger(cb_lib.Callback):
   """``eval.residual_norms``: at each evaluation epoch, the residual norms of the actor and
   both critic encoders on the training envs' current observations (``ctx.run.env_state.obs``,
-  up to ``max_batch`` of them), appended to ``RUN/residual_norms.csv``.
+  up to ``max_batch`` of them), appended to ``RUN/residual_norms.csv`` by process 0 (every
+  process takes part in the computation, as in the run's other computations over the mesh).
 
   Works for any agent whose training state has ``actor_params`` / ``critic_params`` holding
   modules named as CRL's (``actor``, ``sa_encoder``, ``goal_encoder``); networks that do not
@@ -186,9 +189,6 @@ class ResidualNormsLogger(cb_lib.Callback):
     self.seconds: List[float] = []   # wall time of each computation (incl. its first compile)
 
   def on_train_start(self, ctx):
-    if not ctx.main_process:
-      self.disabled = True
-      return
     cfg = ctx.config
     block = getattr(cfg.network, "block", "residual")
     if block != "residual":
@@ -196,7 +196,7 @@ class ResidualNormsLogger(cb_lib.Callback):
                  "not logged (set eval.residual_norms=False to silence this)")
       self.disabled = True
       return
-    if ctx.start_epoch >= 0 and os.path.exists(self.path):
+    if ctx.main_process and ctx.start_epoch >= 0 and os.path.exists(self.path):
       _truncate_after(self.path, ctx.start_epoch)
     self.fn = self._make_fn(ctx)
 
@@ -210,9 +210,13 @@ class ResidualNormsLogger(cb_lib.Callback):
       matmul_dtype = jnp.dtype(spec.matmul_dtype)
     state_size, action_size = env.state_size, env.action_size
     policy = getattr(agent, "policy", None)
+    max_batch = self.max_batch
+    from deepcrl_core import distributed  # pylint: disable=g-import-not-at-top
 
-    @jax.jit
+    # Every process calls it (a computation over the mesh); the outputs are replicated.
+    @functools.partial(jax.jit, out_shardings=distributed.replicated(c.mesh))
     def fn(training, obs):
+      obs = obs.reshape((-1, obs.shape[-1]))[:max_batch]
       actor = getattr(training, "actor_params", None)
       critic = getattr(training, "critic_params", None)
       act = None
@@ -227,12 +231,10 @@ class ResidualNormsLogger(cb_lib.Callback):
   def on_epoch_end(self, ctx, row):
     if self.disabled or self.fn is None or not any(k.startswith("eval/") for k in row):
       return
-    import time  # pylint: disable=g-import-not-at-top
     t0 = time.perf_counter()
-    obs = ctx.run.env_state.obs
-    obs = obs.reshape((-1, obs.shape[-1]))[:self.max_batch]
+    from deepcrl_core import distributed  # pylint: disable=g-import-not-at-top
     try:
-      norms = jax.device_get(self.fn(ctx.run.training, obs))
+      norms = distributed.to_host(self.fn(ctx.run.training, ctx.run.env_state.obs))
     except ValueError as e:  # params of another layout: say so once and stop
       ctx.log_fn(f"residual norms: {e}; not logged")
       self.disabled = True
@@ -241,6 +243,8 @@ class ResidualNormsLogger(cb_lib.Callback):
       ctx.log_fn("residual norms: this agent has no actor/sa_encoder/goal_encoder trunk; "
                  "not logged")
       self.disabled = True
+      return
+    if not ctx.main_process:
       return
     rows = norm_rows(int(row["epoch"]), int(row["env_steps"]), norms)
     new = not os.path.exists(self.path)
@@ -326,7 +330,7 @@ def critic_map(env, networks, actor_params, critic_params, goal_xy, *, resolutio
   from deepcrl_core import networks as nets  # pylint: disable=g-import-not-at-top
   energy = getattr(loss_cfg, "energy", "l2")
   key = jax.random.PRNGKey(0) if reset_key is None else reset_key
-  obs0 = np.asarray(jax.device_get(env.reset(key).obs), np.float32)
+  obs0 = np.asarray(jax.device_get(jax.jit(env.reset)(key).obs), np.float32)
   ss = env.state_size
   xy_idx = np.asarray(env.goal_indices[:2])
   state0 = obs0[:ss].copy()

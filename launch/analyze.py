@@ -58,6 +58,7 @@ def draw(cmap, env, env_name, goal, out, *, title_extra="", value_label="", quan
   maze, scale = env.maze, env.maze_scale
   (x0, x1), (y0, y1) = analysis.maze_bounds(maze, scale)
   fig, ax = plt.subplots(figsize=(6.0, 5.0 * (y1 - y0) / (x1 - x0) + 0.6))
+  ax.set_facecolor("0.35")  # masked pixels straddling a wall edge read as wall
   # values[i, j] is at (xs[i], ys[j]): x along the horizontal axis.
   image = ax.imshow(np.ma.masked_invalid(cmap.values.T), origin="lower",
                     extent=(x0, x1, y0, y1), cmap="viridis", interpolation="nearest")

@@ -271,6 +271,30 @@ def test_critic_map_errors_name_the_problem(maze_run):
     analysis.critic_map(maze_env, *args, (-3.0, 1.0))
 
 
+@pytest.mark.parametrize("name", ["ant_u4_maze_eval", "humanoid_u_maze_eval"])
+def test_critic_map_on_the_paper_mazes(name):
+  """Ant (goal xy) and humanoid (goal xyz) mazes, untrained networks: the grid point's xy go
+  into state[0:2] of the reset state, the goal's extra entries come from the reset goal."""
+  env = envs.make(name)
+  spec = nets.NetworkSpec(env.state_size, env.goal_size, env.action_size, 4, 4, 16,
+                          repr_dim=8, kernel_impl="xla")
+  n = nets.make_networks(spec)
+  actor, critic = nets.init_params(n, jax.random.PRNGKey(0))
+  scale = env.maze_scale
+  goal = env.maze.goal_xy(scale)[-1]
+  cm = analysis.critic_map(env, n, actor, critic, goal, resolution=6)
+  assert cm.values.shape == (6, 6) and np.all(np.isfinite(cm.values[~cm.mask]))
+  obs0 = np.asarray(jax.jit(env.reset)(jax.random.PRNGKey(0)).obs)
+  i, j = np.argwhere(~cm.mask)[0]
+  state = obs0[:env.state_size].copy()
+  state[:2] = cm.xs[i], cm.ys[j]
+  g = obs0[env.state_size:].copy()
+  g[:2] = goal
+  mean, _ = n.actor.apply(actor, np.concatenate([state, g])[None])
+  phi, psi = n.critic.apply(critic, state[None], jnp.tanh(mean), g[None])
+  assert cm.values[i, j] == pytest.approx(float(jnp.linalg.norm(phi - psi)), rel=1e-5)
+
+
 def _analyze(*args, timeout=300):
   return subprocess.run([sys.executable, "launch/analyze.py", *args], cwd=REPO_ROOT,
                         capture_output=True, text=True, timeout=timeout)
