@@ -105,14 +105,21 @@ def mrn_distance(x, y, components: int = 1):
 
 
 def iqe_components(x, y, component_dim: int = 16):
-  """Per-component IQE distances ``[..., D / component_dim]`` of ``x -> y`` (see module)."""
-  x, y = jnp.broadcast_arrays(x, y)
-  k = x.shape[-1] // component_dim
-  xs = x.reshape(x.shape[:-1] + (k, component_dim))
-  ys = y.reshape(y.shape[:-1] + (k, component_dim))
+  """Per-component IQE distances ``[..., D / component_dim]`` of ``x -> y`` (see module).
+
+  Only ``x``'s entries are sorted (in its own shape, before broadcasting against ``y``), and
+  ``y``'s entries are put in that order by a one-hot matmul, not a gather: on XLA:CPU a
+  ``[R, B, D]`` gather and its scatter-add gradient ran ~20x slower than the whole MRN loss.
+  """
+  l = component_dim
+  k = x.shape[-1] // l
+  xs = x.reshape(x.shape[:-1] + (k, l))
+  ys = y.reshape(y.shape[:-1] + (k, l))
   order = jnp.argsort(jax.lax.stop_gradient(xs), axis=-1)
-  start = jnp.take_along_axis(xs, order, axis=-1)
-  end = jnp.maximum(start, jnp.take_along_axis(ys, order, axis=-1))
+  start = jnp.take_along_axis(xs, order, axis=-1)               # x's shape only
+  perm = jax.nn.one_hot(order, l, dtype=ys.dtype)               # [..x, k, position, source]
+  ys_sorted = jnp.einsum("...kl,...kml->...km", ys, perm, precision=jax.lax.Precision.HIGHEST)
+  end = jnp.maximum(start, ys_sorted)
   covered = jax.lax.cummax(end, axis=end.ndim - 1)
   neg_inf = jnp.full(end.shape[:-1] + (1,), -jnp.inf, end.dtype)
   before = jnp.concatenate([neg_inf, covered[..., :-1]], axis=-1)
