@@ -93,7 +93,8 @@ class SACAgent(base.Agent):
     log_alpha = jnp.zeros((), jnp.float32)
     return SACState(
         actor_params=actor_params, critic_params=critic_params,
-        target_critic_params=critic_params, log_alpha=log_alpha,
+        # own buffers: a donated state must not hold one buffer twice
+        target_critic_params=jax.tree.map(jnp.copy, critic_params), log_alpha=log_alpha,
         actor_opt_state=self.actor_opt.init(actor_params),
         critic_opt_state=self.critic_opt.init(critic_params),
         alpha_opt_state=self.alpha_opt.init(log_alpha),

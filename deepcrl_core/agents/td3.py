@@ -88,7 +88,9 @@ class TD3Agent(base.Agent):
     critic_params = sac.init_twin_q(self.critic, s, k_critic)
     return TD3State(
         actor_params=actor_params, critic_params=critic_params,
-        target_actor_params=actor_params, target_critic_params=critic_params,
+        # own buffers: a donated state must not hold one buffer twice
+        target_actor_params=jax.tree.map(jnp.copy, actor_params),
+        target_critic_params=jax.tree.map(jnp.copy, critic_params),
         actor_opt_state=self.actor_opt.init(actor_params),
         critic_opt_state=self.critic_opt.init(critic_params),
         key=key, grad_steps=jnp.zeros((), jnp.int32))
