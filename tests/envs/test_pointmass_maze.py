@@ -113,7 +113,7 @@ def test_eval_layouts_reset_to_far_goals_only(name):
 
 def test_goal_noise_is_uniform_around_the_cell_centre():
   env = PointMass(maze="u", goal_noise=0.2)
-  goals = np.asarray(jax.vmap(env.reset)(jax.random.split(jax.random.PRNGKey(2), 500))
+  goals = np.asarray(jax.jit(jax.vmap(env.reset))(jax.random.split(jax.random.PRNGKey(2), 500))
                      .info["goal"])
   off = goals - np.round(goals)
   assert np.all(np.abs(off) <= 0.2) and np.abs(off).max() > 0.18
@@ -251,3 +251,13 @@ def test_far_goals_reachable_within_the_episode(name):
 def test_bad_arguments_are_named(kwargs, match):
   with pytest.raises(ValueError, match=match):
     PointMass(**kwargs)
+
+
+@pytest.mark.parametrize("name", ["pointmass_u_maze", "pointmass_big_maze"])
+def test_maze_configs_validate_and_evaluate_on_the_far_goals(name):
+  from deepcrl_core import config as config_lib
+  from tests.conftest import load_config
+  c = load_config(name)
+  assert config_lib.validation_problems(c) == []
+  assert config_lib.eval_env_name(c) == f"{name}_eval"
+  assert c.env.episode_length == envs.make(name).episode_length
