@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from deepcrl_core import callbacks as cb_lib
+from deepcrl_core import distributed
 
 # Haiku module names of the CRL networks (deepcrl_core.networks.make_networks).
 NETWORKS = ("actor", "sa_encoder", "goal_encoder")
@@ -164,7 +165,8 @@ def norm_rows(epoch: int, env_steps: int, norms) -> List[Dict[str, Any]]:
                  "branch_norm": "", "stream_norm": repr(float(stream[0]))})
     for k in range(len(branch)):
       rows.append({"epoch": epoch, "env_steps": env_steps, "network": name, "block": k,
-                   "branch_norm": repr(float(branch[k])), "stream_norm": repr(float(stream[k + 1]))})
+                   "branch_norm": repr(float(branch[k])),
+                   "stream_norm": repr(float(stream[k + 1]))})
   return rows
 
 
@@ -211,8 +213,6 @@ class ResidualNormsLogger(cb_lib.Callback):
     state_size, action_size = env.state_size, env.action_size
     policy = getattr(agent, "policy", None)
     max_batch = self.max_batch
-    from deepcrl_core import distributed  # pylint: disable=g-import-not-at-top
-
     # Every process calls it (a computation over the mesh); the outputs are replicated.
     @functools.partial(jax.jit, out_shardings=distributed.replicated(c.mesh))
     def fn(training, obs):
@@ -232,7 +232,6 @@ class ResidualNormsLogger(cb_lib.Callback):
     if self.disabled or self.fn is None or not any(k.startswith("eval/") for k in row):
       return
     t0 = time.perf_counter()
-    from deepcrl_core import distributed  # pylint: disable=g-import-not-at-top
     try:
       norms = distributed.to_host(self.fn(ctx.run.training, ctx.run.env_state.obs))
     except ValueError as e:  # params of another layout: say so once and stop
