@@ -8,8 +8,8 @@ episodes, success radius 0.2 m (``deepcrl_core/envs/pointmass.py``). Not a paper
 the quick start's pipeline choices (a fresh start and goal every episode, i.i.d. transitions,
 random-action prefill, the exact tanh log-density; FIDELITY.md lists the published ones).
 Measured start (2026-12-01, 2-core AMD EPYC shared with other jobs, ``train.max_seconds=240``):
-eval success on the far goals 0 for 0.3M env steps, 0.6-0.74 from 0.7M (about 2 min of
-training) to 2.4M, time at goal 30-40 of 100 steps.
+eval success on the far goals 0 for 0.3M env steps, then mostly 0.6-0.74 (dips to 0.33) from
+0.7M (about 2 min of training) to 2.4M, time at goal mostly 28-40 of 100 steps.
 """
 
 from deepcrl_core.config import make_config
