@@ -9,7 +9,9 @@ share their evaluation epochs and env steps); against wall-clock each point sits
 mean ``run_wall_s`` (the run's wall-clock across resumes, compilation included). Bands and
 error bars are 95% Student-t intervals of the seed mean, ``mean ± t(0.975, n-1) · s / √n``
 with ``s`` the sample standard deviation over the ``n`` seeds present at that point; a point
-with one seed gets no band. "Final" values are, per run, the mean of its last
+with one seed gets no band. With few seeds the interval is wide (``t(0.975, 1) = 12.7`` for
+two) and is clipped to the metric's range (:data:`METRIC_BOUNDS`: success in [0, 1], time at
+goal and distances non-negative), so a band never claims impossible values. "Final" values are, per run, the mean of its last
 :data:`FINAL_EVALUATIONS` (5) evaluations -- the number summary.json and the paper use -- then
 the seed mean and interval of those. Axes named depth, width or batch (``network.depth``,
 ``network.width``, ``train.batch_size`` and the actor/critic depths) are drawn on a log2 scale.
@@ -47,13 +49,18 @@ TRAIN_METRICS = (("critic_loss", "critic loss"), ("actor_loss", "actor loss"),
 LOG2_FIELDS = {"network.depth", "network.actor_depth", "network.critic_depth", "network.width",
                "train.batch_size"}
 DEPTH_FIELDS = {"network.depth"}
+# Ranges the metrics can take: intervals are clipped to them.
+METRIC_BOUNDS = {"eval/success": (0.0, 1.0), "eval/time_at_goal": (0.0, None),
+                 "eval/final_dist": (0.0, None), "eval/episode_length": (0.0, None)}
 NETWORKS = ("actor", "sa_encoder", "goal_encoder")
 NORM_COLUMNS = ("epoch", "env_steps", "network", "block", "branch_norm", "stream_norm")
 
 
-def t_interval(values: Sequence[float], level: float = 0.95) -> Tuple[float, float, float]:
+def t_interval(values: Sequence[float], level: float = 0.95,
+               bounds: Optional[Tuple[Optional[float], Optional[float]]] = None
+               ) -> Tuple[float, float, float]:
   """``(mean, low, high)``: the Student-t interval of the mean of ``values`` (NaN bounds for
-  fewer than two values)."""
+  fewer than two values), clipped to ``bounds = (lo, hi)`` (None: unbounded on that side)."""
   x = np.asarray([v for v in values if v is not None and math.isfinite(v)], np.float64)
   if x.size == 0:
     return math.nan, math.nan, math.nan
@@ -62,7 +69,13 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> Tuple[float, flo
     return mean, math.nan, math.nan
   from scipy import stats  # pylint: disable=g-import-not-at-top
   half = float(stats.t.ppf(0.5 + level / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
-  return mean, mean - half, mean + half
+  low, high = mean - half, mean + half
+  if bounds is not None:
+    if bounds[0] is not None:
+      low = max(low, bounds[0])
+    if bounds[1] is not None:
+      high = min(high, bounds[1])
+  return mean, low, high
 
 
 def _num(v) -> Optional[float]:
@@ -118,7 +131,7 @@ def seed_curve(rows: Sequence[Dict], metric: str, x: str) -> Dict[str, np.ndarra
   out = {k: [] for k in ("x", "mean", "low", "high", "n")}
   for e in sorted(by_epoch):
     pts = by_epoch[e]
-    m, lo, hi = t_interval([y for _, y in pts])
+    m, lo, hi = t_interval([y for _, y in pts], bounds=METRIC_BOUNDS.get(metric))
     out["x"].append(float(np.mean([xv for xv, _ in pts])))
     out["mean"].append(m)
     out["low"].append(lo)
@@ -254,7 +267,7 @@ def _other_groups(rows, axes, axis):
   return others, groups
 
 
-def _per_value(rows, axis, per_run: Dict[Tuple[str, str], float]):
+def _per_value(rows, axis, per_run: Dict[Tuple[str, str], float], bounds=None):
   """``[(value, mean, low, high, n)]`` over the runs of ``rows``, by axis value."""
   by_value: Dict[str, Dict[Tuple[str, str], float]] = {}
   for r in rows:
@@ -263,7 +276,7 @@ def _per_value(rows, axis, per_run: Dict[Tuple[str, str], float]):
       by_value.setdefault(r[axis], {})[key] = per_run[key]
   out = []
   for v in _sort_values(list(by_value)):
-    m, lo, hi = t_interval(list(by_value[v].values()))
+    m, lo, hi = t_interval(list(by_value[v].values()), bounds=bounds)
     out.append((v, m, lo, hi, len(by_value[v])))
   return out
 
@@ -279,13 +292,13 @@ def _axis_positions(ax, axis, values):
   return None
 
 
-def _errorbar_lines(ax, rows, axes, axis, per_run, all_values):
+def _errorbar_lines(ax, rows, axes, axis, per_run, all_values, bounds=(0.0, None)):
   others, groups = _other_groups(rows, axes, axis)
   positions = _axis_positions(ax, axis, all_values)
   index = {v: i for i, v in enumerate(all_values)}
   colors = _colors(len(groups))
   for (key, sub), color in zip(sorted(groups.items()), colors):
-    pts = _per_value(sub, axis, per_run)
+    pts = _per_value(sub, axis, per_run, bounds)
     if not pts:
       continue
     xs = [positions[index[v]] if positions else index[v] for v, *_ in pts]
@@ -307,7 +320,8 @@ def _final_vs_axis(rows, axes, axis, metrics, last, path) -> str:
   fig, axs = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.8), squeeze=False)
   legend = False
   for ax, (metric, label) in zip(axs[0], metrics):
-    legend = _errorbar_lines(ax, rows, axes, axis, final_values(rows, metric, last), values)
+    legend = _errorbar_lines(ax, rows, axes, axis, final_values(rows, metric, last), values,
+                             METRIC_BOUNDS.get(metric))
     ax.set_ylabel(f"{label}, last {last} evals")
   if legend:
     axs[0][-1].legend(fontsize=7)
@@ -425,8 +439,11 @@ def plot_residual_norms(path: str, out_path: str, max_epochs: int = 4, title: st
     ax.grid(alpha=0.3, which="both")
   axs[0][0].plot([], [], color="gray", label="stream (solid)")
   axs[0][0].plot([], [], color="gray", linestyle="--", label="branch (dashed)")
-  axs[0][0].legend(fontsize=7)
+  handles, labels = axs[0][0].get_legend_handles_labels()
+  fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=min(6, len(labels)),
+             frameon=False)
   fig.suptitle(f"{title + ': ' if title else ''}residual stream and branch norms by block")
+  fig.tight_layout(rect=(0, 0.08, 1, 1))
   return _save(fig, out_path)
 
 

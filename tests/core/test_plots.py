@@ -35,6 +35,12 @@ def test_t_interval_against_hand_computation():
   # [0, 2]: s = sqrt(2), n = 2 -> half width t(0.975, 1) sqrt(2) / sqrt(2)
   m, lo, hi = plots.t_interval([0.0, 2.0])
   assert (m, hi) == (1.0, pytest.approx(1.0 + T975_DF1, rel=1e-10))
+  # clipped to a metric's range: success cannot leave [0, 1]
+  m, lo, hi = plots.t_interval([0.2, 0.9], bounds=(0.0, 1.0))
+  assert math.isclose(m, 0.55) and lo == 0.0 and hi == 1.0
+  m, lo, hi = plots.t_interval([0.0, 2.0], bounds=(0.0, None))
+  assert lo == 0.0 and math.isclose(hi, 1.0 + 12.706204736 * 1.0, rel_tol=1e-6)
+  assert plots.METRIC_BOUNDS["eval/success"] == (0.0, 1.0)
   m, lo, hi = plots.t_interval([5.0])
   assert m == 5.0 and math.isnan(lo) and math.isnan(hi)   # one seed: no band
   assert all(math.isnan(v) for v in plots.t_interval([]))
