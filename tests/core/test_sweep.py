@@ -540,8 +540,10 @@ def test_real_sweep_two_cells_then_rerun_skips_both(tmp_path):
   rows = _read(work / sweep.CSV_NAME)
   assert [(r["depth"], r["epoch"]) for r in rows] == [("4", "1"), ("4", "2"), ("8", "1"),
                                                       ("8", "2")]
+  # the sweep's figures, and one residual-norms figure per run (eval.residual_norms is on)
   assert sorted(os.listdir(work / "figures")) == [
       "curves_env_steps.png", "curves_wall_clock.png", "final_vs_depth.png",
+      "residual_norms__depth-4__seed_0.png", "residual_norms__depth-8__seed_0.png",
       "wall_clock_vs_depth.png"]
   out = subprocess.run(_sweep_cmd(work, "depth=4,8"), capture_output=True, text=True,
                        timeout=300, env=env, cwd=str(tmp_path))
