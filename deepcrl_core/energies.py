@@ -164,24 +164,57 @@ def pairwise_matrix(dist, phi, psi, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
 
   ``dist`` maps broadcastable ``[..., D]`` arrays to ``[...]``. Row blocks of ``R`` rows
   (:func:`rows_per_chunk` with ``live_copies``) run under ``lax.map``; ``phi`` is zero-padded to a multiple of ``R``
-  and the padding rows are dropped. Each block is a ``jax.checkpoint``: the backward pass keeps
-  only block inputs and recomputes the ``[R, B, D]`` intermediates one block at a time.
+  and the padding rows are dropped. With more than one block each is a ``jax.checkpoint``: the
+  backward pass keeps only block inputs and recomputes the ``[R, B, D]`` intermediates one
+  block at a time (a single block that fits the budget is computed plainly).
   """
   n, dim = phi.shape
   r = rows_per_chunk(n, psi.shape[0], dim, jnp.dtype(phi.dtype).itemsize, chunk_bytes,
                      live_copies)
+  if r >= n:  # one block fits the budget: no recomputation (a checkpoint here cost 2.5x)
+    return dist(phi[:, None, :], psi[None, :, :])
   block = jax.checkpoint(lambda rows: dist(rows[:, None, :], psi[None, :, :]))
-  if r >= n:
-    return block(phi)
   blocks = -(-n // r)
   padded = jnp.pad(phi, ((0, blocks * r - n), (0, 0)))
   out = jax.lax.map(block, padded.reshape(blocks, r, dim))
   return out.reshape(blocks * r, -1)[:n]
 
 
+def mrn_matrix(phi, psi, components: int = 1, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES):
+  """``[B_phi, B_psi]`` MRN distances: the asymmetric max-ReLU halves in row blocks
+  (:func:`pairwise_matrix`), the symmetric halves' Euclidean distances from one matmul per
+  group (``|x|^2 + |y|^2 - 2 x.y``, floored at ``MIN_SQ_DIST`` like :func:`mrn_distance`), so
+  no ``[B, B, D/2]`` difference array exists for them. Measured on the 2-core CPU (B = 256,
+  D = 64, InfoNCE gradient): 4.8 ms against 11.8 ms with the differences of both halves.
+  The expansion's rounding is relative to the norms (~1e-7 |x|^2): the same as the ``l2``
+  kernels', and immaterial unless phi and psi nearly coincide."""
+  n, d = phi.shape
+  g = d // components
+  half = g // 2
+  xs = phi.reshape(n, components, g)
+  ys = psi.reshape(psi.shape[0], components, g)
+  xa, xsym = xs[..., :half].reshape(n, -1), xs[..., half:]
+  ya, ysym = ys[..., :half].reshape(psi.shape[0], -1), ys[..., half:]
+
+  def asym(x, y):  # [..., components * half] -> [...]: mean over groups of max-ReLU
+    x = x.reshape(x.shape[:-1] + (components, half))
+    y = y.reshape(y.shape[:-1] + (components, half))
+    return jnp.mean(jnp.max(jax.nn.relu(x - y), axis=-1), axis=-1)
+
+  a = pairwise_matrix(lambda x, y: asym(*jnp.broadcast_arrays(x, y)), xa, ya,
+                      chunk_bytes=chunk_bytes, live_copies=LIVE_COPIES["mrn"])
+  dots = jnp.einsum("ikd,jkd->ijk", xsym, ysym, precision=jax.lax.Precision.HIGHEST)
+  sq = (jnp.sum(jnp.square(xsym), -1)[:, None, :] + jnp.sum(jnp.square(ysym), -1)[None, :, :]
+        - 2.0 * dots)
+  sym = jnp.mean(jnp.sqrt(jnp.maximum(sq, MIN_SQ_DIST)), axis=-1)
+  return a + sym
+
+
 def energy_matrix(energy: str, phi, psi, params=None, *, mrn_components: int = 1,
                   iqe_component_dim: int = 16, chunk_bytes: int = DEFAULT_CHUNK_BYTES):
   """``logits[i, j] = -d(phi[i] -> psi[j])`` of a quasimetric energy, ``[B, B]``."""
+  if energy == "mrn":
+    return -mrn_matrix(phi, psi, mrn_components, chunk_bytes=chunk_bytes)
   dist = distance_fn(energy, params, mrn_components=mrn_components,
                      iqe_component_dim=iqe_component_dim)
   return -pairwise_matrix(dist, phi, psi, chunk_bytes=chunk_bytes,
@@ -233,5 +266,5 @@ def matrix_bytes(batch: int, dim: int, itemsize: int = 4) -> int:
 
 
 __all__ = ["ENERGIES", "QUASIMETRICS", "KERNEL_ENERGIES", "check_grouping", "mrn_distance",
-           "iqe_components", "iqe_distance", "pairwise_matrix", "energy_matrix", "energy_rows",
+           "iqe_components", "iqe_distance", "mrn_matrix", "pairwise_matrix", "energy_matrix", "energy_rows",
            "infonce_from_logits", "rows_per_chunk", "matrix_bytes"]
