@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT
 from deepcrl_core import plots
 
 PLOT = os.path.join(REPO_ROOT, "launch", "plot.py")

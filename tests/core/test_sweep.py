@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT, TINY_RUN
+from tests.conftest import REPO_ROOT, TINY_RUN
 from deepcrl_core import rundir
 from deepcrl_core import sweep
 

@@ -9,7 +9,7 @@ import pytest
 from deepcrl_core import envs
 from deepcrl_core.envs import arm, mjcf
 
-from conftest import NUM_ENVS
+from tests.envs.conftest import NUM_ENVS
 
 NAMES = ["arm_push_easy", "arm_push_hard", "arm_binpick_hard"]
 FAST = ["arm_binpick_hard"]  # has every part of the push model, plus the bins

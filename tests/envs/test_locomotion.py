@@ -12,7 +12,7 @@ import pytest
 from deepcrl_core import envs
 from deepcrl_core.envs import mazes, mjcf
 
-from conftest import NUM_ENVS
+from tests.envs.conftest import NUM_ENVS
 
 ANT_MAZES = ["ant_u4_maze", "ant_u5_maze", "ant_big_maze", "ant_hardest_maze"]
 HUMANOID_MAZES = ["humanoid_u_maze", "humanoid_big_maze"]
