@@ -55,7 +55,7 @@ import jax
 import jax.numpy as jnp
 
 from deepcrl_kernels.infonce import ENERGIES as KERNEL_ENERGIES
-from deepcrl_kernels.infonce import MIN_SQ_DIST, VARIANTS
+from deepcrl_kernels.infonce import MIN_SQ_DIST, infonce_from_logits
 
 QUASIMETRICS = ("mrn", "iqe")
 # Every loss.energy: the fused kernel's, cosine (the kernel's dot of normalised vectors), and
@@ -229,35 +229,8 @@ def energy_rows(energy: str, phi, psi, params=None, *, mrn_components: int = 1,
   return -dist(phi, psi)
 
 
-# --- InfoNCE of a logits matrix ------------------------------------------------------------
-
-
-def infonce_from_logits(logits, *, variant: str = "forward", logsumexp_penalty: float = 0.0):
-  """InfoNCE of a ``[B, B]`` logits matrix (rows = phi_i, columns = psi_j, positives on the
-  diagonal), the loss and ``aux`` of :func:`deepcrl_kernels.infonce_loss`.
-
-  ``forward``: ``-mean_i(logits[i, i] - lse_j logits[i, j]) + penalty * mean_i(lse_row^2)``;
-  ``backward``: the same over columns; ``symmetric``: their mean. ``aux``: ``logsumexp``
-  (rows, ``[B]``), ``logsumexp_col`` (``[B]``), ``positive`` (the diagonal) and ``accuracy``
-  (fraction of rows whose positive is (one of) the row's largest logits).
-  """
-  if variant not in VARIANTS:
-    raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-  if logits.ndim != 2 or logits.shape[0] != logits.shape[1]:
-    raise ValueError(f"logits must be a square [B, B] matrix, got shape {logits.shape}")
-  pos = jnp.diagonal(logits)
-  lse_row = jax.nn.logsumexp(logits, axis=1)
-  lse_col = jax.nn.logsumexp(logits, axis=0)
-  fwd = -jnp.mean(pos - lse_row) + logsumexp_penalty * jnp.mean(jnp.square(lse_row))
-  bwd = -jnp.mean(pos - lse_col) + logsumexp_penalty * jnp.mean(jnp.square(lse_col))
-  loss = {"forward": fwd, "backward": bwd, "symmetric": 0.5 * (fwd + bwd)}[variant]
-  aux = {
-      "logsumexp": lse_row,
-      "logsumexp_col": lse_col,
-      "positive": pos,
-      "accuracy": jnp.mean((pos >= jnp.max(logits, axis=1)).astype(jnp.float32)),
-  }
-  return loss, aux
+# InfoNCE of the logits matrix: ``infonce_from_logits`` (imported above) is the kernels' XLA
+# reference path itself (``deepcrl_kernels.infonce``), so both paths share one definition.
 
 
 def matrix_bytes(batch: int, dim: int, itemsize: int = 4) -> int:

@@ -12,7 +12,8 @@ Tile sizes and launch parameters are :class:`BlockConfig` / :class:`InfoNCEConfi
 """
 
 from deepcrl_kernels._dispatch import IMPLS, resolve_impl
-from deepcrl_kernels.infonce import ENERGIES, VARIANTS, infonce_loss, infonce_reference, pairwise_energy
+from deepcrl_kernels.infonce import (ENERGIES, VARIANTS, infonce_from_logits, infonce_loss,
+                                     infonce_reference, pairwise_energy)
 from deepcrl_kernels.infonce_pallas import InfoNCEConfig, default_infonce_config
 from deepcrl_kernels.residual_block import (fused_residual_block, fused_residual_stack,
                                     residual_block_reference)
@@ -20,7 +21,7 @@ from deepcrl_kernels.residual_block_pallas import BlockConfig, default_block_con
 
 __all__ = [
     "IMPLS", "ENERGIES", "VARIANTS", "resolve_impl", "fused_residual_block",
-    "fused_residual_stack", "residual_block_reference", "infonce_loss", "infonce_reference",
-    "pairwise_energy", "BlockConfig", "InfoNCEConfig", "default_block_config",
+    "fused_residual_stack", "residual_block_reference", "infonce_loss", "infonce_from_logits",
+    "infonce_reference", "pairwise_energy", "BlockConfig", "InfoNCEConfig", "default_block_config",
     "default_infonce_config",
 ]

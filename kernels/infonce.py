@@ -51,7 +51,22 @@ def pairwise_energy(phi, psi, energy: str = "l2"):
 def infonce_reference(phi, psi, *, energy: str = "l2", variant: str = "forward",
                       logsumexp_penalty: float = 0.0):
   """Plain-jnp InfoNCE; materialises the B x B logits. Returns ``(loss, aux)``."""
-  logits = energy_matrix(phi, psi, energy)
+  return infonce_from_logits(energy_matrix(phi, psi, energy), variant=variant,
+                             logsumexp_penalty=logsumexp_penalty)
+
+
+def infonce_from_logits(logits, *, variant: str = "forward", logsumexp_penalty: float = 0.0):
+  """InfoNCE ``(loss, aux)`` of a ``[B, B]`` logits matrix (rows = phi_i, columns = psi_j,
+  positives on the diagonal), for energies of any form.
+
+  ``forward``: ``-mean_i(logits[i, i] - lse_j logits[i, j]) + penalty * mean_i(lse_row^2)``;
+  ``backward``: the same over columns; ``symmetric``: their mean. ``aux``: ``logsumexp``
+  (rows, ``[B]``), ``logsumexp_col`` (``[B]``), ``positive`` (the diagonal) and ``accuracy``.
+  """
+  if variant not in VARIANTS:
+    raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+  if logits.ndim != 2 or logits.shape[0] != logits.shape[1]:
+    raise ValueError(f"logits must be a square [B, B] matrix, got shape {logits.shape}")
   pos = jnp.diagonal(logits)
   lse_row = jax.nn.logsumexp(logits, axis=1)
   lse_col = jax.nn.logsumexp(logits, axis=0)
