@@ -7,29 +7,8 @@ episode, i.i.d. transitions, random-action prefill, the exact tanh log-density);
 configs use the published ones (FIDELITY.md).
 """
 
-from deepcrl_core.config import make_config
+from deepcrl_core.config import pointmass_config
 
 
 def get_config(overrides: str = ""):
-  return make_config(
-      overrides,
-      env__name="pointmass",
-      env__episode_length=50,
-      network__depth=4,
-      network__width=64,
-      train__num_envs=128,
-      train__unroll_length=20,
-      train__sgd_steps=16,
-      train__batch_size=256,
-      train__prefill_steps=100,
-      train__train_steps_per_epoch=25,
-      train__total_env_steps=1_500_000,
-      replay__capacity=1000,
-      replay__window_length=50,
-      eval__num_envs=128,
-      checkpoint__every=5,
-      env__reset_mode="fresh",
-      replay__sampling="transitions",
-      train__prefill_policy="random",
-      loss__tanh_correction="exact",
-  )
+  return pointmass_config(overrides)  # settings: deepcrl_core.config.POINTMASS_SETTINGS

@@ -12,30 +12,16 @@ exact tanh log-density; FIDELITY.md lists the published ones). Measured start (2
 the far goals 0 for the first 0.4M env steps, then 0-0.36 (noisy) up to 1.7M env steps.
 """
 
-from deepcrl_core.config import make_config
+from deepcrl_core.config import pointmass_config
 
 
 def get_config(overrides: str = ""):
-  return make_config(
+  return pointmass_config(
       overrides,
       env__name="pointmass_big_maze",
       env__eval_name="pointmass_big_maze_eval",
       env__episode_length=150,
-      network__depth=4,
-      network__width=64,
-      train__num_envs=128,
-      train__unroll_length=20,
-      train__sgd_steps=16,
-      train__batch_size=256,
-      train__prefill_steps=140,
-      train__train_steps_per_epoch=25,
+      train__prefill_steps=140,  # window_length <= prefill + one unroll
       train__total_env_steps=10_000_000,
-      replay__capacity=1000,
       replay__window_length=150,
-      eval__num_envs=128,
-      checkpoint__every=5,
-      env__reset_mode="fresh",
-      replay__sampling="transitions",
-      train__prefill_policy="random",
-      loss__tanh_correction="exact",
   )

@@ -12,30 +12,15 @@ eval success on the far goals 0 for 0.3M env steps, then mostly 0.6-0.74 (dips t
 0.7M (about 2 min of training) to 2.4M, time at goal mostly 28-40 of 100 steps.
 """
 
-from deepcrl_core.config import make_config
+from deepcrl_core.config import pointmass_config
 
 
 def get_config(overrides: str = ""):
-  return make_config(
+  return pointmass_config(
       overrides,
       env__name="pointmass_u_maze",
       env__eval_name="pointmass_u_maze_eval",
       env__episode_length=100,
-      network__depth=4,
-      network__width=64,
-      train__num_envs=128,
-      train__unroll_length=20,
-      train__sgd_steps=16,
-      train__batch_size=256,
-      train__prefill_steps=100,
-      train__train_steps_per_epoch=25,
       train__total_env_steps=3_000_000,
-      replay__capacity=1000,
       replay__window_length=100,
-      eval__num_envs=128,
-      checkpoint__every=5,
-      env__reset_mode="fresh",
-      replay__sampling="transitions",
-      train__prefill_policy="random",
-      loss__tanh_correction="exact",
   )

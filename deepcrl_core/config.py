@@ -668,6 +668,27 @@ def paper_task_config(task: str, overrides: str = "", **task_settings):
   return make_config(overrides, **settings)
 
 
+# The point-mass configs' settings (configs/pointmass*.py): CPU-sized, and deepcrl's own pipeline
+# choices rather than the published ones (a fresh start and goal every episode, i.i.d.
+# transitions, random-action prefill, the exact tanh log-density; FIDELITY.md).
+POINTMASS_SETTINGS = dict(
+    env__name="pointmass", env__episode_length=50,
+    network__depth=4, network__width=64,
+    train__num_envs=128, train__unroll_length=20, train__sgd_steps=16, train__batch_size=256,
+    train__prefill_steps=100, train__train_steps_per_epoch=25,
+    train__total_env_steps=1_500_000,
+    replay__capacity=1000, replay__window_length=50, eval__num_envs=128, checkpoint__every=5,
+    env__reset_mode="fresh", replay__sampling="transitions", train__prefill_policy="random",
+    loss__tanh_correction="exact",
+)
+
+
+def pointmass_config(overrides: str = "", **settings):
+  """A point-mass config: :data:`POINTMASS_SETTINGS` (the quick start) updated by ``settings``
+  (e.g. a maze's env, episode length and budget), then ``overrides``."""
+  return make_config(overrides, **{**POINTMASS_SETTINGS, **settings})
+
+
 def published_train_steps_per_epoch(total_env_steps: int, num_epochs: int = 100,
                                     num_envs: int = 512, unroll_length: int = 62,
                                     min_replay_size: int = 1000) -> int:
