@@ -87,36 +87,34 @@ def pointmass_spec(arena_size: float = 1.0, timestep: float = 0.05, max_speed: f
   return spec
 
 
+def _nearest_wall_down(wall: np.ndarray) -> np.ndarray:
+  """``[rows, cols]``: the row index of the nearest wall cell at or below each cell (larger row
+  index), ``rows - 1`` where none is (the padded grids always have one)."""
+  out = np.empty(wall.shape, np.int32)
+  nearest = np.full(wall.shape[1], wall.shape[0] - 1, np.int32)
+  for i in range(wall.shape[0] - 1, -1, -1):
+    nearest = np.where(wall[i], i, nearest)
+    out[i] = nearest
+  return out
+
+
 def next_wall_tables(maze: mazes.Maze) -> np.ndarray:
   """``int32 [4, rows + 2, cols + 2]``: for each cell of the wall-padded grid, the index of
   the nearest wall cell at or beyond it, in order: +i (down the rows), -i, +j, -j.
 
   The grid is padded with one ring of wall cells (outside the layout counts as wall, as in
   :meth:`mazes.Maze.is_wall`), so every lookup finds a wall. Padded index = layout index + 1.
+  The four directions are one scan (:func:`_nearest_wall_down`) of the flipped / transposed grid.
   """
   wall = np.pad(np.array([[c == "#" for c in row] for row in maze.grid]), 1,
                 constant_values=True)
   rows, cols = wall.shape
-  tables = np.zeros((4, rows, cols), np.int32)
-  for j in range(cols):
-    nxt = rows - 1
-    for i in range(rows - 1, -1, -1):
-      nxt = i if wall[i, j] else nxt
-      tables[0, i, j] = nxt
-    prv = 0
-    for i in range(rows):
-      prv = i if wall[i, j] else prv
-      tables[1, i, j] = prv
-  for i in range(rows):
-    nxt = cols - 1
-    for j in range(cols - 1, -1, -1):
-      nxt = j if wall[i, j] else nxt
-      tables[2, i, j] = nxt
-    prv = 0
-    for j in range(cols):
-      prv = j if wall[i, j] else prv
-      tables[3, i, j] = prv
-  return tables
+  return np.stack([
+      _nearest_wall_down(wall),
+      rows - 1 - _nearest_wall_down(wall[::-1])[::-1],
+      _nearest_wall_down(wall.T).T,
+      cols - 1 - _nearest_wall_down(wall.T[::-1])[::-1].T,
+  ]).astype(np.int32)
 
 
 class PointMass(MjxEnv):
