@@ -125,6 +125,15 @@ def sparse_reward(env: Env, next_state, goal):
   return env.goal_metrics(achieved_goal(next_state, env.goal_indices), goal)["success"]
 
 
+def her_sampler(config, env: Env, *, enabled: bool, ratio: float, offsets: str
+                ) -> replay.Sampler:
+  """The off-policy TD agents' sampler: next states, future goals drawn with ``offsets``, mixed
+  with the original goals by :func:`her_batch` (``enabled``, ``ratio``)."""
+  return relabel_sampler(
+      config, env, offsets=offsets, self_weight=0.0, with_next=True,
+      to_batch=lambda rel, k: her_batch(env, rel, k, enabled=enabled, ratio=ratio))
+
+
 def her_batch(env: Env, relabelled: replay.Relabelled, key, *, enabled: bool,
               ratio: float) -> TDBatch:
   """Hindsight experience replay (Andrychowicz et al. 2017) on a relabelled minibatch: each row

@@ -102,10 +102,8 @@ class SACAgent(base.Agent):
 
   def make_sampler(self, config, env) -> replay.Sampler:
     """Future goals with ``her.offsets``, mixed with the original goals (``her.ratio``)."""
-    return base.relabel_sampler(
-        config, env, offsets=self.her_offsets, self_weight=0.0, with_next=True,
-        to_batch=lambda rel, k: base.her_batch(env, rel, k, enabled=self.her,
-                                               ratio=self.her_ratio))
+    return base.her_sampler(config, env, enabled=self.her, ratio=self.her_ratio,
+                            offsets=self.her_offsets)
 
   def _sample(self, actor_params, obs, key):
     mean, log_std = self.actor.apply(actor_params, obs)

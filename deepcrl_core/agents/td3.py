@@ -96,10 +96,9 @@ class TD3Agent(base.Agent):
         key=key, grad_steps=jnp.zeros((), jnp.int32))
 
   def make_sampler(self, config, env) -> replay.Sampler:
-    return base.relabel_sampler(
-        config, env, offsets=self.her_offsets, self_weight=0.0, with_next=True,
-        to_batch=lambda rel, k: base.her_batch(env, rel, k, enabled=self.her,
-                                               ratio=self.her_ratio))
+    """Future goals with ``her.offsets``, mixed with the original goals (``her.ratio``)."""
+    return base.her_sampler(config, env, enabled=self.her, ratio=self.her_ratio,
+                            offsets=self.her_offsets)
 
   def td_target(self, target_actor_params, target_critic_params, batch: base.TDBatch, key):
     """``r + discount * min_i Q'_i(s', g, a')`` with the smoothed target action ``a'``."""
