@@ -35,6 +35,20 @@ TINY_RUN = ("width=32,num_envs=16,batch=64,epochs=4,train.unroll_length=10,train
             "replay.window_length=20,eval.num_envs=16,checkpoint.every=1,checkpoint.keep=3")
 
 
+def final_checkpoint(workdir: str):
+  """``(step, {file/array: values})`` of a run's newest complete checkpoint (the state and the
+  replay shards), for bit-exact resume comparisons."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from deepcrl_core import checkpoint as ckpt  # pylint: disable=g-import-not-at-top
+  d = os.path.join(workdir, "checkpoints")
+  last = ckpt.latest_complete_step(d)
+  out = {}
+  for name in sorted(os.listdir(ckpt.step_dir(d, last))):
+    with np.load(os.path.join(ckpt.step_dir(d, last), name)) as f:
+      out.update({f"{name}/{k}": f[k] for k in f.files if k != "__metadata__"})
+  return last, out
+
+
 def assert_close_to_rounding(actual, expected, *, terms: int, ulps: float = 16.0):
   """Asserts two float32 results agree to what reordered float32 sums can change.
 

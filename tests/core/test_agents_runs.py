@@ -1,30 +1,19 @@
 """Whole runs of the baseline agents: bit-exact resume, launch/evaluate.py on a baseline's
 checkpoint, and (slow) learning the quick-start task within 5 minutes on 2 CPU cores."""
 
-import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from deepcrl_core import checkpoint as ckpt
 from deepcrl_core import train as train_lib
-from tests.conftest import REPO_ROOT, TINY_RUN, load_config as load
+from tests.conftest import REPO_ROOT, TINY_RUN, final_checkpoint as _final_state
+from tests.conftest import load_config as load
 
 # TD3: targets for actor and critics, the delayed actor update (a lax.cond on grad_steps) and
 # HER's per-step keys all have to survive a checkpoint.
 TINY_TD3 = TINY_RUN + ",agent=td3,log.tensorboard=false,network.kernel_impl=xla"
-
-
-def _final_state(workdir):
-  d = os.path.join(workdir, "checkpoints")
-  last = ckpt.latest_complete_step(d)
-  out = {}
-  for name in sorted(os.listdir(ckpt.step_dir(d, last))):
-    with np.load(os.path.join(ckpt.step_dir(d, last), name)) as f:
-      out.update({f"{name}/{k}": f[k] for k in f.files if k != "__metadata__"})
-  return last, out
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 import csv
 import os
 
-import jax
 import numpy as np
 import pytest
 
@@ -11,7 +10,7 @@ from deepcrl_core import checkpoint as ckpt
 from deepcrl_core import losses as losses_lib
 from deepcrl_core import rundir
 from deepcrl_core import train as train_lib
-from tests.conftest import TINY_RUN, load_config as load
+from tests.conftest import TINY_RUN, final_checkpoint as _final_state, load_config as load
 
 TINY = TINY_RUN
 
@@ -37,17 +36,6 @@ def test_quick_start_learns(tmp_path):
   for col in ("env_steps", "eval/success", "eval/time_at_goal", "critic_loss", "actor_loss", "sps"):
     assert col in header
   assert len(_rows(tmp_path)) == 6
-
-
-def _final_state(workdir):
-  """``(step, {file/array: values})`` of the newest complete checkpoint (state and shards)."""
-  d = os.path.join(workdir, "checkpoints")
-  last = ckpt.latest_complete_step(d)
-  out = {}
-  for name in sorted(os.listdir(ckpt.step_dir(d, last))):
-    with np.load(os.path.join(ckpt.step_dir(d, last), name)) as f:
-      out.update({f"{name}/{k}": f[k] for k in f.files if k != "__metadata__"})
-  return last, out
 
 
 def test_killed_and_resumed_run_matches_uninterrupted_run(tmp_path):
