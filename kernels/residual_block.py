@@ -78,8 +78,10 @@ def fused_residual_block(x, params, *, impl: str = "auto", config=None, matmul_d
     x: ``[batch, width]``, any batch (ragged sizes are padded inside the Pallas path).
     params: ``{"w": [4, width, width], "b" | "scale" | "offset": [4, width]}``.
     impl: ``"pallas"`` | ``"interpret"`` | ``"xla"`` | ``"auto"`` (see :mod:`kernels`).
-    config: a :class:`kernels.residual_block_pallas.BlockConfig` (tiles, warps, stages) for the
-      Pallas path; ``None`` picks a default per width. Ignored by ``"xla"``.
+    config: a :class:`kernels.BlockConfig` (whole-row kernels) or
+      :class:`kernels.TiledBlockConfig` (tiled kernels) for the Pallas path; ``None`` picks
+      the whole-row kernels up to width 256 and the tiled ones above, with default tiles
+      (:func:`kernels.default_config`). Ignored by ``"xla"``.
     matmul_dtype: dtype of the matmul operands, e.g. ``jnp.bfloat16``; ``None`` keeps the
       weights' dtype. Accumulation, LayerNorm and Swish stay in f32.
 

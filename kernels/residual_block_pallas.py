@@ -19,6 +19,10 @@ Backward (flash-style: the forward saves only ``x``):
 2. ``_block_bwd_weights``: ``dw[l] = h[l].T @ dz[l]``, one program per ``[block_w, block_w]``
    tile of ``dw``, reducing over the batch in chunks (no atomics: deterministic).
 
+Above width 256 (or with a ``TiledBlockConfig``) :func:`residual_block` hands over to the tiled
+kernels of :mod:`residual_block_tiled`, whose per-layer GEMM tiles keep wgmma and enough
+programs where whole rows no longer fit one program.
+
 Widths that are not a power of two are zero-padded to one (Triton tiles must be powers of two)
 with the LayerNorm statistics masked to the true width; ragged batches are zero-padded to a
 multiple of the row tile. Both paddings happen outside the ``custom_vjp``.
@@ -90,6 +94,15 @@ def default_block_config(width: int, batch: int | None = None) -> BlockConfig:
   return cfg
 
 
+def default_config(width: int, batch: int | None = None):
+  """The config ``impl="pallas"`` uses for ``[batch, width]`` without one: a
+  :class:`BlockConfig` (whole-row kernels) up to width 256, else a ``TiledBlockConfig``."""
+  if uses_tiled_block(width):
+    from deepcrl_kernels import residual_block_tiled as tiled  # pylint: disable=g-import-not-at-top
+    return tiled.default_tiled_config(width, batch)
+  return default_block_config(width, batch)
+
+
 @dataclasses.dataclass(frozen=True)
 class _Static:
   """Everything the kernels need that is not an array (hashable: a custom_vjp static arg)."""
@@ -100,16 +113,39 @@ class _Static:
   weight_dtype: jnp.dtype  # dtype of the caller's w (and so of dw)
 
 
-def check_supported(x, params, config: BlockConfig | None = None) -> str | None:
+# Widest width the whole-row kernels take by default; wider layers use the tiled kernels of
+# residual_block_tiled (per-layer tiled GEMMs with LayerNorm fused around them), which keep
+# wgmma-sized tiles and hundreds of programs where whole rows no longer fit one program.
+WHOLE_ROW_MAX_WIDTH = 256
+
+
+def uses_tiled_block(width: int, config=None) -> bool:
+  """Whether the Pallas path runs the tiled kernels (:mod:`residual_block_tiled`) for this
+  width and ``config``: a ``TiledBlockConfig``, or no config and width > 256."""
+  from deepcrl_kernels import residual_block_tiled as tiled  # pylint: disable=g-import-not-at-top
+  if config is not None:
+    return isinstance(config, tiled.TiledBlockConfig)
+  return width > WHOLE_ROW_MAX_WIDTH
+
+
+def check_supported(x, params, config=None) -> str | None:
   """Returns why the Pallas path cannot take these inputs, or None if it can."""
+  from deepcrl_kernels import residual_block_tiled as tiled  # pylint: disable=g-import-not-at-top
   width = x.shape[-1]
-  if width % 16 or not MIN_WIDTH <= width <= MAX_WIDTH:
-    return (f"the Pallas residual block needs a width that is a multiple of 16 in "
-            f"[{MIN_WIDTH}, {MAX_WIDTH}], got {width}")
+  tiled_path = uses_tiled_block(width, config)
+  lo, hi = (tiled.MIN_WIDTH, tiled.MAX_WIDTH) if tiled_path else (MIN_WIDTH, MAX_WIDTH)
+  if width % 16 or not lo <= width <= hi:
+    which = "tiled" if tiled_path else "whole-row"
+    return (f"the Pallas residual block ({which} kernels) needs a width that is a multiple of "
+            f"16 in [{lo}, {hi}], got {width}")
   for name, a in [("x", x)] + [(f"params[{k!r}]", v) for k, v in params.items()]:
     if jnp.dtype(a.dtype) not in SUPPORTED_DTYPES:
       return f"the Pallas residual block takes float32 or bfloat16 arrays, got {name} {a.dtype}"
+  if config is not None and tiled_path:
+    return tiled.check_config(config)
   if config is not None:
+    if not isinstance(config, BlockConfig):
+      return f"config must be a BlockConfig or TiledBlockConfig, got {type(config).__name__}"
     padded = common.next_power_of_2(width)
     for name in ("block_rows", "block_k", "block_w", "block_batch"):
       if not common.is_power_of_2(getattr(config, name)):
@@ -120,19 +156,17 @@ def check_supported(x, params, config: BlockConfig | None = None) -> str | None:
   return None
 
 
-# Widest (padded) width at which impl="auto" picks these kernels. Above it every program still
-# streams all 4 width^2 weights and holds 16-row tiles (mma.sync, no wgmma), which the roofline
-# model of profiling/kernel_bench.py --model puts at 0.2-0.8x of XLA's GEMMs: auto keeps XLA.
-AUTO_MAX_WIDTH = 256
-
-
-def auto_prefers_xla(x, config: BlockConfig | None = None) -> str | None:
+def auto_prefers_xla(x, config=None) -> str | None:
   """Why ``impl="auto"`` should keep XLA for ``x`` (None: use the kernels). An explicit
-  ``config`` is taken as a request for the kernels."""
-  padded = common.next_power_of_2(x.shape[-1])
-  if config is None and padded > AUTO_MAX_WIDTH:
-    return (f"the fused block is modelled slower than XLA at width {x.shape[-1]} (> "
-            f"{AUTO_MAX_WIDTH}: whole-row tiles without wgmma); impl='pallas' forces it")
+  ``config`` is taken as a request for the kernels.
+
+  Above width 256 the Pallas path is the tiled kernels, which the roofline model of
+  ``profiling/kernel_bench.py --model`` puts at 0.6-1.1x of XLA (the layers' GEMMs dominate
+  and the fused LayerNorm/Swish recompute costs about what the saved memory passes do), so
+  ``auto`` keeps XLA there until a GPU measurement says otherwise."""
+  if config is None and x.shape[-1] > WHOLE_ROW_MAX_WIDTH:
+    return (f"the fused block is modelled no faster than XLA at width {x.shape[-1]} (> "
+            f"{WHOLE_ROW_MAX_WIDTH}: tiled kernels, GEMM-bound); impl='pallas' forces it")
   return None
 
 
@@ -442,6 +476,13 @@ def residual_block(x, params, *, interpret: bool = False, config: BlockConfig | 
     ValueError: naming the constraint when the shapes, dtypes or config are unsupported.
   """
   batch, width = x.shape
+  if uses_tiled_block(width, config):
+    reason = check_supported(x, params, config)
+    if reason:
+      raise ValueError(reason)
+    from deepcrl_kernels import residual_block_tiled as tiled  # pylint: disable=g-import-not-at-top
+    return tiled.residual_block(x, params, interpret=interpret, config=config,
+                                matmul_dtype=matmul_dtype)
   config = config or default_block_config(width, batch)
   reason = check_supported(x, params, config)
   if reason:
@@ -480,7 +521,7 @@ def self_check(x, params, config: BlockConfig | None = None, matmul_dtype=None):
   from deepcrl_kernels import _dispatch  # pylint: disable=g-import-not-at-top
   from deepcrl_kernels.residual_block import PARAM_NAMES, residual_block_reference  # pylint: disable=g-import-not-at-top
   batch, width = x.shape
-  config = config or default_block_config(width, batch)
+  config = config or default_config(width, batch)
   mm = jnp.dtype(matmul_dtype or params["w"].dtype)
   dtypes = {k: jnp.dtype(params[k].dtype) for k in PARAM_NAMES}
   key = ("residual_block", width, jnp.dtype(x.dtype).name,
@@ -490,7 +531,9 @@ def self_check(x, params, config: BlockConfig | None = None, matmul_dtype=None):
   tol = CHECK_TOLERANCES["bfloat16" if jnp.bfloat16 in (mm, jnp.dtype(x.dtype)) else "float32"]
 
   def run(impl: str):
-    rows = 2 * max(config.block_rows, config.block_batch) + 3
+    tile = (config.batch_multiple if uses_tiled_block(width, config)
+            else max(config.block_rows, config.block_batch))
+    rows = 2 * tile + 3
     k = jax.random.split(jax.random.PRNGKey(0), 6)
     xs = jax.random.normal(k[0], (rows, width)).astype(x.dtype)
     p = {"w": jax.random.normal(k[1], (LAYERS, width, width)) / jnp.sqrt(width),

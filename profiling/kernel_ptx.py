@@ -1,7 +1,8 @@
 """Compiles every Pallas kernel for Hopper (sm_90a) without a GPU and reports its resources.
 
-For each kernel (residual block forward, backward row kernel and weight-gradient kernel;
-InfoNCE forward, dphi and dpsi) at the trainer's shapes, the op's forward+backward is lowered
+For each kernel (residual block: the whole-row forward, backward row kernel and weight-gradient
+kernel up to width 256, the tiled forward, dA/dx and dW kernels above it; InfoNCE forward, dphi
+and dpsi) at the trainer's shapes, the op's forward+backward is lowered
 for CUDA with ``impl="pallas"``; the Triton IR (TTIR) that the Pallas Triton lowering emits
 is captured, compiled with the pip ``triton`` package for an offline ``GPUTarget("cuda", 90)``
 (Triton targets ``sm_90a`` at capability 90) and assembled by Triton's bundled ``ptxas``.
@@ -53,6 +54,12 @@ KERNEL_NAMES = {
     "residual_block_fwd": "block_fwd",
     "residual_block_bwd_rows": "block_bwd_rows",
     "residual_block_bwd_weights": "block_bwd_dw",
+    "residual_block_tiled_fwd_first": "tiled_fwd_first",
+    "residual_block_tiled_fwd": "tiled_fwd",
+    "residual_block_tiled_bwd_dw_first": "tiled_bwd_dw_first",
+    "residual_block_tiled_bwd_dw": "tiled_bwd_dw",
+    "residual_block_tiled_bwd_da": "tiled_bwd_da",
+    "residual_block_tiled_bwd_dx": "tiled_bwd_dx",
     "infonce_fwd": "infonce_fwd",
     "infonce_bwd_dphi": "infonce_dphi",
     "infonce_bwd_dpsi": "infonce_dpsi",
@@ -196,6 +203,9 @@ def _compile_for_sm90(kernel: TritonKernel, workdir: str) -> dict:
 
 def _block_config_str(cfg, warps, stages, batch) -> str:
   del batch
+  if isinstance(cfg, kernels.TiledBlockConfig):
+    return (f"tiled{cfg.block_m}x{cfg.block_n}/k{cfg.block_k}/dw{cfg.dw_block}x"
+            f"{cfg.dw_block_batch}/splits{cfg.dw_splits}/warps{warps}/stages{stages}")
   return (f"rows{cfg.block_rows}/k{cfg.block_k}/dw{cfg.block_w}x{cfg.block_batch}"
           f"/warps{warps}/stages{stages}")
 
@@ -218,7 +228,7 @@ def block_kernels(batch: int, width: int, matmul_dtype=None, config=None):
     return jnp.sum(kernels.fused_residual_block(x, p, impl="pallas", matmul_dtype=matmul_dtype,
                                                 config=config))
 
-  cfg = config or kernels.default_block_config(width, batch)
+  cfg = config or kernels.default_config(width, batch)
   return lower_kernels(jax.grad(loss, argnums=(0, 1)), x, params), cfg
 
 

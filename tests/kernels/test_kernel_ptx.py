@@ -40,8 +40,8 @@ def test_default_configs_compile_for_sm90_without_spills_on_tensor_cores(tmp_pat
     assert 0 < int(r["smem_bytes"]) <= ptx.SM90_SMEM_LIMIT, where
     assert r["tensor_core"] in ("wgmma", "mma"), where
     # Hopper's warpgroup MMA wherever a tile has >= 64 rows (every InfoNCE kernel, the dW
-    # kernel, the width-256 block at large batch).
-    if r["kernel"].startswith("infonce") or r["kernel"] == "block_bwd_dw":
+    # kernel, every tiled kernel, the width-256 block at large batch).
+    if r["kernel"].startswith(("infonce", "tiled")) or r["kernel"] == "block_bwd_dw":
       assert r["tensor_core"] == "wgmma", where
   assert (tmp_path / "kernel_ptx.md").read_text().count("\n|") >= len(rows)
 
