@@ -99,16 +99,16 @@ case "$STEP" in
     device_info | tee "$OUT/first_device.txt"
     status=0
     log "kernels: correctness at the default shapes and fused vs XLA"
-    timeout 60 python3 profiling/kernel_bench.py --ops=block --check-only \
-      --batches=37,512 --widths=256 --out="$OUT/first_kernels_check_block.md" || status=1
+    timeout 80 python3 profiling/kernel_bench.py --ops=block --check-only \
+      --batches=37,512 --widths=256,1024 --out="$OUT/first_kernels_check_block.md" || status=1
     timeout 40 python3 profiling/kernel_bench.py --ops=infonce --check-only \
       --batches=300,512 --dims=64 --energies=l2 --variant=forward \
       --out="$OUT/first_kernels_check_infonce.md" || status=1
-    timeout 100 python3 profiling/kernel_bench.py --batches=512,4096 --widths=256 \
+    timeout 90 python3 profiling/kernel_bench.py --batches=512,4096 --widths=256 \
       --out="$OUT/first_kernels_bench.md" || status=1
     log "XLA-path gradient step vs depth 4..256 (humanoid sizes)"
-    timeout 170 python3 profiling/step_time.py --config=configs/humanoid.py \
-      --depths=4,16,64,256 --impls=xla --nounroll --budget_s=150 --row_timeout=60 \
+    timeout 160 python3 profiling/step_time.py --config=configs/humanoid.py \
+      --depths=4,16,64,256 --impls=xla --nounroll --budget_s=140 --row_timeout=60 \
       --out="$OUT/first_depth" || status=1
     log "env throughput at 2048 envs: ant, arm_push_easy"
     timeout 110 python3 profiling/env_throughput.py --num_envs=2048 --scan_length=50 \
@@ -157,7 +157,7 @@ case "$STEP" in
       --depths=4,8,16,32,64,128,256,512,1024 --impls=xla,pallas --nounroll \
       --budget_s=370 --row_timeout=120 --out="$OUT/depth" || status=1
     log "XLA path, loop vs every block unrolled: GFLOP/s (tflops column) at depths 4, 16, 64"
-    timeout 170 python3 profiling/step_time.py --config=configs/humanoid.py \
+    timeout 160 python3 profiling/step_time.py --config=configs/humanoid.py \
       --depths=4,16,64 --impls=xla,xla_unrolled --nounroll --budget_s=150 --row_timeout=90 \
       --out="$OUT/depth_loop" || status=1
     exit "$status"

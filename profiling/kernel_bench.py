@@ -176,8 +176,14 @@ def _bench_block_shape(args, impls, rows, failures, width, batch, matmul_dtype, 
 
 
 def _block_tuning_grid(width):
-  padded = 1 << (width - 1).bit_length()
   grid = {}
+  if kernels.uses_tiled_block(width):  # tiled kernels: output tiles, K-chunk, dW batch split
+    for (bm, bn), bk, splits in itertools.product(((128, 128), (64, 128), (128, 64), (64, 64)),
+                                                  (32, 64), (1, 2, 4, 8)):
+      cfg = kernels.TiledBlockConfig(block_m=bm, block_n=bn, block_k=bk, dw_splits=splits)
+      grid[f"t{bm}x{bn}/k{bk}/s{splits}"] = cfg
+    return grid
+  padded = 1 << (width - 1).bit_length()
   for rows, bk, warps, stages in itertools.product((16, 32, 64), (8, 16, 32), (4, 8), (2,)):
     # Keep the one [rows, width] f32 accumulator within ~64 registers per thread.
     if bk > padded or rows * padded > 64 * 32 * warps:
