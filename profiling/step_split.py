@@ -12,7 +12,8 @@ process**, compiles three functions on the same state and minibatch:
 
 They are timed interleaved (round-robin, ``--rounds`` rounds of ``--calls`` calls each), so a
 change in machine load hits every variant alike; the table gives the minimum per call (median
-in brackets). FLOPs are XLA's cost analysis of each lowered function with the residual trunks'
+in brackets). ``--unroll=N`` compiles the timed functions with N residual blocks per scan
+iteration (FLOPs are counted fully unrolled either way). FLOPs are XLA's cost analysis of each lowered function with the residual trunks'
 scans unrolled (every block counted), so GFLOP/s of ``grads`` is the gradient computation's own
 rate; ``update`` is reported in ms and as the bytes it must move per call (a count, 28 bytes per
 parameter in float32) over its time.
@@ -51,6 +52,8 @@ _CONFIG = flags.DEFINE_string("config", "configs/ant.py", "Task config (file.py[
 _DEPTHS = flags.DEFINE_string("depths", "4,16,64", "Depths (Dense layers per trunk).")
 _BATCHES = flags.DEFINE_string("batches", "256,512", "Batch sizes.")
 _WIDTH = flags.DEFINE_integer("width", 256, "Network width.")
+_UNROLL = flags.DEFINE_integer("unroll", 1, "Residual blocks per scan iteration on the XLA path "
+                               "(residual_stack_xla.scan_unroll) for the timed functions.")
 _ROUNDS = flags.DEFINE_integer("rounds", 6, "Interleaved rounds.")
 _CALLS = flags.DEFINE_integer("calls", 5, "Timed calls per variant per round.")
 _OUT = flags.DEFINE_string("out", "step_split_out", "Output directory.")
@@ -103,7 +106,7 @@ def _flops(fn, *args) -> float:
     return stm.cost_flops(jax.jit(lambda *a: fn(*a)).lower(*args))
 
 
-def measure(config, batch: int, depth: int, rounds: int, calls: int) -> dict:
+def measure(config, batch: int, depth: int, rounds: int, calls: int, unroll: int = 1) -> dict:
   config = config_lib.apply_overrides(
       ml_collections.ConfigDict(config.to_dict()),
       f"network.actor_depth={depth},network.critic_depth={depth},network.width={_WIDTH.value},"
@@ -117,9 +120,10 @@ def measure(config, batch: int, depth: int, rounds: int, calls: int) -> dict:
   grads_fn, update_fn = _crl_grads(agent), _crl_update(agent)
   g0 = jax.jit(grads_fn)(ts, b)
 
-  step = jax.jit(agent.sgd_step, donate_argnums=0).lower(ts, b).compile()
-  grads = jax.jit(grads_fn).lower(ts, b).compile()
-  update = jax.jit(update_fn, donate_argnums=0).lower(ts, g0).compile()
+  with residual_stack_xla.scan_unroll(unroll):
+    step = jax.jit(agent.sgd_step, donate_argnums=0).lower(ts, b).compile()
+    grads = jax.jit(lambda *a: grads_fn(*a)).lower(ts, b).compile()
+    update = jax.jit(update_fn, donate_argnums=0).lower(ts, g0).compile()
   flops = {"step": _flops(agent.sgd_step, ts, b), "grads": _flops(grads_fn, ts, b)}
 
   holder = {"step": jax.tree.map(jnp.copy, ts), "update": jax.tree.map(jnp.copy, ts)}
@@ -165,7 +169,7 @@ def main(argv):
   rows = []
   for batch in [int(x) for x in _BATCHES.value.split(",")]:
     for depth in [int(x) for x in _DEPTHS.value.split(",")]:
-      row = measure(config, batch, depth, _ROUNDS.value, _CALLS.value)
+      row = measure(config, batch, depth, _ROUNDS.value, _CALLS.value, _UNROLL.value)
       rows.append(row)
       print(row, flush=True)
   pc.write_csv(os.path.join(_OUT.value, "step_split.csv"), rows, COLUMNS)
