@@ -101,3 +101,13 @@ def assert_close(got, want, *, rtol, name="", scale=None):
   if scale is None:
     scale = np.max(np.abs(want)) if want.size else 0.0
   np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * max(scale, 1e-6), err_msg=name)
+
+
+def assert_block_matches_f64(got, x, params, cotangent, *, rtol):
+  """``got = (y, (dx, dparams))`` of a block against its float64 value and gradients."""
+  y, (dx, dparams) = got
+  y64, (dx64, dparams64) = block_value_and_grads(x, params, cotangent)
+  assert_close(y, y64, rtol=rtol, name="y")
+  assert_close(dx, dx64, rtol=rtol, name="dx")
+  for k in ("w", "b", "scale", "offset"):
+    assert_close(dparams[k], dparams64[k], rtol=rtol, name=f"d{k}")

@@ -12,7 +12,8 @@ import pytest
 
 import deepcrl_kernels as kernels
 from deepcrl_kernels import residual_block_pallas as rbp
-from kernel_refs64 import assert_close, block_params, block_value_and_grads
+from kernel_refs64 import (assert_block_matches_f64, assert_close, block_params,
+                           block_value_and_grads)
 
 RTOL = 3e-4  # f32 kernel vs float64, relative to each array's scale
 
@@ -38,12 +39,8 @@ def _inputs(batch, width, seed=0, dtype=jnp.float32):
 
 def _check_against_f64(batch, width, config=None, seed=0):
   x, params, ct = _inputs(batch, width, seed)
-  y, (dx, dparams) = _value_and_grads("interpret", config)(x, params, ct)
-  y64, (dx64, dparams64) = block_value_and_grads(x, params, ct)
-  assert_close(y, y64, rtol=RTOL, name="y")
-  assert_close(dx, dx64, rtol=RTOL, name="dx")
-  for k in ("w", "b", "scale", "offset"):
-    assert_close(dparams[k], dparams64[k], rtol=RTOL, name=f"d{k}")
+  assert_block_matches_f64(_value_and_grads("interpret", config)(x, params, ct), x, params, ct,
+                           rtol=RTOL)
 
 
 @pytest.mark.parametrize("batch,width", [

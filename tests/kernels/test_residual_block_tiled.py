@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 
 import jax
@@ -12,22 +11,14 @@ import pytest
 
 import deepcrl_kernels as kernels
 from deepcrl_kernels import _dispatch, residual_block_pallas, residual_block_tiled
-from kernel_refs64 import assert_close, block_params, block_value_and_grads
+from kernel_refs64 import (assert_block_matches_f64, assert_close, block_params,
+                           block_value_and_grads)
+from test_residual_block_kernel import _value_and_grads  # one jitted vjp per impl/config
 
 RTOL = 3e-4  # f32 kernel vs float64, relative to each array's scale
 # Small tiles, so cheap shapes still have several row, column and batch-split tiles.
 SMALL = kernels.TiledBlockConfig(block_m=32, block_n=32, block_k=16, dw_block=32,
                                  dw_block_batch=16, dw_splits=2)
-
-
-@functools.lru_cache(maxsize=None)
-def _value_and_grads(impl: str, config=None, matmul_dtype=None):
-  def f(x, params, ct):
-    y, vjp = jax.vjp(lambda x, p: kernels.fused_residual_block(
-        x, p, impl=impl, config=config, matmul_dtype=matmul_dtype), x, params)
-    return y, vjp(ct)
-
-  return jax.jit(f)
 
 
 def _inputs(batch, width, seed=0):
@@ -40,12 +31,8 @@ def _check_against_f64(batch, width, config, seed=0, shift=0.0):
   x, params, ct = _inputs(batch, width, seed)
   if shift:  # large row means: the variance must not come from E[z^2] - E[z]^2
     params = dict(params, b=params["b"] + shift)
-  y, (dx, dparams) = _value_and_grads("interpret", config)(x, params, ct)
-  y64, (dx64, dparams64) = block_value_and_grads(x, params, ct)
-  assert_close(y, y64, rtol=RTOL, name="y")
-  assert_close(dx, dx64, rtol=RTOL, name="dx")
-  for k in ("w", "b", "scale", "offset"):
-    assert_close(dparams[k], dparams64[k], rtol=RTOL, name=f"d{k}")
+  assert_block_matches_f64(_value_and_grads("interpret", config)(x, params, ct), x, params, ct,
+                           rtol=RTOL)
 
 
 @pytest.mark.parametrize("batch,width", [
