@@ -48,15 +48,22 @@ from deepcrl_kernels import residual_stack_xla  # noqa: E402
 import profiling_common as pc  # noqa: E402
 import step_time_measure as stm  # noqa: E402
 
-_CONFIG = flags.DEFINE_string("config", "configs/ant.py", "Task config (file.py[:k=v,...]).")
-_DEPTHS = flags.DEFINE_string("depths", "4,16,64", "Depths (Dense layers per trunk).")
-_BATCHES = flags.DEFINE_string("batches", "256,512", "Batch sizes.")
-_WIDTH = flags.DEFINE_integer("width", 256, "Network width.")
-_UNROLL = flags.DEFINE_integer("unroll", 1, "Residual blocks per scan iteration on the XLA path "
-                               "(residual_stack_xla.scan_unroll) for the timed functions.")
-_ROUNDS = flags.DEFINE_integer("rounds", 6, "Interleaved rounds.")
-_CALLS = flags.DEFINE_integer("calls", 5, "Timed calls per variant per round.")
-_OUT = flags.DEFINE_string("out", "step_split_out", "Output directory.")
+FLAGS = flags.FLAGS
+
+
+def _define_flags():
+  """Flags only when run as a script: importing this module (the tests do) defines none, so it
+  never collides with another profiling script's flags in one process."""
+  flags.DEFINE_string("config", "configs/ant.py", "Task config (file.py[:k=v,...]).")
+  flags.DEFINE_string("depths", "4,16,64", "Depths (Dense layers per trunk).")
+  flags.DEFINE_string("batches", "256,512", "Batch sizes.")
+  flags.DEFINE_integer("width", 256, "Network width.")
+  flags.DEFINE_integer("unroll", 1, "Residual blocks per scan iteration on the XLA path "
+                       "(residual_stack_xla.scan_unroll) for the timed functions.")
+  flags.DEFINE_integer("rounds", 6, "Interleaved rounds.")
+  flags.DEFINE_integer("calls", 5, "Timed calls per variant per round.")
+  flags.DEFINE_string("out", "step_split_out", "Output directory.")
+
 
 COLUMNS = ("batch", "depth", "params", "step_ms", "step_ms_median", "step_gflop",
            "step_gflops", "grads_ms", "grads_ms_median", "grads_gflop", "grads_gflops",
@@ -106,10 +113,11 @@ def _flops(fn, *args) -> float:
     return stm.cost_flops(jax.jit(lambda *a: fn(*a)).lower(*args))
 
 
-def measure(config, batch: int, depth: int, rounds: int, calls: int, unroll: int = 1) -> dict:
+def measure(config, batch: int, depth: int, rounds: int, calls: int, unroll: int = 1,
+            width: int = 256) -> dict:
   config = config_lib.apply_overrides(
       ml_collections.ConfigDict(config.to_dict()),
-      f"network.actor_depth={depth},network.critic_depth={depth},network.width={_WIDTH.value},"
+      f"network.actor_depth={depth},network.critic_depth={depth},network.width={width},"
       f"train.batch_size={batch},network.kernel_impl=xla")
   if config.agent != "crl":
     raise ValueError(f"step_split splits CRL's step; got agent={config.agent!r}")
@@ -164,15 +172,15 @@ def measure(config, batch: int, depth: int, rounds: int, calls: int, unroll: int
 
 def main(argv):
   del argv
-  os.makedirs(_OUT.value, exist_ok=True)
-  config = config_lib.load_config_file(_CONFIG.value)
+  os.makedirs(FLAGS.out, exist_ok=True)
+  config = config_lib.load_config_file(FLAGS.config)
   rows = []
-  for batch in [int(x) for x in _BATCHES.value.split(",")]:
-    for depth in [int(x) for x in _DEPTHS.value.split(",")]:
-      row = measure(config, batch, depth, _ROUNDS.value, _CALLS.value, _UNROLL.value)
+  for batch in [int(x) for x in FLAGS.batches.split(",")]:
+    for depth in [int(x) for x in FLAGS.depths.split(",")]:
+      row = measure(config, batch, depth, FLAGS.rounds, FLAGS.calls, FLAGS.unroll, FLAGS.width)
       rows.append(row)
       print(row, flush=True)
-  pc.write_csv(os.path.join(_OUT.value, "step_split.csv"), rows, COLUMNS)
+  pc.write_csv(os.path.join(FLAGS.out, "step_split.csv"), rows, COLUMNS)
   base = {r["batch"]: r for r in rows if r["depth"] == min(x["depth"] for x in rows)}
   table = pc.markdown_table(
       ["batch", "depth", "params", "step: ms (median), GFLOP/s, vs shallowest",
@@ -186,10 +194,11 @@ def main(argv):
         f"{r['update_share']:.0%}"] for r in rows])
   text = (pc.device_header(with_mujoco=False) + "\n\n"
           + f"command: python {' '.join(sys.argv)}\n\n" + table + "\n")
-  with open(os.path.join(_OUT.value, "step_split.md"), "w") as f:
+  with open(os.path.join(FLAGS.out, "step_split.md"), "w") as f:
     f.write(text)
   print(text)
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)
