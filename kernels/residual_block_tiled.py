@@ -16,14 +16,13 @@ GEMMs around it instead of running as separate passes over memory:
   output ``x + swish(LN(z[3]) ...)`` is one XLA elementwise fusion. Saved for the backward:
   ``x``, the four ``z`` and their row statistics (the XLA path saves the same matmul outputs).
 * **Backward, layer l (last to first):** ``du[l]`` (the gradient at the LayerNorm output,
-  after Swish) and its two row sums are given; the ``dA`` GEMM's prologue forms
-  ``dz = rstd * (du * scale - mean(du * scale) - zhat * mean(du * scale * zhat))`` chunk by
-  chunk (FMAs only) and multiplies by ``w[l]^T``; its epilogue applies the previous layer's
-  Swish and LayerNorm-scale backward, writing ``du[l-1]`` and its partial row sums (or, at the
-  first layer, ``dx = dy + dA``). The ``dW`` GEMM ``h[l]^T dz[l]`` reduces over the batch
-  (split into ``dw_splits`` parts summed by XLA when the weight tiles alone are too few
-  programs), recomputing ``h[l]`` (prologue with Swish) and ``dz[l]`` on the fly, and also
-  reduces ``db``, ``dscale`` and ``doffset`` of layer l.
+  after Swish) and its two row sums are given; one XLA fusion forms
+  ``dz = rstd * (du * scale - mean(du * scale) - zhat * mean(du * scale * zhat))`` and the
+  column sums ``db``, ``dscale``, ``doffset``. The ``dA = dz @ w[l]^T`` GEMM's epilogue applies
+  the previous layer's Swish and LayerNorm-scale backward, writing ``du[l-1]`` and its partial
+  row sums (or, at the first layer, ``dx = dy + dA``). The ``dW = h[l]^T dz`` GEMM reduces over
+  the batch (split into ``dw_splits`` parts summed by XLA when the weight tiles alone are too
+  few programs), recomputing ``h[l]`` from ``z[l-1]`` in its prologue (Swish).
 
 Layer 3's ``du`` (from the block's output gradient) and every merge of partial sums are plain
 ``jnp`` between the kernels; XLA fuses them. Padding: the width to a multiple of the tiles
