@@ -108,9 +108,10 @@ def fused_residual_stack(x, stacked_params, *, impl: str = "auto", remat=False,
 
   Uses ``lax.scan`` so compile time is flat in ``n``. ``remat``:
 
-  * ``False``: the scan saves each block's input for the backward pass (the Pallas backward
-    recomputes inside a block; the XLA path also keeps each layer's matmul output and
-    recomputes LayerNorm and Swish from it).
+  * ``False``: the scan saves each block's input and each layer's pre-norm matmul output for
+    the backward pass (5 arrays per block on every path; LayerNorm and Swish are recomputed
+    from them; the Pallas whole-row kernels keep only the input with
+    ``BlockConfig(save_preactivations=False)`` and recompute the matmuls instead).
   * ``True`` / ``"block"``: each block is rematerialised; only block inputs are kept
     (``n`` activations of ``[batch, width]``).
   * ``"nested"``: two-level rematerialisation over groups of ~``sqrt(n)`` blocks; only group

@@ -9,11 +9,14 @@ run in ``block_k``-column chunks through per-tile scratch in global memory (L2-r
 guarded by block barriers. With ``matmul_dtype=bfloat16`` the weights are cast once, outside
 the kernels, so they stream half the bytes.
 
-Backward (flash-style: the forward saves only ``x``):
+Backward. By default (``BlockConfig.save_preactivations``) the forward also writes the four
+pre-norm ``z[l]`` (what the XLA path saves), so each program streams the weights once in the
+backward instead of twice; with ``save_preactivations=False`` it saves only ``x`` and the
+backward recomputes the four matmuls (flash-style).
 
-1. ``_block_bwd_rows``: one program per row tile recomputes the four layers, keeping each
-   layer's input ``h[l]`` and pre-norm ``z[l]`` for its own rows (and the row statistics in
-   registers), then walks back through the layers: Swish and LayerNorm backward in two chunked
+1. ``_block_bwd_rows``: one program per row tile rebuilds each layer's input ``h[l]`` and
+   pre-norm ``z[l]`` for its own rows (from the saved ``z``, or by recomputing the layers; the
+   row statistics in registers), then walks back through the layers: Swish and LayerNorm backward in two chunked
    passes (row sums, then ``dz``), ``dz[l]`` overwrites ``z[l]``, ``dh = dz @ w[l].T``
    (streamed). It writes ``dx`` and per-tile partial sums of ``db``, ``dscale`` and ``doffset``.
 2. ``_block_bwd_weights``: ``dw[l] = h[l].T @ dz[l]``, one program per ``[block_w, block_w]``
@@ -59,6 +62,10 @@ class BlockConfig:
     block_batch: batch chunk the weight-gradient kernel reduces over per step.
     num_warps, num_stages: Triton launch parameters of the row kernels.
     num_warps_dw, num_stages_dw: the same for the weight-gradient kernel.
+    save_preactivations: the forward also writes each layer's pre-norm ``z`` (4 arrays of
+      ``[batch, width]`` f32 per block, what the XLA path saves) and the backward reads them
+      instead of recomputing the four matmuls, so each program streams the weights once, not
+      twice; ``False`` saves only ``x`` (activation memory of one array per block).
   """
   block_rows: int = 64
   block_k: int = 32
@@ -68,6 +75,7 @@ class BlockConfig:
   num_stages: int = 2
   num_warps_dw: int = 4
   num_stages_dw: int = 3
+  save_preactivations: bool = True
 
 
 def default_block_config(width: int, batch: int | None = None) -> BlockConfig:
@@ -248,12 +256,16 @@ def _block_fwd_kernel(x_ref, w_ref, b_ref, scale_ref, offset_ref, y_ref, z_ref, 
                          dtype=st.matmul_dtype)
     z = z + b_ref[layer].astype(f32)[None, :]
     mean, rstd = _row_stats(z, width=st.width, mask=mask)
-    z_ref[...] = z  # z_ref is read only after the barrier below
+    if cfg.save_preactivations:  # the saved z of this layer, else one scratch for all
+      z_ref[layer] = z  # read only after the barrier below
+    else:
+      z_ref[...] = z
     common.block_barrier(st.interpret)  # z complete, and every thread done reading y (src)
 
     def norm(k, carry, layer=layer, mean=mean, rstd=rstd):
       cols = common.chunk(k, bk)
-      h, _, _, _ = _ln_swish_chunk(z_ref[:, cols], mean, rstd,
+      zc = z_ref[layer, :, cols] if cfg.save_preactivations else z_ref[:, cols]
+      h, _, _, _ = _ln_swish_chunk(zc, mean, rstd,
                                    scale_ref[layer, cols].astype(f32),
                                    offset_ref[layer, cols].astype(f32),
                                    _chunk_mask(k, bk, st.width, padded))
@@ -277,31 +289,43 @@ def _param_specs(padded: int):
 
 
 def _block_fwd(x, w, b, scale, offset, st: _Static):
+  """``(y, zs)``: zs the four pre-norm ``z`` ``[4, batch, padded]`` f32 when the config saves
+  them, else None."""
   batch, padded = x.shape
   cfg = st.config
   act = jax.ShapeDtypeStruct((batch, padded), jnp.float32)
-  y, _ = pl.pallas_call(
+  if cfg.save_preactivations:
+    z_shape = jax.ShapeDtypeStruct((LAYERS, batch, padded), jnp.float32)
+    z_spec = pl.BlockSpec((LAYERS, cfg.block_rows, padded), lambda i: (0, i, 0))
+  else:
+    z_shape, z_spec = act, _row_specs(cfg.block_rows, padded)
+  y, zs = pl.pallas_call(
       functools.partial(_block_fwd_kernel, st=st),
-      out_shape=[act, act],  # y (also the activation scratch) and the z scratch
+      out_shape=[act, z_shape],  # y (also the activation scratch) and z (saved or scratch)
       grid=(batch // cfg.block_rows,),
       in_specs=[_row_specs(cfg.block_rows, padded)] + _param_specs(padded),
-      out_specs=[_row_specs(cfg.block_rows, padded)] * 2,
+      out_specs=[_row_specs(cfg.block_rows, padded), z_spec],
       compiler_params=common.triton_params(cfg.num_warps, cfg.num_stages),
       interpret=st.interpret,
       name="residual_block_fwd",
   )(x, w, b, scale, offset)
-  return y.astype(x.dtype)
+  return y.astype(x.dtype), (zs if cfg.save_preactivations else None)
 
 
 # ---------------------------------------------------------------------------------------------
 # Backward.
 
 
-def _block_bwd_rows_kernel(x_ref, dy_ref, w_ref, b_ref, scale_ref, offset_ref,
-                           dx_ref, hs_ref, zd_ref, g_ref, db_ref, dscale_ref, doffset_ref, *,
+def _block_bwd_rows_kernel(x_ref, dy_ref, w_ref, b_ref, scale_ref, offset_ref, *refs,
                            st: _Static):
-  """Row tile: recompute the forward into ``hs`` (layer inputs) and ``zd`` (pre-norm), then
-  walk back; ``zd`` ends holding ``dz``, ``g`` is the scratch for the incoming gradient."""
+  """Row tile: rebuild the layer inputs ``hs`` and pre-norm ``zd`` (from the saved ``z`` when
+  the config saves them, else by recomputing the forward), then walk back; ``zd`` ends holding
+  ``dz``, ``g`` is the scratch for the incoming gradient."""
+  if st.config.save_preactivations:
+    zs_ref, *refs = refs
+  else:
+    zs_ref = None
+  dx_ref, hs_ref, zd_ref, g_ref, db_ref, dscale_ref, doffset_ref = refs
   rows, padded = x_ref.shape
   cfg = st.config
   bk = cfg.block_k
@@ -317,10 +341,13 @@ def _block_bwd_rows_kernel(x_ref, dy_ref, w_ref, b_ref, scale_ref, offset_ref,
   common.block_barrier(st.interpret)
   stats = []
   for layer in range(LAYERS):
-    z = _matmul_streamed(lambda k, layer=layer: hs_ref[layer, :, common.chunk(k, bk)], w_ref,
-                         layer, rows=rows, width=padded, block_k=bk, transpose_w=False,
-                         dtype=st.matmul_dtype)
-    z = z + b_ref[layer].astype(f32)[None, :]
+    if zs_ref is not None:  # saved by the forward: no matmul, the weights stream once
+      z = zs_ref[layer]
+    else:
+      z = _matmul_streamed(lambda k, layer=layer: hs_ref[layer, :, common.chunk(k, bk)], w_ref,
+                           layer, rows=rows, width=padded, block_k=bk, transpose_w=False,
+                           dtype=st.matmul_dtype)
+      z = z + b_ref[layer].astype(f32)[None, :]
     mean, rstd = _row_stats(z, width=st.width, mask=mask)
     stats.append((mean, rstd))
     zd_ref[layer] = z
@@ -402,7 +429,7 @@ def _block_bwd_weights_kernel(hs_ref, dz_ref, dw_ref, *, block_batch: int, dtype
 
 
 def _block_bwd(st: _Static, residuals, dy):
-  x, w, b, scale, offset = residuals
+  x, w, b, scale, offset, zs = residuals
   batch, padded = x.shape
   cfg = st.config
   tiles = batch // cfg.block_rows
@@ -417,13 +444,13 @@ def _block_bwd(st: _Static, residuals, dy):
                  jax.ShapeDtypeStruct((batch, padded), f32), part, part, part],
       grid=(tiles,),
       in_specs=[_row_specs(cfg.block_rows, padded), _row_specs(cfg.block_rows, padded)]
-      + _param_specs(padded),
+      + _param_specs(padded) + ([act_spec] if zs is not None else []),
       out_specs=[_row_specs(cfg.block_rows, padded), act_spec, act_spec,
                  _row_specs(cfg.block_rows, padded), part_spec, part_spec, part_spec],
       compiler_params=common.triton_params(cfg.num_warps, cfg.num_stages),
       interpret=st.interpret,
       name="residual_block_bwd_rows",
-  )(x, dy, w, b, scale, offset)
+  )(x, dy, w, b, scale, offset, *([zs] if zs is not None else []))
 
   bw = min(cfg.block_w, padded)
   dw = pl.pallas_call(
@@ -447,14 +474,15 @@ def _block_bwd(st: _Static, residuals, dy):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
 def _block_padded(x, w, b, scale, offset, st: _Static):
-  return _block_fwd(x, w.astype(st.matmul_dtype), b, scale, offset, st)
+  return _block_fwd(x, w.astype(st.matmul_dtype), b, scale, offset, st)[0]
 
 
 def _block_padded_fwd(x, w, b, scale, offset, st):
   # The matmul copy of the weights (bf16 with matmul_dtype=bfloat16) is made once, here, so
   # the kernels stream half the bytes; the backward reuses it and still returns dw in w's dtype.
   w_mm = w.astype(st.matmul_dtype)
-  return _block_fwd(x, w_mm, b, scale, offset, st), (x, w_mm, b, scale, offset)
+  y, zs = _block_fwd(x, w_mm, b, scale, offset, st)
+  return y, (x, w_mm, b, scale, offset, zs)
 
 
 _block_padded.defvjp(_block_padded_fwd, _block_bwd)

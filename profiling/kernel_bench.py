@@ -433,12 +433,15 @@ def model_block(batch, width, matmul_dtype="f32", config=None, hw=H100):
   # Fused forward: every CTA streams all 4 weights; per layer its tile goes through scratch
   # (read the activation, write z, read z, write h: 4 passes of rows x width f32).
   tile = rows * width * 4
-  fwd = _fused(ctas, 4 * 2.0 * rows * width * width, w_all + 16 * tile + tile, w_all + 3 * act,
-               mma_rate, hw)
-  # Backward rows kernel: recompute (as the forward) + per layer 2 chunked passes over z and g,
-  # a dz write, the dh matmul streaming dz and w: ~2x the weights, ~28 tile passes.
-  rows_k = _fused(ctas, 8 * 2.0 * rows * width * width, 2 * w_all + 28 * tile + 3 * tile,
-                  2 * w_all + 3 * act + 8 * act + act, mma_rate, hw)
+  saved = 4 * act if cfg.save_preactivations else 0  # the four z written, then read back
+  fwd = _fused(ctas, 4 * 2.0 * rows * width * width, w_all + 16 * tile + tile,
+               w_all + 3 * act + saved, mma_rate, hw)
+  # Backward rows kernel: per layer 2 chunked passes over z and g, a dz write, the dh matmul
+  # streaming dz and w (~28 tile passes); without saved z it first recomputes the forward's
+  # four matmuls, streaming the weights a second time.
+  mms, w_reads = (4, 1) if cfg.save_preactivations else (8, 2)
+  rows_k = _fused(ctas, mms * 2.0 * rows * width * width, w_reads * w_all + 28 * tile + 3 * tile,
+                  w_reads * w_all + 3 * act + 8 * act + act + saved, mma_rate, hw)
   bw = min(cfg.block_w, width)
   dw_ctas = 4 * (width // bw) ** 2
   dw_k = _fused(dw_ctas, 2.0 * batch * bw * bw, 2 * batch * bw * 4, 8 * act + 4 * width * width * 4,

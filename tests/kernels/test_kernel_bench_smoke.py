@@ -50,6 +50,13 @@ def test_model_is_labelled_and_meets_the_infonce_target(capsys):
   assert xla["hbm"] > 10 * fused["hbm"]  # the B x B logits never reach HBM on the fused path
   fused, xla = bench.model_block(512, 256, "bf16")
   assert xla["kernels"] > 5 * fused["kernels"] and xla["t"] / fused["t"] >= 2.0
+  fused, xla = bench.model_block(512, 256, "f32")  # the issue's target, f32 (saved z)
+  assert xla["t"] / fused["t"] >= 2.0
+  kernels_cfg = bench.kernels.default_block_config(256, 512)
+  import dataclasses
+  recompute, _ = bench.model_block(512, 256, "f32", dataclasses.replace(
+      kernels_cfg, save_preactivations=False))
+  assert recompute["t"] > fused["t"]  # streaming the weights twice costs time
 
 
 def test_profile_trace_parsing_keeps_only_gpu_stream_kernels(tmp_path):
@@ -89,14 +96,14 @@ def test_ptx_dump_scan_names_each_kernels_matrix_instruction(tmp_path, monkeypat
 
 def test_tiled_model_beats_the_whole_row_model_at_the_widest_shape():
   """At width 1024, batch 4096 the tiled kernels (the default Pallas path there) are modelled
-  3x faster than the whole-row kernels, and the model prints both the serial and the
+  2x faster than the whole-row kernels, and the model prints both the serial and the
   overlapped bound, each fused path named."""
   import deepcrl_kernels as kernels
   bench = _load()
   tiled, xla = bench.model_block(4096, 1024, "f32")
   whole, xla2 = bench.model_block(4096, 1024, "f32", kernels.BlockConfig(block_rows=16,
                                                                           block_k=8))
-  assert xla["t"] == xla2["t"] and whole["t"] > 3 * tiled["t"]
+  assert xla["t"] == xla2["t"] and whole["t"] > 2 * tiled["t"]
   assert tiled["t_overlap"] < tiled["t"] and xla["t_overlap"] == xla["t"]
   assert 0.5 < xla["t"] / tiled["t"] < 1.5  # GEMM-bound: within the LN/Swish share of XLA
   text = bench.print_model(bench.argparse.Namespace(widths=[256, 1024], batches=[4096],

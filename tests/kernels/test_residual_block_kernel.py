@@ -60,10 +60,28 @@ def test_block_values_and_grads_match_float64_large(batch, width):
   _check_against_f64(batch, width, seed=1)
 
 
-def test_streamed_small_tiles_match_float64():
-  """K-chunk streaming, small row tiles and small dw tiles at a cheap width."""
-  config = rbp.BlockConfig(block_rows=16, block_k=16, block_w=32, block_batch=16)
+@pytest.mark.parametrize("save", [True, False])
+def test_streamed_small_tiles_match_float64(save):
+  """K-chunk streaming, small row tiles and small dw tiles at a cheap width; with the
+  pre-norm z saved by the forward (default) and recomputed in the backward."""
+  config = rbp.BlockConfig(block_rows=16, block_k=16, block_w=32, block_batch=16,
+                           save_preactivations=save)
   _check_against_f64(50, 64, config=config, seed=2)
+
+
+def test_saved_preactivations_are_the_only_extra_residuals():
+  """Saving z adds exactly four [batch, width] f32 arrays per block to the residuals (what the
+  XLA path saves); without it the block saves only what it was given."""
+  x, params, _ = _inputs(32, 64)
+
+  def residual_bytes(save):
+    cfg = rbp.BlockConfig(block_rows=16, block_k=16, block_w=32, block_batch=16,
+                          save_preactivations=save)
+    _, res = jax.vjp(lambda x, p: kernels.fused_residual_block(x, p, impl="interpret",
+                                                                config=cfg), x, params)
+    return sum(a.size * a.dtype.itemsize for a in jax.tree.leaves(res) if hasattr(a, "size"))
+
+  assert residual_bytes(True) - residual_bytes(False) == 4 * 32 * 64 * 4
 
 
 def test_stack_grads_under_jit_vmap_and_remat():
