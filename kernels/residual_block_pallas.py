@@ -18,7 +18,8 @@ backward recomputes the four matmuls (flash-style).
    pre-norm ``z[l]`` for its own rows (from the saved ``z``, or by recomputing the layers; the
    row statistics in registers), then walks back through the layers: Swish and LayerNorm
    backward in two chunked passes (row sums, then ``dz``), ``dz[l]`` overwrites ``z[l]``,
-   ``dh = dz @ w[l].T`` (streamed). It writes ``dx`` and per-tile partial sums of ``db``, ``dscale`` and ``doffset``.
+   ``dh = dz @ w[l].T`` (streamed). It writes ``dx`` and per-tile partial sums of ``db``,
+   ``dscale`` and ``doffset``.
 2. ``_block_bwd_weights``: ``dw[l] = h[l].T @ dz[l]``, one program per ``[block_w, block_w]``
    tile of ``dw``, reducing over the batch in chunks (no atomics: deterministic).
 

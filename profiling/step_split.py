@@ -13,8 +13,8 @@ process**, compiles three functions on the same state and minibatch:
 They are timed interleaved (round-robin, ``--rounds`` rounds of ``--calls`` calls each), so a
 change in machine load hits every variant alike; the table gives the minimum per call (median
 in brackets). ``--unroll=N`` compiles the timed functions with N residual blocks per scan
-iteration (FLOPs are counted fully unrolled either way). FLOPs are XLA's cost analysis of each lowered function with the residual trunks'
-scans unrolled (every block counted), so GFLOP/s of ``grads`` is the gradient computation's own
+iteration (FLOPs are counted fully unrolled either way). FLOPs are XLA's cost analysis of each
+lowered function with the residual trunks' scans unrolled (every block counted), so GFLOP/s of ``grads`` is the gradient computation's own
 rate; ``update`` is reported in ms and as the bytes it must move per call (a count, 28 bytes per
 parameter in float32) over its time.
 
