@@ -61,10 +61,14 @@ def _flag_values(flags: str, name: str) -> list:
 
 
 # Tasks whose whole training step (env unroll + gradient steps, one compiled epoch) measured
-# faster on CPU with the fusion emitters on (profiling/RESULTS.md, "The CPU flag per task"):
+# faster on CPU with the fusion emitters on (profiling/RESULTS.md, "The CPU flag per task";
+# profiling/emitters_ab.py):
 # their epoch computation is compiled with the emitters on; every other computation (prefill,
 # evaluation, every other task) keeps the process-wide off.
-EMITTERS_ON_TASKS = frozenset({"ant", "ant_u4_maze", "humanoid", "pointmass"})
+EMITTERS_ON_TASKS = frozenset({
+    "ant", "ant_u4_maze", "ant_u5_maze", "ant_big_maze", "ant_hardest_maze", "humanoid",
+    "humanoid_u_maze", "humanoid_big_maze", "pointmass", "pointmass_u_maze",
+    "pointmass_big_maze"})
 
 # Set by configure_cpu_xla_flags to the flag it appended (children inherit it), so that a value
 # in XLA_FLAGS can be told apart from the user's own choice.
