@@ -139,6 +139,13 @@ def _params(st: _Static, name: str):
               interpret=st.interpret, name=name)
 
 
+def _row_partials(rows: int, padded: int, cfg: TiledBlockConfig):
+  """Shape and spec of a per-tile partial row sum: ``[width / block_n, rows]`` f32, written by
+  the program of output tile ``(i, j)`` at ``[j, i*block_m:(i+1)*block_m]``."""
+  return (jax.ShapeDtypeStruct((padded // cfg.block_n, rows), jnp.float32),
+          pl.BlockSpec((None, cfg.block_m), lambda i, j: (j, i)))
+
+
 def _act(z, mean, rstd, scale, offset):
   """``(h, zhat, u, sig)``: ``h = swish(((z - mean) * rstd) * scale + offset)`` (f32)."""
   zhat = (z - mean[:, None]) * rstd[:, None]
@@ -192,8 +199,7 @@ def _fwd_layer(src, mean, rstd, scale, offset, w, b, st: _Static, prologue: bool
   f32 = jnp.float32
   row = pl.BlockSpec((bm,), lambda i, j: (i,))
   full_vec = pl.BlockSpec((padded,), lambda i, j: (0,))
-  part = jax.ShapeDtypeStruct((tiles_n, rows), f32)
-  part_spec = pl.BlockSpec((None, bm), lambda i, j: (j, i))
+  part, part_spec = _row_partials(rows, padded, cfg)
   return pl.pallas_call(
       functools.partial(_fwd_kernel, st=st, prologue=prologue),
       out_shape=[jax.ShapeDtypeStruct((rows, padded), f32), part, part],
@@ -309,8 +315,7 @@ def _da_layer(dz, w, st: _Static, *, dy=None, prev=None):
     kernel = functools.partial(_da_kernel, st=st, first=False)
     in_specs = in_specs + [tile, row, row, col, col]
     args = args + list(prev)
-    part = jax.ShapeDtypeStruct((tiles_n, rows), f32)
-    part_spec = pl.BlockSpec((None, bm), lambda i, j: (j, i))
+    part, part_spec = _row_partials(rows, padded, cfg)
     out_shape = [jax.ShapeDtypeStruct((rows, padded), f32), part, part]
     out_specs = [tile, part_spec, part_spec]
     name = "residual_block_tiled_bwd_da"

@@ -337,6 +337,12 @@ def _gemm(m, n, k, in_bytes, rate, hw=H100):
   return _tiled_gemm(m, n, k, hw["gemm_tile"], hw["gemm_tile"], in_bytes, in_bytes, rate, hw)
 
 
+def _matmul_bytes_and_rate(matmul_dtype, hw=H100):
+  """Bytes per matmul operand element and the tensor-core rate for ``"f32"`` (TF32) or
+  ``"bf16"``."""
+  return (2, hw["bf16_flops"]) if matmul_dtype == "bf16" else (4, hw["tf32_flops"])
+
+
 def _vector_s(elements, fp32_per_element, sfu_per_element=0.0, hw=H100):
   """CUDA-core and SFU time of an elementwise computation spread over every SM."""
   return elements * (fp32_per_element / hw["fp32_flops"] + sfu_per_element / hw["sfu_ops"])
@@ -371,8 +377,7 @@ def model_block_tiled(batch, width, matmul_dtype="f32", config=None, hw=H100):
   """The fused path of :mod:`residual_block_tiled` (per-layer tiled GEMMs, LayerNorm and Swish
   in their prologues/epilogues) for one block's forward+backward."""
   from deepcrl_kernels import residual_block_tiled as tiled  # pylint: disable=g-import-not-at-top
-  wb = 2 if matmul_dtype == "bf16" else 4
-  rate = hw["bf16_flops"] if matmul_dtype == "bf16" else hw["tf32_flops"]
+  wb, rate = _matmul_bytes_and_rate(matmul_dtype, hw)
   cfg = config or tiled.default_tiled_config(width, batch, sms=hw["sms"])
   b = -(-batch // cfg.batch_multiple) * cfg.batch_multiple
   w = -(-width // cfg.width_multiple) * cfg.width_multiple
@@ -418,12 +423,11 @@ def model_block(batch, width, matmul_dtype="f32", config=None, hw=H100):
   whole-row kernels, or the tiled kernels (:func:`model_block_tiled`) for a
   ``TiledBlockConfig`` and by default above width 256."""
   from deepcrl_kernels import residual_block_tiled as tiled  # pylint: disable=g-import-not-at-top
-  wb = 2 if matmul_dtype == "bf16" else 4
-  rate = hw["bf16_flops"] if matmul_dtype == "bf16" else hw["tf32_flops"]
+  xla = _model_block_xla(batch, width, matmul_dtype, hw)
   if isinstance(config, tiled.TiledBlockConfig) or (
       config is None and kernels.uses_tiled_block(width)):
-    return model_block_tiled(batch, width, matmul_dtype, config, hw), _model_block_xla(
-        batch, width, matmul_dtype, hw)
+    return model_block_tiled(batch, width, matmul_dtype, config, hw), xla
+  wb, rate = _matmul_bytes_and_rate(matmul_dtype, hw)
   cfg = config or kernels.default_block_config(width, batch)
   rows = cfg.block_rows
   ctas = -(-batch // rows)
@@ -449,12 +453,11 @@ def model_block(batch, width, matmul_dtype="f32", config=None, hw=H100):
   partial_sums = _elementwise(3 * ctas * 4 * width * 4, hw)
   cast = _elementwise(4 * width * width * (4 + 2), hw) if wb == 2 else None
   fused = _total([p for p in (cast, fwd, rows_k, dw_k, partial_sums) if p])
-  return fused, _model_block_xla(batch, width, matmul_dtype, hw)
+  return fused, xla
 
 
 def _model_block_xla(batch, width, matmul_dtype="f32", hw=H100):
-  wb = 2 if matmul_dtype == "bf16" else 4
-  rate = hw["bf16_flops"] if matmul_dtype == "bf16" else hw["tf32_flops"]
+  wb, rate = _matmul_bytes_and_rate(matmul_dtype, hw)
   act = batch * width * 4
   # XLA: per layer a GEMM and a LayerNorm+Swish fusion (forward, saving z and h); backward per
   # layer an LN/Swish-backward fusion pair (row reductions, then dz and the column sums), the

@@ -40,10 +40,8 @@ deepcrl_core.configure_cpu_xla_flags()
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
-import optax  # noqa: E402
 
 from deepcrl_core import config as config_lib  # noqa: E402
-from deepcrl_core import losses as L  # noqa: E402
 from deepcrl_kernels import residual_stack_xla  # noqa: E402
 import profiling_common as pc  # noqa: E402
 import step_time_measure as stm  # noqa: E402
@@ -71,39 +69,14 @@ COLUMNS = ("batch", "depth", "params", "step_ms", "step_ms_median", "step_gflop"
 
 
 def _crl_grads(agent):
-  """The gradients ``agent.sgd_step`` computes before its updates (CRL's three losses)."""
-
-  def grads(ts, batch):
-    key, k_actor = jax.random.split(ts.key)
-    (_, aux), actor_grads = jax.value_and_grad(L.actor_loss, has_aux=True)(
-        ts.actor_params, ts.critic_params, ts.log_alpha, agent.networks, batch, k_actor,
-        agent.loss_cfg)
-    alpha_grad = jax.grad(L.alpha_loss)(ts.log_alpha, aux["log_prob"],
-                                        agent.loss_cfg.target_entropy)
-    (_, _), critic_grads = jax.value_and_grad(L.critic_loss, has_aux=True)(
-        ts.critic_params, agent.networks, batch, agent.loss_cfg)
-    return actor_grads, alpha_grad, critic_grads
-
-  return grads
+  """The gradients ``agent.sgd_step`` computes before its updates (``CRLAgent.gradients``)."""
+  return lambda ts, batch: agent.gradients(ts, batch)[0]
 
 
 def _crl_update(agent):
-  """The Adam updates of ``agent.sgd_step`` alone, on given gradients."""
-
-  def update(ts, grads):
-    actor_grads, alpha_grad, critic_grads = grads
-    out = []
-    for opt, params, state, g in (
-        (agent.actor_opt, ts.actor_params, ts.actor_opt_state, actor_grads),
-        (agent.alpha_opt, ts.log_alpha, ts.alpha_opt_state, alpha_grad),
-        (agent.critic_opt, ts.critic_params, ts.critic_opt_state, critic_grads)):
-      updates, state = opt.update(g, state)
-      out.append((optax.apply_updates(params, updates), state))
-    (a, a_s), (al, al_s), (c, c_s) = out
-    return ts._replace(actor_params=a, actor_opt_state=a_s, log_alpha=al, alpha_opt_state=al_s,
-                       critic_params=c, critic_opt_state=c_s)
-
-  return update
+  """The Adam updates of ``agent.sgd_step`` alone, on given gradients
+  (``CRLAgent.apply_gradients``; the state's key is kept)."""
+  return lambda ts, grads: agent.apply_gradients(ts, grads, ts.key)
 
 
 def _flops(fn, *args) -> float:

@@ -80,6 +80,15 @@ class CRLAgent(base.Agent):
 
   def sgd_step(self, ts: TrainingState, batch: L.Transitions):
     """Actor and alpha first, then the critic, on the same minibatch."""
+    grads, metrics, key = self.gradients(ts, batch)
+    new = self.apply_gradients(ts, grads, key)
+    metrics = {**metrics, "alpha": jnp.exp(new.log_alpha)}
+    return new, metrics
+
+  def gradients(self, ts: TrainingState, batch: L.Transitions):
+    """``((actor_grads, alpha_grad, critic_grads), metrics, next_key)``: what
+    :meth:`sgd_step` computes before its optimiser updates (``profiling/step_split.py`` times
+    the two halves apart)."""
     key, k_actor = jax.random.split(ts.key)
     (_, actor_aux), actor_grads = jax.value_and_grad(L.actor_loss, has_aux=True)(
         ts.actor_params, ts.critic_params, ts.log_alpha, self.networks, batch, k_actor,
@@ -89,18 +98,20 @@ class CRLAgent(base.Agent):
         ts.log_alpha, log_prob, self.loss_cfg.target_entropy)
     (_, critic_aux), critic_grads = jax.value_and_grad(L.critic_loss, has_aux=True)(
         ts.critic_params, self.networks, batch, self.loss_cfg)
+    metrics = {**actor_aux, **critic_aux, "alpha_loss": a_loss}
+    return (actor_grads, alpha_grad, critic_grads), metrics, key
 
+  def apply_gradients(self, ts: TrainingState, grads, key) -> TrainingState:
+    """The three Adam updates of :meth:`sgd_step` on ``grads`` (from :meth:`gradients`)."""
+    actor_grads, alpha_grad, critic_grads = grads
     updates, actor_opt_state = self.actor_opt.update(actor_grads, ts.actor_opt_state)
     actor_params = optax.apply_updates(ts.actor_params, updates)
     updates, alpha_opt_state = self.alpha_opt.update(alpha_grad, ts.alpha_opt_state)
     log_alpha = optax.apply_updates(ts.log_alpha, updates)
     updates, critic_opt_state = self.critic_opt.update(critic_grads, ts.critic_opt_state)
     critic_params = optax.apply_updates(ts.critic_params, updates)
-
-    metrics = {**actor_aux, **critic_aux, "alpha_loss": a_loss, "alpha": jnp.exp(log_alpha)}
-    new = TrainingState(actor_params, critic_params, log_alpha, actor_opt_state,
-                        critic_opt_state, alpha_opt_state, key, ts.grad_steps + 1)
-    return new, metrics
+    return TrainingState(actor_params, critic_params, log_alpha, actor_opt_state,
+                         critic_opt_state, alpha_opt_state, key, ts.grad_steps + 1)
 
   # --- acting -----------------------------------------------------------------------------
 
