@@ -4,25 +4,29 @@ The whole-row kernels of :mod:`residual_block_pallas` keep full rows in one prog
 program re-streams all four ``width x width`` weights and holds at most 16 rows at width 1024
 (no wgmma, a few dozen programs). Here every layer is a GEMM tiled over ``[block_m, block_n]``
 output tiles (grid ``batch / block_m x width / block_n``: hundreds of programs at the paper's
-wide shapes, 64-128-row tiles for Hopper's wgmma), and LayerNorm + Swish are fused into the
-GEMMs around it instead of running as separate passes over memory:
+wide shapes, 64-128-row tiles for Hopper's wgmma), and LayerNorm is fused into the GEMMs around
+it instead of running as separate passes over memory:
 
-* **Forward, layer l:** the GEMM's *prologue* turns each ``[block_m, block_k]`` chunk of the
-  previous layer's pre-norm ``z[l-1]`` into its activation (``swish(LN(z) * scale + offset)``,
-  with that layer's row statistics) before the tensor-core dot; its *epilogue* adds the bias,
-  writes the tile of ``z[l]`` and the tile's partial row statistics (sum and sum of squared
-  deviations from the tile mean). A tiny XLA reduction merges the partials (Chan's parallel
-  variance, exact for any split) into each row's mean and ``rsqrt(var + eps)``. The block's
-  output ``x + swish(LN(z[3]) ...)`` is one XLA elementwise fusion. Saved for the backward:
-  ``x``, the four ``z`` and their row statistics (the XLA path saves the same matmul outputs).
+* **Forward, layer l:** the GEMM's *epilogue* adds the bias, writes the tile of ``z[l]`` and the
+  tile's partial row statistics (sum and sum of squared deviations from the tile mean). A tiny
+  XLA reduction merges the partials (Chan's parallel variance, exact for any split) into each
+  row's mean and ``rsqrt(var + eps)``. The block's output ``x + swish(LN(z[3]) ...)`` is one
+  XLA elementwise fusion. Saved for the backward: ``x``, the four ``z`` and their row
+  statistics (the XLA path saves the same matmul outputs).
 * **Backward, layer l (last to first):** ``du[l]`` (the gradient at the LayerNorm output,
   after Swish) and its two row sums are given; one XLA fusion forms
   ``dz = rstd * (du * scale - mean(du * scale) - zhat * mean(du * scale * zhat))`` and the
   column sums ``db``, ``dscale``, ``doffset``. The ``dA = dz @ w[l]^T`` GEMM's epilogue applies
   the previous layer's Swish and LayerNorm-scale backward, writing ``du[l-1]`` and its partial
-  row sums (or, at the first layer, ``dx = dy + dA``). The ``dW = h[l]^T dz`` GEMM reduces over
-  the batch (split into ``dw_splits`` parts summed by XLA when the weight tiles alone are too
-  few programs), recomputing ``h[l]`` from ``z[l-1]`` in its prologue (Swish).
+  row sums (or, at the first layer, ``dx = dy + dA``). The ``dW = h[l-1]^T dz`` GEMM reduces
+  over the batch (split into ``dw_splits`` parts summed by XLA where that pays).
+* **The activation** ``h[l] = swish(LN(z[l]) * scale + offset)``, the next forward GEMM's and
+  the ``dW`` GEMM's operand (``TiledBlockConfig.activation_prologue``): by default formed once
+  per element in the matmul dtype, by the XLA fusion after the statistics merge (forward) and
+  by layer l's LayerNorm-backward fusion from the ``zhat`` it forms anyway (backward; layer
+  l+1's ``dW`` waits for it), so those GEMMs read a plain operand; or recomputed from ``z[l]``
+  in their *prologue*, chunk by chunk before the tensor-core dot, once per column tile.
+  ``dz`` is written in the matmul dtype (both GEMMs that read it cast to it).
 
 Layer 3's ``du`` (from the block's output gradient) and every merge of partial sums are plain
 ``jnp`` between the kernels; XLA fuses them. Padding: the width to a multiple of the tiles
@@ -60,6 +64,13 @@ class TiledBlockConfig:
     dw_splits: parts the ``dW`` reduction over the batch is split into (partial ``dW`` summed
       by XLA); more programs when ``(width / dw_block)^2`` alone would leave SMs idle.
     num_warps, num_stages: Triton launch parameters of every kernel.
+    activation_prologue: where each layer's activation ``swish(LN(z) * scale + offset)`` is
+      formed for the next GEMM. ``False`` (default): once per element, by an XLA fusion in the
+      forward and by the LayerNorm-backward fusion in the backward, written in the matmul
+      dtype; the forward and ``dW`` GEMMs then read it as a plain operand (straight from
+      shared memory into wgmma). ``True``: recomputed from ``z`` in those GEMMs' prologues,
+      once per column tile (``width / block_n`` times per element), saving that HBM round
+      trip.
   """
   block_m: int = 128
   block_n: int = 128
@@ -69,6 +80,7 @@ class TiledBlockConfig:
   dw_splits: int = 1
   num_warps: int = 8
   num_stages: int = 3
+  activation_prologue: bool = False
 
   @property
   def width_multiple(self) -> int:
@@ -80,38 +92,41 @@ class TiledBlockConfig:
 
 
 # Relative costs the tile heuristic weighs (H100 SXM datasheet / measured orders of
-# magnitude): one SM's TF32 tensor-core rate, FLOP/s, and the chip's aggregate L2 bandwidth.
+# magnitude): one SM's TF32 tensor-core rate, FLOP/s, the chip's aggregate L2 and HBM
+# bandwidths, and the launch gap of one more kernel.
 _SM_TENSOR_FLOPS = 494.7e12 / 132
 _L2_BYTES_PER_S = 5.5e12
+_HBM_BYTES_PER_S = 3.35e12
+_LAUNCH_S = 2e-6
 
 
-def _gemm_estimate_s(rows: int, cols: int, depth: int, bm: int, bn: int, sms: int) -> float:
-  """Seconds of a ``[rows, depth] @ [depth, cols]`` f32 GEMM in ``bm x bn`` tiles: whole waves
-  of tiles at one SM's tensor-core rate, or the L2 re-reads of both operands, whichever binds."""
-  tiles = -(-rows // bm) * -(-cols // bn)
-  compute = -(-tiles // sms) * 2.0 * bm * bn * depth / _SM_TENSOR_FLOPS
+def _gemm_estimate_s(rows: int, cols: int, depth: int, bm: int, bn: int, sms: int,
+                     splits: int = 1) -> float:
+  """Seconds of a ``[rows, depth] @ [depth, cols]`` f32 GEMM in ``bm x bn`` tiles, its
+  contraction split ``splits`` ways: whole waves of programs at one SM's tensor-core rate, or
+  the L2 re-reads of both operands, whichever binds; plus summing the split outputs."""
+  programs = -(-rows // bm) * -(-cols // bn) * splits
+  compute = -(-programs // sms) * 2.0 * bm * bn * (depth / splits) / _SM_TENSOR_FLOPS
   l2 = 4.0 * depth * (rows * -(-cols // bn) + cols * -(-rows // bm)) / _L2_BYTES_PER_S
-  return max(compute, l2)
+  merge = (splits + 1) * rows * cols * 4.0 / _HBM_BYTES_PER_S + _LAUNCH_S if splits > 1 else 0.0
+  return max(compute, l2) + merge
 
 
 def default_tiled_config(width: int, batch: int | None = None,
                          sms: int | None = None) -> TiledBlockConfig:
   """Tiles for ``[batch, width]`` sized from the device's SM count: the output tile (128 x 128,
   64 x 128, 128 x 64 or 64 x 64; all compile for sm_90a without spills) whose forward GEMM is
-  estimated fastest (whole waves of tiles vs L2 re-reads), and a ``dW`` batch split that gives
-  every SM a program where the weight tiles alone do not (at most 8 parts of >= 4 chunks)."""
+  estimated fastest (whole waves of tiles vs L2 re-reads), and the ``dW`` batch split (1-8
+  parts of >= 4 chunks) whose extra programs gain more than summing the parts costs."""
   sms = sms or common.sm_count()
   padded = common.round_up(width, 128)
   rows = common.round_up(max(batch or 4096, 1), 64)
   candidates = [(128, 128), (64, 128), (128, 64), (64, 64)]
   bm, bn = min(candidates, key=lambda t: (_gemm_estimate_s(rows, padded, padded, *t, sms),
                                           -t[0] * t[1]))
-  dw_tiles = (padded // 128) ** 2
-  splits = 1
-  while (dw_tiles * splits < sms and splits < 8
-         and rows // (32 * splits * 2) >= 4):
-    splits *= 2
-  return TiledBlockConfig(block_m=bm, block_n=bn, dw_splits=splits)
+  splits = [s for s in (1, 2, 4, 8) if s == 1 or rows // (32 * s) >= 4]
+  best = min(splits, key=lambda s: (_gemm_estimate_s(padded, padded, rows, 128, 128, sms, s), s))
+  return TiledBlockConfig(block_m=bm, block_n=bn, dw_splits=best)
 
 
 def check_config(config: TiledBlockConfig) -> str | None:
@@ -208,7 +223,7 @@ def _fwd_layer(src, mean, rstd, scale, offset, w, b, st: _Static, prologue: bool
                 pl.BlockSpec((padded, bn), lambda i, j: (0, j)),
                 pl.BlockSpec((bn,), lambda i, j: (j,))],
       out_specs=[pl.BlockSpec((bm, bn), lambda i, j: (i, j)), part_spec, part_spec],
-      **_params(st, "residual_block_tiled_fwd" if prologue else "residual_block_tiled_fwd_first"),
+      **_params(st, "residual_block_tiled_fwd_act" if prologue else "residual_block_tiled_fwd"),
   )(src, mean, rstd, scale, offset, w, b)
 
 
@@ -228,17 +243,22 @@ def _forward(x, w, b, scale, offset, st: _Static):
   f32 = jnp.float32
   rows = x.shape[0]
   dummy = jnp.zeros((rows,), f32)
+  prologue = st.config.activation_prologue
   zs, means, rstds = [], [], []
   src, mean, rstd = x, dummy, dummy
   for layer in range(LAYERS):
     prev = max(layer - 1, 0)
     z, psum, pm2 = _fwd_layer(src, mean, rstd, scale[prev], offset[prev], w[layer], b[layer],
-                              st, prologue=layer > 0)
+                              st, prologue=prologue and layer > 0)
     mean, rstd = _merge_stats(psum, pm2, st)
     zs.append(z)
     means.append(mean)
     rstds.append(rstd)
-    src = z
+    if prologue or layer == LAYERS - 1:
+      src = z
+    else:  # the next GEMM's operand, once per element (one XLA fusion with the merge)
+      src = _act(z, mean, rstd, scale[layer].astype(f32),
+                 offset[layer].astype(f32))[0].astype(st.matmul_dtype)
   h, _, _, _ = _act(zs[-1], mean, rstd, scale[-1].astype(f32), offset[-1].astype(f32))
   y = (x.astype(f32) + h).astype(x.dtype)
   return y, (jnp.stack(zs), jnp.stack(means), jnp.stack(rstds))
@@ -248,17 +268,24 @@ def _forward(x, w, b, scale, offset, st: _Static):
 # Backward.
 
 
-def _ln_backward(du, z, mean, rstd, s1, s2, scale, st: _Static):
+def _ln_backward(du, z, mean, rstd, s1, s2, scale, offset, st: _Static, emit_h: bool):
   """LayerNorm backward of one layer in XLA (one fusion): ``dz`` from ``du`` (the gradient at
   the LN output after scale/offset) and its row sums ``s1 = sum(du*scale)``,
-  ``s2 = sum(du*scale*zhat)``; plus ``db``, ``dscale``, ``doffset``. Padded columns: 0."""
+  ``s2 = sum(du*scale*zhat)``; plus ``db``, ``dscale``, ``doffset``, and with ``emit_h`` the
+  layer's activation (the next layer's ``dW`` operand) from the ``zhat`` it forms anyway.
+  ``dz`` and ``h`` in the matmul dtype (the GEMMs that read them cast to it). Padded columns:
+  0."""
   f32 = jnp.float32
   zhat = (z - mean[:, None]) * rstd[:, None]
   m1, m2 = (s1 / st.width)[:, None], (s2 / st.width)[:, None]
   dz = rstd[:, None] * (du * scale.astype(f32)[None, :] - m1 - zhat * m2)
   if z.shape[1] != st.width:
     dz = jnp.where(jnp.arange(z.shape[1])[None, :] < st.width, dz, 0.0)
-  return dz, jnp.sum(dz, axis=0), jnp.sum(du * zhat, axis=0), jnp.sum(du, axis=0)
+  h = None
+  if emit_h:  # same zhat: XLA computes it once for both outputs
+    h = _act(z, mean, rstd, scale.astype(f32), offset.astype(f32))[0].astype(st.matmul_dtype)
+  return (dz.astype(st.matmul_dtype), jnp.sum(dz, axis=0), jnp.sum(du * zhat, axis=0),
+          jnp.sum(du, axis=0), h)
 
 
 def _da_kernel(dz_ref, w_ref, *refs, st: _Static, first: bool):
@@ -361,8 +388,8 @@ def _dw_layer(src, pmean, prstd, pscale, poffset, dz, st: _Static, prologue: boo
       in_specs=[pl.BlockSpec((rows, bw), lambda i, j, s: (0, i)), full_rows, full_rows, vec_i,
                 vec_i, pl.BlockSpec((rows, bw), lambda i, j, s: (0, j))],
       out_specs=pl.BlockSpec((None, bw, bw), lambda i, j, s: (s, i, j)),
-      **_params(st, "residual_block_tiled_bwd_dw" if prologue
-                else "residual_block_tiled_bwd_dw_first"),
+      **_params(st, "residual_block_tiled_bwd_dw_act" if prologue
+                else "residual_block_tiled_bwd_dw"),
   )(src, pmean, prstd, pscale, poffset, dz)
   return jnp.sum(dw, axis=0) if splits > 1 else dw[0]
 
@@ -373,6 +400,7 @@ def _backward(st: _Static, residuals, dy):
   rows = x.shape[0]
   dummy = jnp.zeros((rows,), f32)
   sc = scale.astype(f32)
+  prologue = st.config.activation_prologue
   # Layer 3: the output's Swish and LayerNorm-scale backward, and its row sums (XLA).
   _, zhat, u, sig = _act(zs[3], means[3], rstds[3], sc[3], offset[3].astype(f32))
   du = dy.astype(f32) * sig * (1.0 + u * (1.0 - sig))
@@ -381,21 +409,30 @@ def _backward(st: _Static, residuals, dy):
   grads = {"w": [None] * LAYERS, "b": [None] * LAYERS, "scale": [None] * LAYERS,
            "offset": [None] * LAYERS}
   dx = None
+  waiting = None  # materialised: (layer, dz) whose dW waits for h[layer - 1]
   for layer in reversed(range(LAYERS)):
-    dz, db, dsc, doff = _ln_backward(du, zs[layer], means[layer], rstds[layer], s1, s2,
-                                     scale[layer], st)
-    prev = max(layer - 1, 0)
-    src = x if layer == 0 else zs[prev]
-    pmean, prstd = (dummy, dummy) if layer == 0 else (means[prev], rstds[prev])
-    grads["w"][layer] = _dw_layer(src, pmean, prstd, scale[prev], offset[prev], dz, st,
-                                  prologue=layer > 0)
+    dz, db, dsc, doff, h = _ln_backward(du, zs[layer], means[layer], rstds[layer], s1, s2,
+                                        scale[layer], offset[layer], st,
+                                        emit_h=not prologue and layer < LAYERS - 1)
     grads["b"][layer], grads["scale"][layer], grads["offset"][layer] = db, dsc, doff
+    if waiting:
+      above, dz_above = waiting
+      grads["w"][above] = _dw_layer(h, dummy, dummy, scale[layer], offset[layer], dz_above, st,
+                                    prologue=False)
+      waiting = None
     if layer == 0:
       dx = _da_layer(dz, w[0], st, dy=dy)
+      grads["w"][0] = _dw_layer(x, dummy, dummy, scale[0], offset[0], dz, st, prologue=False)
+      continue
+    prev = layer - 1
+    du, ps1, ps2 = _da_layer(dz, w[layer], st, prev=(zs[prev], means[prev], rstds[prev],
+                                                     scale[prev], offset[prev]))
+    s1, s2 = jnp.sum(ps1, axis=0), jnp.sum(ps2, axis=0)
+    if prologue:  # h[l-1] recomputed from z[l-1] in the dW GEMM's prologue
+      grads["w"][layer] = _dw_layer(zs[prev], means[prev], rstds[prev], scale[prev],
+                                    offset[prev], dz, st, prologue=True)
     else:
-      du, ps1, ps2 = _da_layer(dz, w[layer], st, prev=(zs[prev], means[prev], rstds[prev],
-                                                       scale[prev], offset[prev]))
-      s1, s2 = jnp.sum(ps1, axis=0), jnp.sum(ps2, axis=0)
+      waiting = (layer, dz)
   out = {k: jnp.stack(v) for k, v in grads.items()}
   return (dx, out["w"].astype(st.weight_dtype), out["b"].astype(b.dtype),
           out["scale"].astype(scale.dtype), out["offset"].astype(offset.dtype))

@@ -15,7 +15,9 @@
 #                 the XLA reference (ragged batches, padded widths, every energy/variant) and
 #                 fused-vs-XLA wall-clock timings (profiling/kernel_bench.py).
 #   kernels_tune  Block tile search at the target shapes (width 256, batch 512/4096, f32 and
-#                 bf16 matmuls) plus bf16 timings; prints the best config per shape.
+#                 bf16 matmuls; then the tiled kernels at width 1024, batch 4096, with the
+#                 activation materialised or recomputed in the prologues); prints the best
+#                 config per shape.
 #   --- step time vs depth (profiling/step_time.py; RESULTS.md "Step time vs depth") ---
 #   depth         Humanoid CRL gradient step, depths 4..1024, impls xla and pallas: compile
 #                 time, step time, peak memory, FLOPs and fraction of peak ($OUT/depth/); then
@@ -145,8 +147,11 @@ case "$STEP" in
     ;;
   kernels_tune)
     device_info | tee "$OUT/kernels_tune_device.txt"
-    timeout 580 python3 profiling/kernel_bench.py --ops=block --tune --bf16 --no-check \
+    timeout 300 python3 profiling/kernel_bench.py --ops=block --tune --bf16 --no-check \
       --batches=512,4096 --widths=256 --repeats=3 --out="$OUT/kernels_tune.md"
+    # The tiled kernels: 64 configs (tiles, K-chunk, dW split, activation_prologue on/off).
+    timeout 280 python3 profiling/kernel_bench.py --ops=block --tune --no-check \
+      --batches=4096 --widths=1024 --repeats=3 --out="$OUT/kernels_tune_w1024.md"
     ;;
   # --- step time vs depth (owner: profiling/step_time.py) ----------------------------------
   depth)

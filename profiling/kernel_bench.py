@@ -19,6 +19,7 @@ Exit status 1 when a correctness check fails.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import itertools
 import math
@@ -177,11 +178,13 @@ def _bench_block_shape(args, impls, rows, failures, width, batch, matmul_dtype, 
 
 def _block_tuning_grid(width):
   grid = {}
-  if kernels.uses_tiled_block(width):  # tiled kernels: output tiles, K-chunk, dW batch split
-    for (bm, bn), bk, splits in itertools.product(((128, 128), (64, 128), (128, 64), (64, 64)),
-                                                  (32, 64), (1, 2, 4, 8)):
-      cfg = kernels.TiledBlockConfig(block_m=bm, block_n=bn, block_k=bk, dw_splits=splits)
-      grid[f"t{bm}x{bn}/k{bk}/s{splits}"] = cfg
+  if kernels.uses_tiled_block(width):
+    # Tiled kernels: output tiles, K-chunk, dW batch split, and where the activation is formed.
+    for (bm, bn), bk, splits, pro in itertools.product(
+        ((128, 128), (64, 128), (128, 64), (64, 64)), (32, 64), (1, 2, 4, 8), (False, True)):
+      cfg = kernels.TiledBlockConfig(block_m=bm, block_n=bn, block_k=bk, dw_splits=splits,
+                                     activation_prologue=pro)
+      grid[f"t{bm}x{bn}/k{bk}/s{splits}" + ("/pro" if pro else "")] = cfg
     return grid
   padded = 1 << (width - 1).bit_length()
   for rows, bk, warps, stages in itertools.product((16, 32, 64), (8, 16, 32), (4, 8), (2,)):
@@ -374,43 +377,55 @@ def _total(parts):
 
 
 def model_block_tiled(batch, width, matmul_dtype="f32", config=None, hw=H100):
-  """The fused path of :mod:`residual_block_tiled` (per-layer tiled GEMMs, LayerNorm and Swish
-  in their prologues/epilogues) for one block's forward+backward."""
+  """The fused path of :mod:`residual_block_tiled` (per-layer tiled GEMMs, LayerNorm statistics
+  in their epilogues, each layer's activation materialised once per element in the matmul dtype
+  or recomputed in the GEMM prologues) for one block's forward+backward."""
   from deepcrl_kernels import residual_block_tiled as tiled  # pylint: disable=g-import-not-at-top
   wb, rate = _matmul_bytes_and_rate(matmul_dtype, hw)
   cfg = config or tiled.default_tiled_config(width, batch, sms=hw["sms"])
   b = -(-batch // cfg.batch_multiple) * cfg.batch_multiple
   w = -(-width // cfg.width_multiple) * cfg.width_multiple
   bm, bn, bw, s = cfg.block_m, cfg.block_n, cfg.dw_block, cfg.dw_splits
+  pro_on = cfg.activation_prologue
   act = b * w * 4
+  act_mm = b * w * wb  # an activation or dz in the matmul dtype
   elems = b * w
   parts = []
-  # Activation recompute per A element: ~6 CUDA-core flops (normalise, scale, offset, product)
-  # and 2 SFU ops (exp and reciprocal of the sigmoid); LayerNorm backward's dz: ~6 flops.
-  for layer in range(4):  # forward GEMMs (the first has no prologue)
-    pro = _vector_s(elems * (w // bn), 6, 2, hw) if layer else 0.0
-    parts.append(_tiled_gemm(b, w, w, bm, bn, 4, wb, rate, hw, hbm=act + w * w * wb + act,
+  # Activation per element: ~6 CUDA-core flops (normalise, scale, offset, product) and 2 SFU
+  # ops (exp and reciprocal of the sigmoid); recomputed once per column tile in a prologue.
+  for layer in range(4):  # forward GEMMs (the first reads x as given)
+    a_bytes = 4 if layer == 0 or pro_on else wb
+    pro = _vector_s(elems * (w // bn), 6, 2, hw) if layer and pro_on else 0.0
+    parts.append(_tiled_gemm(b, w, w, bm, bn, a_bytes, wb, rate, hw,
+                             hbm=b * w * a_bytes + w * w * wb + act,
                              extra_s=pro + _vector_s(elems, 6, 0, hw)))
     parts.append(_elementwise(2 * (w // bn) * b * 4 + 8 * b, hw))  # merge the row statistics
+    if layer < 3 and not pro_on:  # h = swish(LN(z)) once: read z, write h (matmul dtype)
+      parts.append(_elementwise(act + act_mm, hw, flops=14.0 * elems))
   parts.append(_elementwise(3 * act, hw, flops=8.0 * elems))  # y = x + swish(LN(z3))
   parts.append(_elementwise(3 * act, hw, flops=14.0 * elems))  # layer 3: du and its row sums
-  for layer in range(4):  # backward
-    # LayerNorm backward in one XLA fusion: read du and z, write dz; column sums db, dscale,
-    # doffset.
-    parts.append(_elementwise(3 * act, hw, flops=12.0 * elems))
-    # dW = h^T dz over the batch (split s ways), h recomputed per column tile (Swish prologue).
-    pro = _vector_s(elems * (w // bw), 6, 2, hw) if layer else 0.0
-    parts.append(_tiled_gemm(w, w, b, bw, bw, 4, 4, rate, hw, hbm=2 * act + s * w * w * 4,
-                             extra_s=pro))
-    if s > 1:
-      parts.append(_elementwise((s + 1) * w * w * 4, hw))  # sum the splits
+  for layer in reversed(range(4)):  # backward
+    # LayerNorm backward in one XLA fusion: read du and z, write dz (matmul dtype); column
+    # sums db, dscale, doffset; materialised, layers 0-2 also write their activation h (the
+    # dW operand of the layer above) from the same zhat.
+    emit_h = layer < 3 and not pro_on
+    parts.append(_elementwise(2 * act + act_mm * (2 if emit_h else 1), hw,
+                              flops=(26.0 if emit_h else 12.0) * elems))
     # dA = dz w^T; epilogue: Swish backward of the layer below (reads its z, writes du) and
     # partial row sums.
     epi = _vector_s(elems, 14, 2, hw) if layer else _vector_s(elems, 1, 0, hw)
-    parts.append(_tiled_gemm(b, w, w, bm, bn, 4, wb, rate, hw, hbm=3 * act + w * w * wb,
+    parts.append(_tiled_gemm(b, w, w, bm, bn, wb, wb, rate, hw, hbm=act_mm + w * w * wb + 2 * act,
                              extra_l2=2 * act, extra_s=epi))
     if layer:
       parts.append(_elementwise(2 * (w // bn) * b * 4 + 8 * b, hw))  # merge the row sums
+    # dW = h^T dz over the batch (split s ways); h read (x: as given) or recomputed per
+    # column tile in a Swish prologue.
+    h_bytes = 4 if layer == 0 or pro_on else wb
+    pro = _vector_s(elems * (w // bw), 6, 2, hw) if layer and pro_on else 0.0
+    parts.append(_tiled_gemm(w, w, b, bw, bw, h_bytes, wb, rate, hw,
+                             hbm=b * w * h_bytes + act_mm + s * w * w * 4, extra_s=pro))
+    if s > 1:
+      parts.append(_elementwise((s + 1) * w * w * 4, hw))  # sum the splits
   parts.append(_elementwise(4 * w * w * (4 + 2), hw) if wb == 2 else
                {"kernels": 0, "flops": 0.0, "hbm": 0.0, "l2": 0.0, "t": 0.0})  # cast w once
   return _total(parts)
@@ -545,6 +560,10 @@ def print_model(args) -> str:
       fused, xla = model_block(batch, width, mm)
       path = "fused (tiled)" if kernels.uses_tiled_block(width) else "fused (whole-row)"
       row("block fwd+bwd", batch, width, mm, path, fused, xla)
+      if kernels.uses_tiled_block(width):  # the other place to form the activation
+        cfg = dataclasses.replace(kernels.default_config(width, batch), activation_prologue=True)
+        row("block fwd+bwd", batch, width, mm, "fused (tiled, prologue)",
+            model_block(batch, width, mm, cfg)[0], xla)
       row("block fwd+bwd", batch, width, mm, "xla", xla)
   for dim, batch in itertools.product(args.dims, args.batches):
     fused, xla = model_infonce(batch, dim)

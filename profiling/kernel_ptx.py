@@ -1,8 +1,9 @@
 """Compiles every Pallas kernel for Hopper (sm_90a) without a GPU and reports its resources.
 
 For each kernel (residual block: the whole-row forward, backward row kernel and weight-gradient
-kernel up to width 256, the tiled forward, dA/dx and dW kernels above it; InfoNCE forward, dphi
-and dpsi) at the trainer's shapes, the op's forward+backward is lowered
+kernel up to width 256, the tiled forward, dA/dx and dW kernels above it, at the default config
+and with ``activation_prologue=True`` (the ``*_act`` GEMMs); InfoNCE forward, dphi and dpsi) at
+the trainer's shapes, the op's forward+backward is lowered
 for CUDA with ``impl="pallas"``; the Triton IR (TTIR) that the Pallas Triton lowering emits
 is captured, compiled with the pip ``triton`` package for an offline ``GPUTarget("cuda", 90)``
 (Triton targets ``sm_90a`` at capability 90) and assembled by Triton's bundled ``ptxas``.
@@ -30,6 +31,7 @@ import argparse
 import contextlib
 import dataclasses
 import io
+import itertools
 import os
 import re
 import subprocess
@@ -54,10 +56,10 @@ KERNEL_NAMES = {
     "residual_block_fwd": "block_fwd",
     "residual_block_bwd_rows": "block_bwd_rows",
     "residual_block_bwd_weights": "block_bwd_dw",
-    "residual_block_tiled_fwd_first": "tiled_fwd_first",
     "residual_block_tiled_fwd": "tiled_fwd",
-    "residual_block_tiled_bwd_dw_first": "tiled_bwd_dw_first",
+    "residual_block_tiled_fwd_act": "tiled_fwd_act",
     "residual_block_tiled_bwd_dw": "tiled_bwd_dw",
+    "residual_block_tiled_bwd_dw_act": "tiled_bwd_dw_act",
     "residual_block_tiled_bwd_da": "tiled_bwd_da",
     "residual_block_tiled_bwd_dx": "tiled_bwd_dx",
     "infonce_fwd": "infonce_fwd",
@@ -205,7 +207,8 @@ def _block_config_str(cfg, warps, stages, batch) -> str:
   del batch
   if isinstance(cfg, kernels.TiledBlockConfig):
     return (f"tiled{cfg.block_m}x{cfg.block_n}/k{cfg.block_k}/dw{cfg.dw_block}x"
-            f"{cfg.dw_block_batch}/splits{cfg.dw_splits}/warps{warps}/stages{stages}")
+            f"{cfg.dw_block_batch}/splits{cfg.dw_splits}/warps{warps}/stages{stages}"
+            + ("/prologue" if cfg.activation_prologue else ""))
   return (f"rows{cfg.block_rows}/k{cfg.block_k}/dw{cfg.block_w}x{cfg.block_batch}"
           f"/warps{warps}/stages{stages}")
 
@@ -251,14 +254,21 @@ def report(shapes: str = "default", only: set[str] | None = None, log=sys.stderr
   config).
   """
   rows = []
-  jobs = [("block", b, w, mm) for b, w in BLOCK_SHAPES[shapes] for mm in matmul]
-  jobs += [("infonce", b, d, "f32") for b, d in INFONCE_SHAPES[shapes]]
+  jobs = []
+  for (batch, width), mm in itertools.product(BLOCK_SHAPES[shapes], matmul):
+    jobs.append(("block", batch, width, mm, None))
+    if kernels.uses_tiled_block(width):  # and the GEMMs that recompute the activation
+      cfg = dataclasses.replace(kernels.default_config(width, batch), activation_prologue=True)
+      jobs.append(("block", batch, width, mm, cfg))
+  jobs += [("infonce", b, d, "f32", None) for b, d in INFONCE_SHAPES[shapes]]
   with tempfile.TemporaryDirectory() as workdir:
-    for op, batch, width, mm in jobs:
+    for op, batch, width, mm, config in jobs:
       if op == "block":
-        found, cfg = block_kernels(batch, width, jnp.bfloat16 if mm == "bf16" else None)
+        found, cfg = block_kernels(batch, width, jnp.bfloat16 if mm == "bf16" else None, config)
         describe = _block_config_str if mm == "f32" else (
             lambda *a: _block_config_str(*a) + "/bf16")
+        if config is not None:  # only the kernels the default config does not already have
+          found = [k for k in found if k.name.endswith("_act")]
       else:
         found, cfg = infonce_kernels(batch, width)
         describe = _infonce_config_str

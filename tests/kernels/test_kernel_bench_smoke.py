@@ -109,3 +109,24 @@ def test_tiled_model_beats_the_whole_row_model_at_the_widest_shape():
   text = bench.print_model(bench.argparse.Namespace(widths=[256, 1024], batches=[4096],
                                                     dims=[64]))
   assert "fused (tiled)" in text and "fused (whole-row)" in text and "overlapped" in text
+  assert "fused (tiled, prologue)" in text
+
+
+def test_tiled_model_counts_where_the_activation_is_formed():
+  """Recomputing the activation in the GEMM prologues costs SFU time once per column tile
+  (serial bound) and, with bf16 matmuls, f32 z operands where the materialised activation is
+  bf16; materialising it costs one more pass over memory per layer."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  import deepcrl_kernels as kernels  # pylint: disable=g-import-not-at-top
+  bench = _load()
+  cfg = kernels.default_tiled_config(1024, 4096, sms=132)
+  pro_cfg = dataclasses.replace(cfg, activation_prologue=True)
+  for mm in ("f32", "bf16"):
+    mat, _ = bench.model_block(4096, 1024, mm, cfg)
+    pro, _ = bench.model_block(4096, 1024, mm, pro_cfg)
+    assert mat["t"] < pro["t"] and pro["t_overlap"] < pro["t"]
+    assert mat["kernels"] > pro["kernels"]  # the activation passes
+    assert abs(mat["t"] - mat["t_overlap"]) < 0.05 * mat["t"]  # little vector work left
+  mat, _ = bench.model_block(4096, 1024, "bf16", cfg)
+  pro, _ = bench.model_block(4096, 1024, "bf16", pro_cfg)
+  assert mat["l2"] < pro["l2"]  # bf16 operands re-read from L2 instead of f32 z

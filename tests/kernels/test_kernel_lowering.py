@@ -53,6 +53,34 @@ def test_bf16_weights_are_cast_once_outside_the_kernels():
   assert calls["residual_block_bwd_weights"].endswith("tensor<4x256x256xf32>")
 
 
+@pytest.mark.parametrize("prologue", [False, True])
+def test_tiled_kernels_take_the_activation_where_the_config_says(prologue):
+  """Materialised (default): every forward and dW GEMM reads a plain operand; with bf16
+  matmuls each layer's activation and dz reach them in bf16. Prologue: layers 1-3 recompute
+  the activation from f32 z."""
+  params = block_params(jax.random.PRNGKey(0), 512)
+  cfg = kernels.TiledBlockConfig(activation_prologue=prologue)
+
+  def loss(x, p):
+    return jnp.sum(kernels.fused_residual_block(x, p, impl="pallas", config=cfg,
+                                                matmul_dtype=jnp.bfloat16))
+
+  text = _lower_for_cuda(jax.grad(loss, argnums=(0, 1)), jnp.zeros((256, 512)), params)
+  calls = [(re.search(r'name = "(\w+)"', l)[1], l.rsplit(" : (", 1)[1])
+           for l in text.splitlines() if "__gpu$xla.gpu.triton" in l]
+  names = sorted(n.removeprefix("residual_block_tiled_") for n, _ in calls)
+  if prologue:
+    assert names == sorted(["fwd"] + ["fwd_act"] * 3 + ["bwd_da"] * 3 + ["bwd_dx"]
+                           + ["bwd_dw"] + ["bwd_dw_act"] * 3)
+    return
+  assert names == sorted(["fwd"] * 4 + ["bwd_da"] * 3 + ["bwd_dx"] + ["bwd_dw"] * 4)
+  operands = [sig.split(") -> ")[0] for n, sig in calls if n.endswith(("fwd", "bwd_dw"))]
+  # Layer 0 reads x as given (f32); layers 1-3 read h (and dW its dz) in bf16.
+  assert sum("tensor<256x512xf32>" in o for o in operands) == 2
+  assert sum(o.count("256x512xbf16") == 1 and "256x512xf32" not in o for o in operands) == 3
+  assert sum(o.count("256x512xbf16") == 2 for o in operands) == 3
+
+
 def test_residual_stack_with_remat_lowers_for_cuda():
   params = block_params(jax.random.PRNGKey(0), 256, blocks=3)
 

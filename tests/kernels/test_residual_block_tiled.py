@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import jax
@@ -19,6 +20,10 @@ RTOL = 3e-4  # f32 kernel vs float64, relative to each array's scale
 # Small tiles, so cheap shapes still have several row, column and batch-split tiles.
 SMALL = kernels.TiledBlockConfig(block_m=32, block_n=32, block_k=16, dw_block=32,
                                  dw_block_batch=16, dw_splits=2)
+# The same tiles with each layer's activation recomputed in the GEMM prologues instead.
+SMALL_PROLOGUE = dataclasses.replace(SMALL, activation_prologue=True)
+BOTH = pytest.mark.parametrize("config", [SMALL, SMALL_PROLOGUE],
+                               ids=["materialised", "prologue"])
 
 
 def _inputs(batch, width, seed=0):
@@ -40,14 +45,16 @@ def _check_against_f64(batch, width, config, seed=0, shift=0.0):
     (33, 96),   # three column tiles, a ragged batch over two row tiles
     (64, 64),   # exact tiles
 ])
-def test_tiled_block_matches_float64(batch, width):
-  _check_against_f64(batch, width, SMALL)
+@BOTH
+def test_tiled_block_matches_float64(batch, width, config):
+  _check_against_f64(batch, width, config)
 
 
-def test_tiled_statistics_survive_large_row_means():
+@BOTH
+def test_tiled_statistics_survive_large_row_means(config):
   """Per-tile sums and squared deviations merged with Chan's formula stay exact when every
   pre-norm value carries a large common offset (a naive E[z^2] - E[z]^2 would not)."""
-  _check_against_f64(40, 64, SMALL, seed=3, shift=300.0)
+  _check_against_f64(40, 64, config, seed=3, shift=300.0)
 
 
 def test_default_route_above_width_256_is_the_tiled_kernels(monkeypatch):
@@ -70,9 +77,10 @@ def test_default_route_above_width_256_is_the_tiled_kernels(monkeypatch):
   assert_close(dparams["w"], dparams64["w"], rtol=RTOL, name="dw")
 
 
-def test_tiled_bf16_matmuls_match_the_bf16_reference():
+@BOTH
+def test_tiled_bf16_matmuls_match_the_bf16_reference(config):
   x, params, ct = _inputs(40, 64, seed=5)
-  got = _value_and_grads("interpret", SMALL, jnp.bfloat16)(x, params, ct)
+  got = _value_and_grads("interpret", config, jnp.bfloat16)(x, params, ct)
   with jax.default_matmul_precision("highest"):
     want = _value_and_grads("xla", None, jnp.bfloat16)(x, params, ct)
   for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
@@ -119,8 +127,21 @@ def test_default_tiles_fit_the_shape_and_the_device(batch, width):
   assert cfg.block_m >= 64  # wgmma-sized row tiles
   rows = -(-batch // cfg.batch_multiple) * cfg.batch_multiple
   assert rows // (cfg.dw_block_batch * cfg.dw_splits) >= 4  # each split has >= 4 chunks
-  if (batch, width) == (4096, 1024):  # the paper's widest shape: the largest tiles
-    assert (cfg.block_m, cfg.block_n) == (128, 128) and cfg.dw_splits == 4
+  if (batch, width) == (4096, 1024):  # the paper's widest shape: the largest tiles, and no dW
+    # split (64 weight tiles already re-read both operands at the L2 rate; splitting would
+    # only add the pass that sums the parts)
+    assert (cfg.block_m, cfg.block_n) == (128, 128) and cfg.dw_splits == 1
+  if (batch, width) == (256, 512):  # 16 weight tiles, 4 chunks of 32 rows: no room to split
+    assert cfg.dw_splits == 1
+
+
+def test_dw_splits_only_where_the_weight_tiles_leave_sms_idle():
+  """Width 512 has 16 dW tiles of 128 x 128 on 132 SMs: a long batch is split (4 parts at 4096
+  rows, where the L2 re-reads start to bind); at width 1024 (64 tiles) the L2 re-reads bind
+  already and no split pays for its sum."""
+  assert kernels.default_tiled_config(512, 4096, sms=132).dw_splits == 4
+  assert kernels.default_tiled_config(1024, 4096, sms=132).dw_splits == 1
+  assert kernels.default_tiled_config(512, 4096, sms=8).dw_splits == 1  # 16 tiles fill 8 SMs
 
 
 def test_auto_keeps_xla_above_width_256_but_a_tiled_config_runs_the_self_check(monkeypatch,
