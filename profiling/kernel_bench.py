@@ -403,19 +403,23 @@ def model_block_tiled(batch, width, matmul_dtype="f32", config=None, hw=H100):
     if layer < 3 and not pro_on:  # h = swish(LN(z)) once: read z, write h (matmul dtype)
       parts.append(_elementwise(act + act_mm, hw, flops=14.0 * elems))
   parts.append(_elementwise(3 * act, hw, flops=8.0 * elems))  # y = x + swish(LN(z3))
-  parts.append(_elementwise(3 * act, hw, flops=14.0 * elems))  # layer 3: du and its row sums
   for layer in reversed(range(4)):  # backward
-    # LayerNorm backward in one XLA fusion: read du and z, write dz (matmul dtype); column
-    # sums db, dscale, doffset; materialised, layers 0-2 also write their activation h (the
-    # dW operand of the layer above) from the same zhat.
-    emit_h = layer < 3 and not pro_on
-    parts.append(_elementwise(2 * act + act_mm * (2 if emit_h else 1), hw,
-                              flops=(26.0 if emit_h else 12.0) * elems))
-    # dA = dz w^T; epilogue: Swish backward of the layer below (reads its z, writes du) and
-    # partial row sums.
+    if layer == 3:
+      # Layer 3's Swish and LayerNorm backward from dy: the same jnp as XLA's own path, so
+      # costed as XLA's (row sums, then dz: dy and z read twice, dz written; 2 kernels).
+      parts.append(_elementwise(4 * act + act_mm, hw, kernels=2, flops=26.0 * elems))
+    else:
+      # LayerNorm backward in one XLA fusion: read du and z, write dz (matmul dtype); column
+      # sums db, dscale, doffset; materialised, it also writes the layer's activation h (the
+      # dW operand of the layer above) from the same zhat.
+      emit_h = not pro_on
+      parts.append(_elementwise(2 * act + act_mm * (2 if emit_h else 1), hw,
+                                flops=(26.0 if emit_h else 12.0) * elems))
+    # dA = dz w^T; epilogue: Swish backward of the layer below (reads its z tile: L2 bytes
+    # beyond the operands; writes du, the GEMM's output) and partial row sums.
     epi = _vector_s(elems, 14, 2, hw) if layer else _vector_s(elems, 1, 0, hw)
     parts.append(_tiled_gemm(b, w, w, bm, bn, wb, wb, rate, hw, hbm=act_mm + w * w * wb + 2 * act,
-                             extra_l2=2 * act, extra_s=epi))
+                             extra_l2=act, extra_s=epi))
     if layer:
       parts.append(_elementwise(2 * (w // bn) * b * 4 + 8 * b, hw))  # merge the row sums
     # dW = h^T dz over the batch (split s ways); h read (x: as given) or recomputed per
