@@ -60,3 +60,30 @@ def sm_count() -> int:
   except RuntimeError:
     return DEFAULT_SM_COUNT
   return int(getattr(dev, "core_count", 0) or DEFAULT_SM_COUNT)
+
+
+# The GPU a CUDA lowering targets on a machine without one (offline checks on a CPU).
+OFFLINE_GPU_KIND = "NVIDIA H100"
+
+
+def lower_for_cuda(fn, *args):
+  """``jax.jit(fn)`` traced with ``args`` and lowered for CUDA, also without a GPU.
+
+  jax >= 0.11 asks the device for its compute capability when it lowers a Pallas Triton kernel
+  (0.10 fell back to sm_90) and refuses when there is no GPU. Without one, the lowering runs
+  under an abstract mesh whose abstract device is an H100 (compute capability 9.0,
+  :data:`DEFAULT_SM_COUNT` SMs), which both versions accept.
+  """
+  jitted = jax.jit(fn)
+  try:
+    on_gpu = bool(jax.devices("gpu"))
+  except RuntimeError:
+    on_gpu = False
+  if on_gpu:
+    return jitted.trace(*args).lower(lowering_platforms=("cuda",))
+  device = jax.sharding.AbstractDevice(device_kind=OFFLINE_GPU_KIND, num_cores=DEFAULT_SM_COUNT,
+                                       platform="gpu")
+  mesh = jax.sharding.AbstractMesh((1,), ("gpu",), (jax.sharding.AxisType.Auto,),
+                                   abstract_device=device)
+  with jax.sharding.use_abstract_mesh(mesh):
+    return jitted.trace(*args).lower(lowering_platforms=("cuda",))

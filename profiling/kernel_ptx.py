@@ -45,6 +45,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 import deepcrl_kernels as kernels  # noqa: E402
+from deepcrl_kernels import _pallas_common as common  # noqa: E402
 from profiling_common import device_header, markdown_table, write_csv  # noqa: E402  (this folder)
 
 # sm_90's largest shared-memory allocation per CTA (opt-in), bytes: 227 KiB.
@@ -118,7 +119,7 @@ _FIELD_RE = {k: re.compile(rf"\b{k} = (\"[^\"]*\"|\d+)") for k in ("name", "num_
 def lower_kernels(fn, *args) -> list[TritonKernel]:
   """Lowers ``jit(fn)(*args)`` for CUDA; returns its Triton kernels (deduplicated by name)."""
   with capture_triton_modules() as captured:
-    text = jax.jit(fn).trace(*args).lower(lowering_platforms=("cuda",)).as_text()
+    text = common.lower_for_cuda(fn, *args).as_text()
   launch = {}
   for line in text.splitlines():
     if "__gpu$xla.gpu.triton" in line:

@@ -9,16 +9,33 @@ import jax.numpy as jnp
 import pytest
 
 import deepcrl_kernels as kernels
+from deepcrl_kernels import _pallas_common as common
 from deepcrl_kernels import infonce_pallas, residual_block_pallas
 from kernel_refs64 import block_params
 
 
 def _lower_for_cuda(f, *args) -> str:
-  return jax.jit(f).trace(*args).lower(lowering_platforms=("cuda",)).as_text()
+  return common.lower_for_cuda(f, *args).as_text()
 
 
 def _triton_calls(text: str) -> int:
   return text.count("__gpu$xla.gpu.triton")
+
+
+def test_lowering_without_a_gpu_names_an_abstract_h100(monkeypatch):
+  """jax >= 0.11 lowers Pallas Triton kernels only for a known GPU: without one the lowering
+  runs under an abstract mesh whose device is an H100 (what the offline sm_90a checks target)."""
+  seen = []
+  real = jax.sharding.use_abstract_mesh
+  monkeypatch.setattr(jax.sharding, "use_abstract_mesh",
+                      lambda mesh: seen.append(mesh) or real(mesh))
+  text = _lower_for_cuda(lambda a, b: kernels.infonce_loss(a, b, impl="pallas")[0],
+                         jnp.zeros((64, 16)), jnp.zeros((64, 16)))
+  assert _triton_calls(text) == 1
+  [mesh] = seen
+  device = mesh.abstract_device
+  assert (device.device_kind, device.num_cores, device.platform) == (
+      "NVIDIA H100", common.DEFAULT_SM_COUNT, "gpu")
 
 
 @pytest.mark.parametrize("batch,width,matmul_dtype", [
