@@ -50,15 +50,10 @@
 #
 # Preparing the GPU machine. It has jax with CUDA but lacks dm-haiku, ml-collections, mujoco
 # and mujoco-mjx (the kernels steps need none of them; training/env steps do). On a machine
-# with internet, download Python 3.12 wheels into the git-ignored .whl/ folder, one
-# NAME==VERSION at a time, with the versions of this repo's CPU environment (`pip freeze`;
-# at the time of writing dm-haiku==0.0.17, ml-collections==1.1.0, mujoco==4.0.0 with its
-# mujoco-core==4.0.0, mujoco-mjx==3.17.0, plus whatever of their dependencies the GPU machine
-# lacks, e.g. etils, glfw):
-#
-#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
-#     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
-#     --platform manylinux2014_x86_64 -d .whl NAME==VERSION
+# with internet, `bash profiling/gpu_wheels.sh` downloads the Python 3.12 wheels into the
+# git-ignored .whl/ folder at this environment's versions: at the time of writing nine wheels,
+# 21 MB (dm-haiku 0.0.17, jmp, ml_collections 1.1.0, mujoco / mujoco-core 4.0.0, mujoco-mjx
+# 3.17.0, glfw, PyOpenGL, trimesh; absl-py, etils, PyYAML, scipy, tabulate are in the image);
 #
 # and on the GPU machine:
 #
