@@ -142,11 +142,15 @@ case "$STEP" in
     ;;
   kernels_tune)
     device_info | tee "$OUT/kernels_tune_device.txt"
+    # Configs are tried in the roofline model's order, each shape within its budget, so the
+    # step ends by itself with the best config found so far (per-config times in the log).
     timeout 300 python3 profiling/kernel_bench.py --ops=block --tune --bf16 --no-check \
-      --batches=512,4096 --widths=256 --repeats=3 --out="$OUT/kernels_tune.md"
+      --tune_budget_s=55 --batches=512,4096 --widths=256 --repeats=3 \
+      --out="$OUT/kernels_tune.md"
     # The tiled kernels: 64 configs (tiles, K-chunk, dW split, activation_prologue on/off).
     timeout 280 python3 profiling/kernel_bench.py --ops=block --tune --no-check \
-      --batches=4096 --widths=1024 --repeats=3 --out="$OUT/kernels_tune_w1024.md"
+      --tune_budget_s=220 --batches=4096 --widths=1024 --repeats=3 \
+      --out="$OUT/kernels_tune_w1024.md"
     ;;
   # --- step time vs depth (owner: profiling/step_time.py) ----------------------------------
   depth)

@@ -137,10 +137,18 @@ def _bench_block_shape(args, impls, rows, failures, width, batch, matmul_dtype, 
   p = _block_params(jax.random.fold_in(key, 1), width)
   configs = {"default": None}
   if args.tune and impls[0] != "xla":
-    configs.update(_block_tuning_grid(width))
+    configs.update(_tuning_order(_block_tuning_grid(width), batch, width, dname))
   results = {}
   for impl in impls:
+    tune_start, tried = None, 0
     for cname, config in (configs.items() if impl != "xla" else [("-", None)]):
+      if cname != "default" and impl != "xla":
+        tune_start = tune_start or time.perf_counter()
+        if tried and args.tune_budget_s and time.perf_counter() - tune_start > args.tune_budget_s:
+          print(f"  tuning budget ({args.tune_budget_s:g} s) spent after {tried} of "
+                f"{len(configs) - 1} configs (tried in the model's order)", file=sys.stderr)
+          break
+        tried += 1
       err = ""
       if impl != "xla" and args.check and cname == "default":
         e_fwd, e_grad = check_block(batch, width, impl, matmul_dtype)
@@ -162,6 +170,9 @@ def _bench_block_shape(args, impls, rows, failures, width, batch, matmul_dtype, 
         print(f"  config {cname} failed: {type(e).__name__}: {str(e)[:200]}", file=sys.stderr)
         continue
       results[(impl, cname)] = (t_f / args.inner, t_fb / args.inner, mem, c_f + c_fb, err)
+      if cname != "default" and impl != "xla":  # the log keeps what a timeout would lose
+        print(f"  config {cname}: fwd+bwd {t_fb / args.inner * 1e6:.1f} us "
+              f"(compile {c_f + c_fb:.1f} s)", file=sys.stderr, flush=True)
   xla = results.get(("xla", "-"))
   best_tuned = None
   for (impl, cname), (t_f, t_fb, mem, comp, err) in results.items():
@@ -195,6 +206,18 @@ def _block_tuning_grid(width):
                               block_batch=min(32, rows))
     grid[f"r{rows}/k{bk}/w{warps}/s{stages}"] = cfg
   return grid
+
+
+def _tuning_order(grid, batch, width, dname):
+  """The tuning configs, most promising first by the roofline model (the mean of its serial
+  and overlapped bounds: an order to try them in under a time budget, not a prediction)."""
+  mm = "bf16" if dname == "bf16" else "f32"
+
+  def predicted(item):
+    fused, _ = model_block(batch, width, mm, item[1])
+    return (fused["t"] + fused["t_overlap"]) / 2
+
+  return dict(sorted(grid.items(), key=predicted))
 
 
 def _block_row(batch, width, dname, impl, cname, t_f, t_fb, mem, comp, err, xla):
@@ -731,7 +754,10 @@ def main(argv=None) -> int:
   ap.add_argument("--no-check", dest="check", action="store_false")
   ap.add_argument("--check-only", action="store_true", help="correctness only, no timings")
   ap.add_argument("--bf16", action="store_true", help="also time matmul_dtype=bfloat16 blocks")
-  ap.add_argument("--tune", action="store_true", help="also search block tiles (slow)")
+  ap.add_argument("--tune", action="store_true",
+                  help="also search block tiles (slow; in the roofline model's order)")
+  ap.add_argument("--tune_budget_s", type=float, default=0.0,
+                  help="per shape: stop trying tuning configs after this many seconds (0: all)")
   ap.add_argument("--tiny", action="store_true", help="CPU smoke test: one small shape")
   ap.add_argument("--out", default="", help="also write the markdown here")
   ap.add_argument("--model", action="store_true",

@@ -40,6 +40,30 @@ def test_tiny_interpret_sweep_checks_against_xla():
   assert _load().main(["--tiny", "--impls=interpret,xla"]) == 0
 
 
+def test_tuning_tries_configs_in_the_model_order_within_its_budget(capsys):
+  """--tune on a GPU: configs are tried most promising first (by the roofline model), each
+  one's time is logged as it finishes, and --tune_budget_s ends the search after the first
+  config that overruns it, keeping the best so far (here in interpret mode on CPU)."""
+  import argparse  # pylint: disable=g-import-not-at-top
+  bench = _load()
+  grid = bench._block_tuning_grid(1024)
+  order = list(bench._tuning_order(grid, 4096, 1024, "f32"))
+  # Not the grid's own order (which puts the prologue variant of a config right after it).
+  assert len(order) == 64 and order[:3] == ["t128x128/k32/s1", "t128x128/k64/s1",
+                                            "t128x128/k32/s1/pro"] != list(grid)[:3]
+  model = [sum(bench.model_block(4096, 1024, "f32", grid[c])[0][k] for k in ("t", "t_overlap"))
+           for c in order]
+  assert model == sorted(model)
+  args = argparse.Namespace(tune=True, tune_budget_s=1e-6, check=False, check_only=False,
+                            inner=1, repeats=1)
+  rows, failures = [], []
+  bench._bench_block_shape(args, ["interpret"], rows, failures, 64, 16, None, "f32")
+  err = capsys.readouterr().err
+  assert "spent after 1 of" in err and err.count("  config ") == 1 and not failures
+  first = next(iter(bench._tuning_order(bench._block_tuning_grid(64), 16, 64, "f32")))
+  assert [r[4] for r in rows] == ["interpret", "interpret"] and rows[1][5] == first
+
+
 def test_model_is_labelled_and_meets_the_infonce_target(capsys):
   bench = _load()
   assert bench.main(["--model", "--batches=512,4096", "--widths=256", "--dims=64"]) == 0
