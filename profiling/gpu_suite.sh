@@ -10,7 +10,8 @@
 #                 4..256 (loop vs unrolled), env throughput of ant and arm_push_easy at 2048
 #                 envs. Each part has its own timeout; a failing part does not stop the rest.
 #   kernels       Pallas kernels on the GPU, first: per-kernel device times from the profiler
-#                 with achieved TFLOP/s, fused next to XLA, and each kernel's tensor-core
+#                 with achieved TFLOP/s, fused next to XLA (at width 1024 the tiled kernels with
+#                 the activation materialised and in the GEMM prologues), and each kernel's tensor-core
 #                 instruction (PTX, SASS where ptxas/cuobjdump exist); then correctness against
 #                 the XLA reference (ragged batches, padded widths, every energy/variant) and
 #                 fused-vs-XLA wall-clock timings (profiling/kernel_bench.py).

@@ -603,8 +603,8 @@ def print_model(args) -> str:
 # Device-time profile (--profile=DIR, GPU): per-kernel times from the profiler trace.
 
 
-def _fwd_bwd_step(op, impl, shape, matmul_dtype=None):
-  """A jitted forward+backward step of ``op`` and its inputs."""
+def _fwd_bwd_step(op, impl, shape, matmul_dtype=None, config=None):
+  """A jitted forward+backward step of ``op`` (block: with ``config``) and its inputs."""
   if op == "block":
     batch, width = shape
     key = jax.random.PRNGKey(0)
@@ -613,7 +613,7 @@ def _fwd_bwd_step(op, impl, shape, matmul_dtype=None):
 
     def step(x, p):
       y, back = jax.vjp(lambda x, p: kernels.fused_residual_block(
-          x, p, impl=impl, matmul_dtype=matmul_dtype), x, p)
+          x, p, impl=impl, matmul_dtype=matmul_dtype, config=config), x, p)
       return back(jnp.cos(y))
     return jax.jit(step), (x, p)
   batch, dim = shape
@@ -670,11 +670,16 @@ def profile(args) -> int:
   for op, shape in shapes:
     fused_m, xla_m = (model_block(shape[0], shape[1]) if op == "block"
                       else model_infonce(shape[0], shape[1]))
-    for impl in ("pallas", "xla"):
+    paths = [("pallas", None), ("xla", None)]
+    if op == "block" and kernels.uses_tiled_block(shape[1]):  # both activation placements
+      paths.insert(1, ("pallas/prologue", dataclasses.replace(
+          kernels.default_config(shape[1], shape[0]), activation_prologue=True)))
+    for impl, config in paths:
       try:
-        fn, inputs = _fwd_bwd_step(op, impl, shape)
+        fn, inputs = _fwd_bwd_step(op, impl.split("/")[0], shape, config=config)
         jax.block_until_ready(fn(*inputs))
-        logdir = os.path.join(args.profile, f"{op}_{shape[0]}_{shape[1]}_{impl}")
+        logdir = os.path.join(args.profile,
+                              f"{op}_{shape[0]}_{shape[1]}_{impl.replace('/', '_')}")
         with jax.profiler.trace(logdir, create_perfetto_trace=True):
           for _ in range(args.repeats):
             jax.block_until_ready(fn(*inputs))
@@ -690,7 +695,7 @@ def profile(args) -> int:
         status = 1
         continue
       total = sum(times.values())
-      flops = (fused_m if impl == "pallas" else xla_m)["flops"]
+      flops = (xla_m if impl == "xla" else fused_m)["flops"]
       top = sorted(times.items(), key=lambda kv: -kv[1])[:6]
       names = "; ".join(f"{n[:60]} {t:.1f}" for n, t in top)
       lines.append(f"| {op} | {shape[0]} | {shape[1]} | {impl} | {total:.1f} | "

@@ -64,6 +64,31 @@ def test_tuning_tries_configs_in_the_model_order_within_its_budget(capsys):
   assert [r[4] for r in rows] == ["interpret", "interpret"] and rows[1][5] == first
 
 
+def test_profile_times_both_activation_placements_of_the_tiled_kernels(monkeypatch, tmp_path):
+  """The GPU profile step (wired here without a GPU: no trace, fixed kernel times) profiles the
+  tiled kernels with the activation materialised and with activation_prologue=True, then XLA;
+  the whole-row width has no prologue variant."""
+  import argparse  # pylint: disable=g-import-not-at-top
+  import contextlib  # pylint: disable=g-import-not-at-top
+  bench = _load()
+  calls = []
+
+  def fake_step(op, impl, shape, matmul_dtype=None, config=None):
+    calls.append((shape[1], impl, getattr(config, "activation_prologue", None)))
+    return (lambda x: x), (0.0,)
+
+  monkeypatch.setattr(bench, "_fwd_bwd_step", fake_step)
+  monkeypatch.setattr(bench, "device_kernel_times", lambda d, n: ({"k": 10.0}, ["stream"]))
+  monkeypatch.setattr(bench.jax.profiler, "trace", lambda *a, **k: contextlib.nullcontext())
+  args = argparse.Namespace(profile=str(tmp_path), widths=[256, 1024], batches=[512], dims=[],
+                            repeats=1)
+  assert bench.profile(args) == 0
+  assert calls == [(256, "pallas", None), (256, "xla", None), (1024, "pallas", None),
+                   (1024, "pallas", True), (1024, "xla", None)]
+  text = (tmp_path / "kernels_profile.md").read_text()
+  assert "| block | 512 | 1024 | pallas/prologue | 10.0 |" in text
+
+
 def test_model_is_labelled_and_meets_the_infonce_target(capsys):
   bench = _load()
   assert bench.main(["--model", "--batches=512,4096", "--widths=256", "--dims=64"]) == 0
