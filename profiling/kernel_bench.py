@@ -667,6 +667,12 @@ def profile(args) -> int:
            "| op | batch | width/dim | impl | device us | TFLOP/s | kernels (us per step) |",
            "|---|---|---|---|---|---|---|"]
   status = 0
+  out_md = os.path.join(args.profile, "kernels_profile.md")
+
+  def write():  # after every row, so a timeout keeps what was measured
+    with open(out_md, "w") as f:
+      f.write("\n".join(lines) + "\n")
+
   for op, shape in shapes:
     fused_m, xla_m = (model_block(shape[0], shape[1]) if op == "block"
                       else model_infonce(shape[0], shape[1]))
@@ -701,10 +707,9 @@ def profile(args) -> int:
       lines.append(f"| {op} | {shape[0]} | {shape[1]} | {impl} | {total:.1f} | "
                    f"{flops / (total * 1e-6) / 1e12:.1f} | {names} |")
       print(lines[-1], file=sys.stderr, flush=True)
-  text = "\n".join(lines)
-  with open(os.path.join(args.profile, "kernels_profile.md"), "w") as f:
-    f.write(text + "\n")
-  print(text)
+      write()
+  write()
+  print("\n".join(lines))
   return status
 
 
