@@ -19,6 +19,8 @@ from typing import Callable, Hashable
 import jax
 import numpy as np
 
+from deepcrl_kernels import _pallas_common as common
+
 IMPLS = ("auto", "pallas", "interpret", "xla")
 logger = logging.getLogger("deepcrl_kernels")
 
@@ -126,7 +128,8 @@ def select_impl(impl: str, op: str, unsupported: Callable[[], str | None],
                 prefer_xla: Callable[[], str | None] | None = None) -> str:
   """Resolves ``impl`` for one call of ``op``, checking the Pallas path can take its inputs.
 
-  ``unsupported()`` returns why the Pallas path cannot run these inputs, or None. Then an
+  ``unsupported()`` returns why the Pallas path cannot run these inputs, or None (a jax
+  without the Pallas Triton backend is such a reason for ``"pallas"``). Then an
   explicit ``"pallas"``/``"interpret"`` raises ``ValueError`` with that reason, while
   ``"auto"`` falls back to ``"xla"`` with a logged warning (at trace time, once per trace).
   Under ``"auto"`` on a GPU, ``prefer_xla()`` may name a reason to keep XLA's path where the
@@ -136,7 +139,8 @@ def select_impl(impl: str, op: str, unsupported: Callable[[], str | None],
   """
   resolved = resolve_impl(impl)
   if resolved in ("pallas", "interpret"):
-    reason = unsupported()
+    reason = common.TRITON_MISSING if resolved == "pallas" else None
+    reason = reason or unsupported()
     if reason:
       if impl != "auto":
         raise ValueError(f"{op}(impl={impl!r}): {reason}")

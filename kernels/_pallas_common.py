@@ -9,17 +9,28 @@ from __future__ import annotations
 import jax
 from jax.experimental import pallas as pl
 
-try:  # jax 0.10 and 0.11 both ship this module; keep the import failure readable.
+# The Pallas Triton backend: in jax 0.10 and 0.11 (deprecated there in favour of Mosaic GPU).
+# A jax without it keeps every XLA path and the interpreter; impl="pallas" then says why not.
+try:
   from jax.experimental.pallas import triton as pltriton
-except ImportError as e:  # pragma: no cover - depends on the jax build
-  raise ImportError("kernels needs jax.experimental.pallas.triton (jax >= 0.10)") from e
+except ImportError as e:
+  pltriton = None
+  TRITON_MISSING = (f"this jax ({jax.__version__}) has no Pallas Triton backend "
+                    f"(import jax.experimental.pallas.triton: {e})")
+else:
+  TRITON_MISSING = None
 
 # Large finite stand-in for -inf: keeps exp(mask - max) == 0 without inf - inf = NaN.
 MASK_VALUE = -0.7 * float(jax.numpy.finfo(jax.numpy.float32).max)
 
 
-def triton_params(num_warps: int, num_stages: int):
-  """Compiler params that select the Triton lowering explicitly (jax 0.10 defaults to Mosaic)."""
+def triton_params(num_warps: int, num_stages: int, interpret: bool = False):
+  """Compiler params that select the Triton lowering explicitly (jax 0.10 defaults to Mosaic);
+  None in the interpreter when this jax has no Triton backend (the interpreter takes none)."""
+  if pltriton is None:
+    if interpret:
+      return None
+    raise RuntimeError(TRITON_MISSING)
   return pltriton.CompilerParams(num_warps=num_warps, num_stages=num_stages)
 
 

@@ -197,7 +197,7 @@ def _lse_fwd(a, b, pos, st: _Static, name: str):
                 pl.BlockSpec((padded, dim), lambda i, s: (0, 0)),
                 pl.BlockSpec((padded,), lambda i, s: (0,))],
       out_specs=[part_spec, part_spec],
-      compiler_params=common.triton_params(cfg.num_warps, cfg.num_stages),
+      compiler_params=common.triton_params(cfg.num_warps, cfg.num_stages, st.interpret),
       interpret=st.interpret,
       name=name,
   )(a, _squared_norms(a), pos, b, _squared_norms(b))
@@ -265,7 +265,7 @@ def _grad_side(a, b, w_a, g_a, w_b, g_b, st: _Static, *, weights_on_rows: bool, 
       in_specs=[pl.BlockSpec((bm, dim), lambda i, s: (i, 0)), row_vec, row_vec, row_vec,
                 pl.BlockSpec((padded, dim), lambda i, s: (0, 0)), full_vec, full_vec, full_vec],
       out_specs=pl.BlockSpec((None, bm, dim), lambda i, s: (s, i, 0)),
-      compiler_params=common.triton_params(cfg.num_warps, cfg.num_stages),
+      compiler_params=common.triton_params(cfg.num_warps, cfg.num_stages, st.interpret),
       interpret=st.interpret,
       name=name,
   )(a, _squared_norms(a), w_a, g_a, b, _squared_norms(b), w_b, g_b)

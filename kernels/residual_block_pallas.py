@@ -306,7 +306,7 @@ def _block_fwd(x, w, b, scale, offset, st: _Static):
       grid=(batch // cfg.block_rows,),
       in_specs=[_row_specs(cfg.block_rows, padded)] + _param_specs(padded),
       out_specs=[_row_specs(cfg.block_rows, padded), z_spec],
-      compiler_params=common.triton_params(cfg.num_warps, cfg.num_stages),
+      compiler_params=common.triton_params(cfg.num_warps, cfg.num_stages, st.interpret),
       interpret=st.interpret,
       name="residual_block_fwd",
   )(x, w, b, scale, offset)
@@ -448,7 +448,7 @@ def _block_bwd(st: _Static, residuals, dy):
       + _param_specs(padded) + ([act_spec] if zs is not None else []),
       out_specs=[_row_specs(cfg.block_rows, padded), act_spec, act_spec,
                  _row_specs(cfg.block_rows, padded), part_spec, part_spec, part_spec],
-      compiler_params=common.triton_params(cfg.num_warps, cfg.num_stages),
+      compiler_params=common.triton_params(cfg.num_warps, cfg.num_stages, st.interpret),
       interpret=st.interpret,
       name="residual_block_bwd_rows",
   )(x, dy, w, b, scale, offset, *([zs] if zs is not None else []))
@@ -462,7 +462,7 @@ def _block_bwd(st: _Static, residuals, dy):
       in_specs=[pl.BlockSpec((None, batch, bw), lambda l, i, j: (l, 0, i)),
                 pl.BlockSpec((None, batch, bw), lambda l, i, j: (l, 0, j))],
       out_specs=pl.BlockSpec((None, bw, bw), lambda l, i, j: (l, i, j)),
-      compiler_params=common.triton_params(cfg.num_warps_dw, cfg.num_stages_dw),
+      compiler_params=common.triton_params(cfg.num_warps_dw, cfg.num_stages_dw, st.interpret),
       interpret=st.interpret,
       name="residual_block_bwd_weights",
   )(hs, dz)

@@ -150,7 +150,7 @@ class _Static:
 
 def _params(st: _Static, name: str):
   cfg = st.config
-  return dict(compiler_params=common.triton_params(cfg.num_warps, cfg.num_stages),
+  return dict(compiler_params=common.triton_params(cfg.num_warps, cfg.num_stages, st.interpret),
               interpret=st.interpret, name=name)
 
 
