@@ -139,8 +139,7 @@ def select_impl(impl: str, op: str, unsupported: Callable[[], str | None],
   """
   resolved = resolve_impl(impl)
   if resolved in ("pallas", "interpret"):
-    reason = common.TRITON_MISSING if resolved == "pallas" else None
-    reason = reason or unsupported()
+    reason = unsupported() or (common.TRITON_MISSING if resolved == "pallas" else None)
     if reason:
       if impl != "auto":
         raise ValueError(f"{op}(impl={impl!r}): {reason}")

@@ -13,6 +13,9 @@ from deepcrl_kernels import _pallas_common as common
 from deepcrl_kernels import infonce_pallas, residual_block_pallas
 from kernel_refs64 import block_params
 
+pytestmark = pytest.mark.skipif(common.TRITON_MISSING is not None,
+                                reason=str(common.TRITON_MISSING))
+
 
 def _lower_for_cuda(f, *args) -> str:
   return common.lower_for_cuda(f, *args).as_text()
