@@ -64,11 +64,18 @@ def chunk(start, size: int):
 DEFAULT_SM_COUNT = 132
 
 
+def _first_gpu():
+  """The first GPU device, or None when this process has none."""
+  try:
+    return jax.devices("gpu")[0]
+  except (RuntimeError, IndexError):
+    return None
+
+
 def sm_count() -> int:
   """Streaming multiprocessors of the first GPU, or :data:`DEFAULT_SM_COUNT` without one."""
-  try:
-    dev = jax.devices("gpu")[0]
-  except RuntimeError:
+  dev = _first_gpu()
+  if dev is None:
     return DEFAULT_SM_COUNT
   return int(getattr(dev, "core_count", 0) or DEFAULT_SM_COUNT)
 
@@ -86,11 +93,7 @@ def lower_for_cuda(fn, *args):
   :data:`DEFAULT_SM_COUNT` SMs), which both versions accept.
   """
   jitted = jax.jit(fn)
-  try:
-    on_gpu = bool(jax.devices("gpu"))
-  except RuntimeError:
-    on_gpu = False
-  if on_gpu:
+  if _first_gpu() is not None:
     return jitted.trace(*args).lower(lowering_platforms=("cuda",))
   device = jax.sharding.AbstractDevice(device_kind=OFFLINE_GPU_KIND, num_cores=DEFAULT_SM_COUNT,
                                        platform="gpu")

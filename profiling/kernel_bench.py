@@ -19,7 +19,6 @@ Exit status 1 when a correctness check fails.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
 import itertools
 import math
@@ -35,7 +34,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 import deepcrl_kernels as kernels  # noqa: E402
-from profiling_common import device_header, markdown_table, time_calls  # noqa: E402  (this folder)
+from profiling_common import (device_header, markdown_table, tiled_prologue_config,  # noqa: E402
+                              time_calls)  # (this folder)
 
 CHECK_RTOL = {"forward": 5e-3, "grad": 1e-2}  # TF32 matmuls vs a float32 HIGHEST reference
 
@@ -142,7 +142,8 @@ def _bench_block_shape(args, impls, rows, failures, width, batch, matmul_dtype, 
   for impl in impls:
     tune_start, tried = None, 0
     for cname, config in (configs.items() if impl != "xla" else [("-", None)]):
-      if cname != "default" and impl != "xla":
+      tuned = cname not in ("default", "-")
+      if tuned:
         tune_start = tune_start or time.perf_counter()
         if tried and args.tune_budget_s and time.perf_counter() - tune_start > args.tune_budget_s:
           print(f"  tuning budget ({args.tune_budget_s:g} s) spent after {tried} of "
@@ -170,7 +171,7 @@ def _bench_block_shape(args, impls, rows, failures, width, batch, matmul_dtype, 
         print(f"  config {cname} failed: {type(e).__name__}: {str(e)[:200]}", file=sys.stderr)
         continue
       results[(impl, cname)] = (t_f / args.inner, t_fb / args.inner, mem, c_f + c_fb, err)
-      if cname != "default" and impl != "xla":  # the log keeps what a timeout would lose
+      if tuned:  # the log keeps what a timeout would lose
         print(f"  config {cname}: fwd+bwd {t_fb / args.inner * 1e6:.1f} us "
               f"(compile {c_f + c_fb:.1f} s)", file=sys.stderr, flush=True)
   xla = results.get(("xla", "-"))
@@ -588,9 +589,8 @@ def print_model(args) -> str:
       path = "fused (tiled)" if kernels.uses_tiled_block(width) else "fused (whole-row)"
       row("block fwd+bwd", batch, width, mm, path, fused, xla)
       if kernels.uses_tiled_block(width):  # the other place to form the activation
-        cfg = dataclasses.replace(kernels.default_config(width, batch), activation_prologue=True)
         row("block fwd+bwd", batch, width, mm, "fused (tiled, prologue)",
-            model_block(batch, width, mm, cfg)[0], xla)
+            model_block(batch, width, mm, tiled_prologue_config(width, batch))[0], xla)
       row("block fwd+bwd", batch, width, mm, "xla", xla)
   for dim, batch in itertools.product(args.dims, args.batches):
     fused, xla = model_infonce(batch, dim)
@@ -678,8 +678,7 @@ def profile(args) -> int:
                       else model_infonce(shape[0], shape[1]))
     paths = [("pallas", None), ("xla", None)]
     if op == "block" and kernels.uses_tiled_block(shape[1]):  # both activation placements
-      paths.insert(1, ("pallas/prologue", dataclasses.replace(
-          kernels.default_config(shape[1], shape[0]), activation_prologue=True)))
+      paths.insert(1, ("pallas/prologue", tiled_prologue_config(shape[1], shape[0])))
     for impl, config in paths:
       try:
         fn, inputs = _fwd_bwd_step(op, impl.split("/")[0], shape, config=config)

@@ -46,7 +46,8 @@ import jax.numpy as jnp  # noqa: E402
 
 import deepcrl_kernels as kernels  # noqa: E402
 from deepcrl_kernels import _pallas_common as common  # noqa: E402
-from profiling_common import device_header, markdown_table, write_csv  # noqa: E402  (this folder)
+from profiling_common import (device_header, markdown_table, tiled_prologue_config,  # noqa: E402
+                              write_csv)  # (this folder)
 
 # sm_90's largest shared-memory allocation per CTA (opt-in), bytes: 227 KiB.
 SM90_SMEM_LIMIT = 227 * 1024
@@ -259,8 +260,7 @@ def report(shapes: str = "default", only: set[str] | None = None, log=sys.stderr
   for (batch, width), mm in itertools.product(BLOCK_SHAPES[shapes], matmul):
     jobs.append(("block", batch, width, mm, None))
     if kernels.uses_tiled_block(width):  # and the GEMMs that recompute the activation
-      cfg = dataclasses.replace(kernels.default_config(width, batch), activation_prologue=True)
-      jobs.append(("block", batch, width, mm, cfg))
+      jobs.append(("block", batch, width, mm, tiled_prologue_config(width, batch)))
   jobs += [("infonce", b, d, "f32", None) for b, d in INFONCE_SHAPES[shapes]]
   with tempfile.TemporaryDirectory() as workdir:
     for op, batch, width, mm, config in jobs:
@@ -304,7 +304,7 @@ def main(argv=None) -> int:
   ap.add_argument("--matmul", default="f32", help="block matmul dtypes: f32, bf16 or f32,bf16")
   args = ap.parse_args(argv)
   try:
-    import triton  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+    import triton  # pylint: disable=g-import-not-at-top
   except ImportError:
     ap.error('needs the pip "triton" package: pip install -e ".[ptx]"')
   only = set(args.kernels.split(",")) if args.kernels else None
@@ -314,7 +314,6 @@ def main(argv=None) -> int:
   rows = report(args.shapes, only, matmul=matmul)
   os.makedirs(args.out, exist_ok=True)
   write_csv(os.path.join(args.out, "kernel_ptx.csv"), rows, COLUMNS)
-  import triton  # pylint: disable=g-import-not-at-top
   table = markdown(rows)
   with open(os.path.join(args.out, "kernel_ptx.md"), "w") as f:
     f.write(f"{device_header(with_mujoco=False)}; triton {triton.__version__}, target sm_90a "

@@ -101,3 +101,12 @@ def write_csv(path: str, rows: Iterable[Dict[str, Any]], columns: Sequence[str])
     w = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
     w.writeheader()
     w.writerows(rows)
+
+
+def tiled_prologue_config(width: int, batch: int):
+  """The default tiled residual-block config with each layer's activation recomputed in the
+  GEMM prologues (``activation_prologue=True``): the alternative the kernel model, profile and
+  PTX report put next to the default."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  import deepcrl_kernels as kernels  # pylint: disable=g-import-not-at-top
+  return dataclasses.replace(kernels.default_config(width, batch), activation_prologue=True)

@@ -11,9 +11,18 @@ import contextlib
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
+
+from deepcrl_kernels import _pallas_common as _common
 
 LN_EPS = 1e-5
 MIN_SQ_DIST = 1e-12
+
+
+# Tests that lower or run the Pallas Triton kernels: skipped on a jax without that backend
+# (tests/kernels/test_without_triton.py covers that case).
+needs_triton = pytest.mark.skipif(_common.TRITON_MISSING is not None,
+                                  reason=str(_common.TRITON_MISSING))
 
 
 @contextlib.contextmanager

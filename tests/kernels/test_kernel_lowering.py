@@ -10,11 +10,10 @@ import pytest
 
 import deepcrl_kernels as kernels
 from deepcrl_kernels import _pallas_common as common
-from deepcrl_kernels import infonce_pallas, residual_block_pallas
-from kernel_refs64 import block_params
+from deepcrl_kernels import residual_block_pallas
+from kernel_refs64 import block_params, needs_triton
 
-pytestmark = pytest.mark.skipif(common.TRITON_MISSING is not None,
-                                reason=str(common.TRITON_MISSING))
+pytestmark = needs_triton
 
 
 def _lower_for_cuda(f, *args) -> str:

@@ -14,11 +14,10 @@ import sys
 
 import pytest
 
-from deepcrl_kernels import _pallas_common as common
+from kernel_refs64 import needs_triton
 
-# Lowers through the Pallas Triton backend (gone from a jax that dropped it).
-pytestmark = pytest.mark.skipif(common.TRITON_MISSING is not None,
-                                reason=str(common.TRITON_MISSING))
+pytestmark = needs_triton  # lowers through the Pallas Triton backend
+
 _PATH = pathlib.Path(__file__).resolve().parents[2] / "profiling" / "kernel_ptx.py"
 
 

@@ -7,14 +7,12 @@ import logging
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 
 import deepcrl_kernels as kernels
 from deepcrl_kernels import _dispatch, residual_block_pallas, residual_block_tiled
-from deepcrl_kernels import _pallas_common as common
 from kernel_refs64 import (assert_block_matches_f64, assert_close, block_params,
-                           block_value_and_grads)
+                           block_value_and_grads, needs_triton)
 from test_residual_block_kernel import _value_and_grads  # one jitted vjp per impl/config
 
 RTOL = 3e-4  # f32 kernel vs float64, relative to each array's scale
@@ -145,7 +143,7 @@ def test_dw_splits_only_where_the_weight_tiles_leave_sms_idle():
   assert kernels.default_tiled_config(512, 4096, sms=8).dw_splits == 1  # 16 tiles fill 8 SMs
 
 
-@pytest.mark.skipif(common.TRITON_MISSING is not None, reason=str(common.TRITON_MISSING))
+@needs_triton
 def test_auto_keeps_xla_above_width_256_but_a_tiled_config_runs_the_self_check(monkeypatch,
                                                                                caplog):
   monkeypatch.setattr(_dispatch, "on_gpu", lambda: True)

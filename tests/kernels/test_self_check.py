@@ -16,13 +16,9 @@ import pytest
 
 import deepcrl_kernels as kernels
 from deepcrl_kernels import _dispatch, infonce_pallas, residual_block_pallas
-from deepcrl_kernels import _pallas_common as common
-from kernel_refs64 import block_params
+from kernel_refs64 import block_params, needs_triton
 
-# The self-check guards the Pallas Triton kernels; a jax without that backend never runs them
-# (tests/kernels/test_without_triton.py).
-pytestmark = pytest.mark.skipif(common.TRITON_MISSING is not None,
-                                reason=str(common.TRITON_MISSING))
+pytestmark = needs_triton
 
 WIDTH = 32
 
