@@ -15,6 +15,11 @@ branch output ``f(h)`` (before the skip add) and of the residual stream after th
 Critic maps (the paper's section 4.5): :func:`critic_map` evaluates the critic's distance
 ``||phi(s, pi(s, g)) - psi(g)||`` (or ``-energy`` for other energies) over a grid of positions
 covering a maze, for a fixed goal; ``launch/analyze.py`` draws it.
+
+Goal breakdown: :func:`by_goal_cell` groups evaluation episodes
+(:func:`deepcrl_core.agents.evaluate_episodes`) by the maze goal cell they aimed at, so a
+success rate of 0.67 over three goal cells reads as "two solved, one never" rather than an
+average; ``launch/evaluate.py --by_goal`` prints it.
 """
 
 from __future__ import annotations
@@ -267,6 +272,49 @@ def _truncate_after(path: str, epoch: int) -> None:
 
 
 # --- critic maps ----------------------------------------------------------------------------
+
+
+GOAL_COLUMNS = ("cell", "x", "y", "episodes", "success", "time_at_goal", "final_dist")
+
+
+def by_goal_cell(env, episodes: Dict[str, Any],
+                 env_name: Optional[str] = None) -> List[Dict[str, Any]]:
+  """Evaluation episodes grouped by maze goal cell: one row per goal cell of ``env``'s layout
+  (``env.maze_goals``, in layout order), with the columns :data:`GOAL_COLUMNS`: the cell
+  ``(i, j)``, its centre, the number of episodes whose goal lies nearest that cell centre and
+  their mean ``success``, ``time_at_goal`` and ``final_dist`` (NaN for a cell no episode drew).
+
+  ``episodes``: :func:`deepcrl_core.agents.evaluate_episodes`' output (host or device arrays;
+  ``goal``'s first two entries are the goal's xy). ValueError naming the env (``env_name``,
+  else its class) when it has no maze.
+  """
+  centres = getattr(env, "maze_goals", None)
+  if getattr(env, "maze", None) is None or centres is None:
+    raise ValueError(f"env {env_name or type(env).__name__!r} has no maze: a breakdown by goal "
+                     "cell needs a maze env (e.g. pointmass_u_maze_eval, ant_big_maze_eval)")
+  centres = np.asarray(centres, np.float64)
+  goals = np.asarray(episodes["goal"], np.float64)[:, :2]
+  nearest = np.argmin(((goals[:, None, :] - centres[None]) ** 2).sum(-1), axis=1)
+  rows = []
+  for k, (x, y) in enumerate(centres):
+    mine = nearest == k
+    ij = tuple(int(v) for v in np.floor(np.array([x, y]) / env.maze_scale + 0.5))
+    row = {"cell": ij, "x": float(x), "y": float(y), "episodes": int(mine.sum())}
+    for key in GOAL_COLUMNS[4:]:
+      vals = np.asarray(episodes[key], np.float64)[mine]
+      row[key] = float(vals.mean()) if len(vals) else float("nan")
+    rows.append(row)
+  return rows
+
+
+def goal_table(rows: Sequence[Dict[str, Any]]) -> str:
+  """:func:`by_goal_cell`'s rows as a markdown table."""
+  lines = ["| goal cell | x, y | episodes | success | time at goal | final distance |",
+           "|---|---|---|---|---|---|"]
+  for r in rows:
+    lines.append(f"| {r['cell']} | {r['x']:g}, {r['y']:g} | {r['episodes']} | "
+                 f"{r['success']:.2f} | {r['time_at_goal']:.1f} | {r['final_dist']:.2f} |")
+  return "\n".join(lines)
 
 
 class CriticMap(NamedTuple):

@@ -243,13 +243,17 @@ def prefill(c: Components, run: RunState) -> RunState:
                  donate_argnums=0)(run)
 
 
-def make_eval_fn(c: Components) -> Callable:
+def make_eval_fn(c: Components, per_episode: bool = False) -> Callable:
+  """``fn(policy_params, key)``: the evaluation metrics (means over ``eval.num_envs``
+  episodes, :func:`deepcrl_core.agents.evaluate`), or with ``per_episode`` each episode's
+  numbers and goal (:func:`deepcrl_core.agents.evaluate_episodes`)."""
   cfg = c.config
+  evaluate = agents_lib.evaluate_episodes if per_episode else agents_lib.evaluate
 
   def run_eval(policy_params, key):  # policy_params = c.agent.policy_params(training state)
-    return agents_lib.evaluate(c.agent, c.eval_env, policy_params, key, cfg.eval.num_envs,
-                              cfg.env.episode_length,
-                              constrain=lambda t: distributed.constrain_batch(t, c.mesh))
+    return evaluate(c.agent, c.eval_env, policy_params, key, cfg.eval.num_envs,
+                    cfg.env.episode_length,
+                    constrain=lambda t: distributed.constrain_batch(t, c.mesh))
 
   rep_ = distributed.replicated(c.mesh)
   return jax.jit(run_eval, in_shardings=(rep_, rep_), out_shardings=rep_)

@@ -2,6 +2,7 @@
 
     python launch/evaluate.py --workdir=runs/pointmass --video=out.mp4
     python launch/evaluate.py --checkpoint=runs/pointmass/checkpoints/step_00000024
+    python launch/evaluate.py --workdir=runs/pm_u_maze --by_goal   # success per maze goal cell
 
 ``--workdir`` is a run directory (its newest complete checkpoint); ``--checkpoint`` a run
 directory, its ``checkpoints/`` folder or one ``step_NNNNNNNN`` checkpoint. The networks and env
@@ -35,6 +36,9 @@ _CHECKPOINT = flags.DEFINE_string("checkpoint", None,
 _VIDEO = flags.DEFINE_string("video", None, "Write one rendered episode here (.mp4 or .gif).")
 _EPISODES = flags.DEFINE_integer("episodes", 0, "Evaluation episodes (0 = config's eval.num_envs).")
 _SEED = flags.DEFINE_integer("seed", 0, "Evaluation seed.")
+_BY_GOAL = flags.DEFINE_boolean(
+    "by_goal", False, "Maze envs: also print success, time at goal and final distance per "
+    "goal cell of the evaluation layout.")
 _HEIGHT = flags.DEFINE_integer("height", 240, "Video height.")
 _WIDTH = flags.DEFINE_integer("width", 320, "Video width.")
 
@@ -89,6 +93,10 @@ def main(argv):
     config.lock()
   cli.validate_or_exit(config)
   c = train_lib.build(config)
+  eval_name = config_lib.eval_env_name(config)
+  if _BY_GOAL.value and getattr(c.eval_env.unwrapped, "maze", None) is None:
+    cli.exit_with(f"--by_goal needs a maze evaluation env; {eval_name!r} has no maze "
+                  "(e.g. pointmass_u_maze_eval, ant_big_maze_eval)")
   try:
     tree, _, meta = checkpointer.restore(step, {"training": c.shapes.training})
   except ValueError as e:
@@ -96,7 +104,10 @@ def main(argv):
   # Whatever the agent (config.agent), its policy needs only policy_params(training state).
   params = jax.tree.map(jnp.asarray, c.agent.policy_params(tree["training"]))
 
-  metrics = jax.device_get(train_lib.make_eval_fn(c)(params, jax.random.PRNGKey(_SEED.value)))
+  eval_fn = train_lib.make_eval_fn(c, per_episode=_BY_GOAL.value)
+  episodes = jax.device_get(eval_fn(params, jax.random.PRNGKey(_SEED.value)))
+  metrics = episodes if not _BY_GOAL.value else {
+      k: np.mean(v) for k, v in episodes.items() if k != "goal"}
   # The published metric names (summary.py): episode_success = time at goal (steps within the
   # success radius), episode_success_any = fraction of episodes reaching the goal.
   from deepcrl_core import summary
@@ -104,10 +115,15 @@ def main(argv):
   aka = {k: f" ({v.split('/', 1)[1]})" for k, v in summary.PUBLISHED_NAMES.items()}
   print(f"{path} (epoch {meta.get('epoch')}): " + ", ".join(
       f"{k} {v:.3f}{aka.get(k, '')}" for k, v in published.items()), flush=True)
+  if _BY_GOAL.value:
+    from deepcrl_core import analysis
+    print(f"by goal cell of {eval_name}:", flush=True)
+    print(analysis.goal_table(analysis.by_goal_cell(c.eval_env.unwrapped, episodes, eval_name)),
+          flush=True)
 
   if _VIDEO.value:
     from deepcrl_core import render
-    env = envs.wrap_for_eval(envs.make(config_lib.eval_env_name(config),
+    env = envs.wrap_for_eval(envs.make(eval_name,
                                        **config.env.kwargs.to_dict()), config.env.episode_length)
 
     @jax.jit

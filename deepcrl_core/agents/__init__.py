@@ -17,7 +17,8 @@ from __future__ import annotations
 from typing import Callable, Dict
 
 from deepcrl_core.agents import bc, crl, sac, td3
-from deepcrl_core.agents.base import Agent, TDBatch, collect, evaluate  # noqa: F401
+from deepcrl_core.agents.base import (  # noqa: F401
+    Agent, TDBatch, collect, evaluate, evaluate_episodes)
 
 REGISTRY: Dict[str, Callable] = {
     "crl": crl.build,

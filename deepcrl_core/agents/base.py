@@ -193,17 +193,20 @@ def collect(agent: Agent, env: Env, policy_params, env_state, key, num_steps: in
   return jax.lax.scan(body, env_state, jax.random.split(key, num_steps))
 
 
-def evaluate(agent: Agent, eval_env: Env, policy_params, key, num_envs: int,
-             episode_length: int, constrain=lambda tree: tree) -> Dict[str, jax.Array]:
+def evaluate_episodes(agent: Agent, eval_env: Env, policy_params, key, num_envs: int,
+                      episode_length: int, constrain=lambda tree: tree) -> Dict[str, jax.Array]:
   """Runs one episode per env with the deterministic policy (``eval_env`` must be wrapped by
-  :func:`deepcrl_core.envs.wrap_for_eval`).
+  :func:`deepcrl_core.envs.wrap_for_eval`) and returns each episode's numbers, ``[num_envs]``:
 
-  Returns ``success`` (fraction of episodes that reach the goal at least once),
-  ``time_at_goal`` (steps within the success radius while the episode is running),
-  ``final_dist`` (distance to goal at the last running step) and ``episode_length``.
-  ``constrain`` may place the batched env state (e.g. shard it over devices).
+  ``success`` (1 if the episode reached the goal at least once, else 0), ``time_at_goal``
+  (steps within the success radius while the episode is running), ``final_dist`` (distance to
+  goal at the last running step), ``episode_length``, and ``goal`` ``[num_envs, goal_size]``
+  (the episode's goal, e.g. for a breakdown by maze goal cell:
+  :func:`deepcrl_core.analysis.by_goal_cell`). ``constrain`` may place the batched env state
+  (e.g. shard it over devices).
   """
   state = constrain(eval_env.reset(jax.random.split(key, num_envs)))
+  goal = state.info["goal"]
 
   def body(carry, _):
     state, active, at_goal, reached, final_dist, length = carry
@@ -220,5 +223,14 @@ def evaluate(agent: Agent, eval_env: Env, policy_params, key, num_envs: int,
   carry = (state, jnp.ones(num_envs), zeros, zeros, state.metrics["dist"], zeros)
   (_, _, at_goal, reached, final_dist, length), _ = jax.lax.scan(
       body, carry, None, length=episode_length)
-  return {"success": jnp.mean(reached), "time_at_goal": jnp.mean(at_goal),
-          "final_dist": jnp.mean(final_dist), "episode_length": jnp.mean(length)}
+  return {"success": reached, "time_at_goal": at_goal, "final_dist": final_dist,
+          "episode_length": length, "goal": goal}
+
+
+def evaluate(agent: Agent, eval_env: Env, policy_params, key, num_envs: int,
+             episode_length: int, constrain=lambda tree: tree) -> Dict[str, jax.Array]:
+  """The means over episodes of :func:`evaluate_episodes`' numbers (all but ``goal``):
+  ``success`` is the fraction of episodes that reach the goal at least once."""
+  episodes = evaluate_episodes(agent, eval_env, policy_params, key, num_envs, episode_length,
+                               constrain)
+  return {k: jnp.mean(v) for k, v in episodes.items() if k != "goal"}

@@ -331,3 +331,22 @@ def test_analyze_refuses_a_run_without_a_maze(tmp_path):
   proc = _analyze(f"--workdir={path}", "--goal=0,0")
   assert proc.returncode == 2, proc.stderr
   assert "env 'pointmass' has no maze" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_by_goal_cell_groups_episodes_by_nearest_goal_cell():
+  env = envs.make("pointmass_u_maze_eval")   # goal cells (3, 1), (3, 2), (3, 3), 1 m apart
+  # Goals near cell centres (as with goal noise), the humanoid-style extra goal entry ignored.
+  goal = np.array([[3.1, 0.9, 7.0], [2.9, 1.2, 7.0], [3.0, 3.3, 7.0], [3.2, 2.8, 7.0]])
+  episodes = {"goal": goal, "success": np.array([1.0, 0.0, 1.0, 1.0]),
+              "time_at_goal": np.array([10.0, 0.0, 30.0, 50.0]),
+              "final_dist": np.array([0.1, 2.0, 0.05, 0.15]), "episode_length": np.ones(4)}
+  rows = analysis.by_goal_cell(env, episodes)
+  assert [r["cell"] for r in rows] == [(3, 1), (3, 2), (3, 3)]
+  assert [r["episodes"] for r in rows] == [2, 0, 2]
+  assert rows[0]["success"] == 0.5 and rows[0]["time_at_goal"] == 5.0
+  assert rows[0]["final_dist"] == pytest.approx(1.05)
+  assert np.isnan(rows[1]["success"]) and rows[2]["time_at_goal"] == 40.0
+  table = analysis.goal_table(rows).splitlines()
+  assert len(table) == 5 and table[2].startswith("| (3, 1) | 3, 1 | 2 | 0.50 | 5.0 | 1.05 |")
+  with pytest.raises(ValueError, match="'pointmass' has no maze"):
+    analysis.by_goal_cell(envs.make("pointmass"), episodes, env_name="pointmass")

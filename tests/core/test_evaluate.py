@@ -57,3 +57,31 @@ def test_evaluate_names_a_missing_checkpoint(tmp_path):
       capture_output=True, text=True, timeout=120)
   assert proc.returncode == 2 and "no complete checkpoint" in proc.stderr, proc.stderr
   assert "Traceback" not in proc.stderr
+
+
+def test_evaluate_by_goal_breaks_success_down_per_goal_cell(workdir):
+  # The open-arena checkpoint's networks fit the U maze (same state and goal sizes), so it can be
+  # evaluated on the maze's far-goal layout, whose three goal cells are (3, 1..3).
+  proc = subprocess.run(
+      [sys.executable, "launch/evaluate.py", f"--config=configs/pointmass_u_maze.py:{TINY}",
+       f"--checkpoint={workdir}", "--by_goal", "--episodes=24"],
+      cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  rows = [line.split("|")[1:-1] for line in proc.stdout.splitlines()
+          if line.startswith("| (")]
+  assert [r[0].strip() for r in rows] == ["(3, 1)", "(3, 2)", "(3, 3)"], proc.stdout
+  counts = [int(r[2]) for r in rows]
+  assert sum(counts) == 24 and min(counts) > 0   # uniform over 3 cells: P(an empty one) < 1e-3
+  # The overall success the launcher prints is the episode-weighted mean of the rows.
+  overall = float(proc.stdout.split("eval/episode_success_any ")[1].split()[0])
+  per_cell = sum(n * float(r[3]) for n, r in zip(counts, rows)) / 24
+  assert abs(overall - per_cell) < 0.01, proc.stdout
+
+
+def test_evaluate_by_goal_names_an_env_without_a_maze(workdir):
+  proc = subprocess.run(
+      [sys.executable, "launch/evaluate.py", f"--workdir={workdir}", "--by_goal"],
+      cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert "--by_goal needs a maze evaluation env; 'pointmass' has no maze" in proc.stderr
+  assert "Traceback" not in proc.stderr
