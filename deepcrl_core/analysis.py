@@ -274,7 +274,8 @@ def _truncate_after(path: str, epoch: int) -> None:
 # --- critic maps ----------------------------------------------------------------------------
 
 
-GOAL_COLUMNS = ("cell", "x", "y", "episodes", "success", "time_at_goal", "final_dist")
+GOAL_COLUMNS = ("cell", "x", "y", "episodes", "success", "time_at_goal", "final_dist",
+                "final_x", "final_y")
 
 
 def by_goal_cell(env, episodes: Dict[str, Any],
@@ -282,7 +283,8 @@ def by_goal_cell(env, episodes: Dict[str, Any],
   """Evaluation episodes grouped by maze goal cell: one row per goal cell of ``env``'s layout
   (``env.maze_goals``, in layout order), with the columns :data:`GOAL_COLUMNS`: the cell
   ``(i, j)``, its centre, the number of episodes whose goal lies nearest that cell centre and
-  their mean ``success``, ``time_at_goal`` and ``final_dist`` (NaN for a cell no episode drew).
+  their mean ``success``, ``time_at_goal``, ``final_dist`` and final position (``final_x``,
+  ``final_y``: where they ended up, e.g. against a wall), NaN for a cell no episode drew.
 
   ``episodes``: :func:`deepcrl_core.agents.evaluate_episodes`' output (host or device arrays;
   ``goal``'s first two entries are the goal's xy). ValueError naming the env (``env_name``,
@@ -295,25 +297,28 @@ def by_goal_cell(env, episodes: Dict[str, Any],
   centres = np.asarray(centres, np.float64)
   goals = np.asarray(episodes["goal"], np.float64)[:, :2]
   nearest = np.argmin(((goals[:, None, :] - centres[None]) ** 2).sum(-1), axis=1)
+  final_xy = np.asarray(episodes["final_position"], np.float64)[:, :2]
+  values = {k: np.asarray(episodes[k], np.float64) for k in GOAL_COLUMNS[4:7]}
+  values.update(final_x=final_xy[:, 0], final_y=final_xy[:, 1])
   rows = []
   for k, (x, y) in enumerate(centres):
     mine = nearest == k
     ij = tuple(int(v) for v in np.floor(np.array([x, y]) / env.maze_scale + 0.5))
     row = {"cell": ij, "x": float(x), "y": float(y), "episodes": int(mine.sum())}
-    for key in GOAL_COLUMNS[4:]:
-      vals = np.asarray(episodes[key], np.float64)[mine]
-      row[key] = float(vals.mean()) if len(vals) else float("nan")
+    for key, vals in values.items():
+      row[key] = float(vals[mine].mean()) if mine.any() else float("nan")
     rows.append(row)
   return rows
 
 
 def goal_table(rows: Sequence[Dict[str, Any]]) -> str:
   """:func:`by_goal_cell`'s rows as a markdown table."""
-  lines = ["| goal cell | x, y | episodes | success | time at goal | final distance |",
-           "|---|---|---|---|---|---|"]
+  lines = ["| goal cell | x, y | episodes | success | time at goal | final distance | "
+           "final x, y (mean) |", "|---|---|---|---|---|---|---|"]
   for r in rows:
     lines.append(f"| {r['cell']} | {r['x']:g}, {r['y']:g} | {r['episodes']} | "
-                 f"{r['success']:.2f} | {r['time_at_goal']:.1f} | {r['final_dist']:.2f} |")
+                 f"{r['success']:.2f} | {r['time_at_goal']:.1f} | {r['final_dist']:.2f} | "
+                 f"{r['final_x']:.2f}, {r['final_y']:.2f} |")
   return "\n".join(lines)
 
 

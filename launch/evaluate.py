@@ -73,6 +73,7 @@ def main(argv):
   from deepcrl_core import config as config_lib
   from deepcrl_core import envs
   from deepcrl_core import train as train_lib
+  from deepcrl_core.agents import base as agents_lib
 
   logging.set_verbosity(logging.WARNING)
   if bool(_WORKDIR.value) == bool(_CHECKPOINT.value):
@@ -107,7 +108,7 @@ def main(argv):
   eval_fn = train_lib.make_eval_fn(c, per_episode=_BY_GOAL.value)
   episodes = jax.device_get(eval_fn(params, jax.random.PRNGKey(_SEED.value)))
   metrics = episodes if not _BY_GOAL.value else {
-      k: np.mean(v) for k, v in episodes.items() if k != "goal"}
+      k: np.mean(v) for k, v in episodes.items() if k not in agents_lib.PER_EPISODE_ONLY}
   # The published metric names (summary.py): episode_success = time at goal (steps within the
   # success radius), episode_success_any = fraction of episodes reaching the goal.
   from deepcrl_core import summary

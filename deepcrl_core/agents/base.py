@@ -193,6 +193,9 @@ def collect(agent: Agent, env: Env, policy_params, env_state, key, num_steps: in
   return jax.lax.scan(body, env_state, jax.random.split(key, num_steps))
 
 
+PER_EPISODE_ONLY = ("goal", "final_position")  # evaluate_episodes' [num_envs, goal_size] outputs
+
+
 def evaluate_episodes(agent: Agent, eval_env: Env, policy_params, key, num_envs: int,
                       episode_length: int, constrain=lambda tree: tree) -> Dict[str, jax.Array]:
   """Runs one episode per env with the deterministic policy (``eval_env`` must be wrapped by
@@ -200,37 +203,42 @@ def evaluate_episodes(agent: Agent, eval_env: Env, policy_params, key, num_envs:
 
   ``success`` (1 if the episode reached the goal at least once, else 0), ``time_at_goal``
   (steps within the success radius while the episode is running), ``final_dist`` (distance to
-  goal at the last running step), ``episode_length``, and ``goal`` ``[num_envs, goal_size]``
-  (the episode's goal, e.g. for a breakdown by maze goal cell:
-  :func:`deepcrl_core.analysis.by_goal_cell`). ``constrain`` may place the batched env state
+  goal at the last running step), ``episode_length``, and ``[num_envs, goal_size]``:
+  ``goal`` (the episode's goal) and ``final_position`` (the state's goal coordinates,
+  ``goal_indices``, at the last running step: where the episode ended up), e.g. for a
+  breakdown by maze goal cell (:func:`deepcrl_core.analysis.by_goal_cell`). ``constrain`` may place the batched env state
   (e.g. shard it over devices).
   """
   state = constrain(eval_env.reset(jax.random.split(key, num_envs)))
   goal = state.info["goal"]
+  goal_idx = jnp.asarray(eval_env.goal_indices)
 
   def body(carry, _):
-    state, active, at_goal, reached, final_dist, length = carry
+    state, active, at_goal, reached, final_dist, final_pos, length = carry
     state = eval_env.step(state, agent.policy(policy_params, state.obs))
     success = state.metrics["success"]
     at_goal = at_goal + active * success
     reached = jnp.maximum(reached, active * success)
     final_dist = jnp.where(active > 0, state.metrics["dist"], final_dist)
+    final_pos = jnp.where(active[:, None] > 0, state.obs[:, goal_idx], final_pos)
     length = length + active
     active = active * (1.0 - state.done)
-    return (state, active, at_goal, reached, final_dist, length), None
+    return (state, active, at_goal, reached, final_dist, final_pos, length), None
 
   zeros = jnp.zeros(num_envs)
-  carry = (state, jnp.ones(num_envs), zeros, zeros, state.metrics["dist"], zeros)
-  (_, _, at_goal, reached, final_dist, length), _ = jax.lax.scan(
+  carry = (state, jnp.ones(num_envs), zeros, zeros, state.metrics["dist"],
+           state.obs[:, goal_idx], zeros)
+  (_, _, at_goal, reached, final_dist, final_pos, length), _ = jax.lax.scan(
       body, carry, None, length=episode_length)
   return {"success": reached, "time_at_goal": at_goal, "final_dist": final_dist,
-          "episode_length": length, "goal": goal}
+          "episode_length": length, "goal": goal, "final_position": final_pos}
 
 
 def evaluate(agent: Agent, eval_env: Env, policy_params, key, num_envs: int,
              episode_length: int, constrain=lambda tree: tree) -> Dict[str, jax.Array]:
-  """The means over episodes of :func:`evaluate_episodes`' numbers (all but ``goal``):
+  """The means over episodes of :func:`evaluate_episodes`' numbers (all but the vectors,
+  :data:`PER_EPISODE_ONLY`):
   ``success`` is the fraction of episodes that reach the goal at least once."""
   episodes = evaluate_episodes(agent, eval_env, policy_params, key, num_envs, episode_length,
                                constrain)
-  return {k: jnp.mean(v) for k, v in episodes.items() if k != "goal"}
+  return {k: jnp.mean(v) for k, v in episodes.items() if k not in PER_EPISODE_ONLY}

@@ -339,7 +339,8 @@ def test_by_goal_cell_groups_episodes_by_nearest_goal_cell():
   goal = np.array([[3.1, 0.9, 7.0], [2.9, 1.2, 7.0], [3.0, 3.3, 7.0], [3.2, 2.8, 7.0]])
   episodes = {"goal": goal, "success": np.array([1.0, 0.0, 1.0, 1.0]),
               "time_at_goal": np.array([10.0, 0.0, 30.0, 50.0]),
-              "final_dist": np.array([0.1, 2.0, 0.05, 0.15]), "episode_length": np.ones(4)}
+              "final_dist": np.array([0.1, 2.0, 0.05, 0.15]), "episode_length": np.ones(4),
+              "final_position": np.array([[3.0, 1.0], [1.4, 1.0], [3.0, 3.0], [3.1, 3.0]])}
   rows = analysis.by_goal_cell(env, episodes)
   assert [r["cell"] for r in rows] == [(3, 1), (3, 2), (3, 3)]
   assert [r["episodes"] for r in rows] == [2, 0, 2]
@@ -347,6 +348,8 @@ def test_by_goal_cell_groups_episodes_by_nearest_goal_cell():
   assert rows[0]["final_dist"] == pytest.approx(1.05)
   assert np.isnan(rows[1]["success"]) and rows[2]["time_at_goal"] == 40.0
   table = analysis.goal_table(rows).splitlines()
-  assert len(table) == 5 and table[2].startswith("| (3, 1) | 3, 1 | 2 | 0.50 | 5.0 | 1.05 |")
+  assert len(table) == 5
+  assert rows[0]["final_x"] == pytest.approx(2.2) and rows[2]["final_x"] == pytest.approx(3.05)
+  assert table[2] == "| (3, 1) | 3, 1 | 2 | 0.50 | 5.0 | 1.05 | 2.20, 1.00 |"
   with pytest.raises(ValueError, match="'pointmass' has no maze"):
     analysis.by_goal_cell(envs.make("pointmass"), episodes, env_name="pointmass")

@@ -85,3 +85,23 @@ def test_evaluate_by_goal_names_an_env_without_a_maze(workdir):
   assert proc.returncode == 2, proc.stderr[-2000:]
   assert "--by_goal needs a maze evaluation env; 'pointmass' has no maze" in proc.stderr
   assert "Traceback" not in proc.stderr
+
+
+def test_per_episode_evaluation_is_consistent_with_the_means():
+  import jax
+  c = train_lib.build(load("pointmass_u_maze", TINY + ",env.episode_length=30"))
+  params = c.agent.policy_params(c.agent.init(jax.random.PRNGKey(0)))
+  key = jax.random.PRNGKey(3)
+  means = jax.device_get(train_lib.make_eval_fn(c)(params, key))
+  episodes = jax.device_get(train_lib.make_eval_fn(c, per_episode=True)(params, key))
+  n = 16
+  assert episodes["goal"].shape == episodes["final_position"].shape == (n, 2)
+  for k, v in means.items():
+    assert episodes[k].shape == (n,) and np.mean(episodes[k]) == pytest.approx(v, rel=1e-6), k
+  # the final position is where final_dist was measured, and it is inside the maze's free cells
+  np.testing.assert_allclose(np.linalg.norm(episodes["final_position"] - episodes["goal"], axis=1),
+                             episodes["final_dist"], rtol=1e-5, atol=1e-6)
+  assert not c.eval_env.unwrapped.maze.is_wall(episodes["final_position"], 1.0).any()
+  assert set(np.unique(episodes["success"])) <= {0.0, 1.0}
+  np.testing.assert_array_equal(episodes["success"] > 0, episodes["time_at_goal"] > 0)
+  assert np.all(episodes["episode_length"] == 30)
