@@ -271,7 +271,7 @@ def _truncate_after(path: str, epoch: int) -> None:
   os.replace(tmp, path)
 
 
-# --- critic maps ----------------------------------------------------------------------------
+# --- evaluation by goal cell ----------------------------------------------------------------
 
 
 GOAL_COLUMNS = ("cell", "x", "y", "episodes", "success", "time_at_goal", "final_dist",
@@ -320,6 +320,9 @@ def goal_table(rows: Sequence[Dict[str, Any]]) -> str:
                  f"{r['success']:.2f} | {r['time_at_goal']:.1f} | {r['final_dist']:.2f} | "
                  f"{r['final_x']:.2f}, {r['final_y']:.2f} |")
   return "\n".join(lines)
+
+
+# --- critic maps ----------------------------------------------------------------------------
 
 
 class CriticMap(NamedTuple):

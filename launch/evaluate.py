@@ -37,8 +37,8 @@ _VIDEO = flags.DEFINE_string("video", None, "Write one rendered episode here (.m
 _EPISODES = flags.DEFINE_integer("episodes", 0, "Evaluation episodes (0 = config's eval.num_envs).")
 _SEED = flags.DEFINE_integer("seed", 0, "Evaluation seed.")
 _BY_GOAL = flags.DEFINE_boolean(
-    "by_goal", False, "Maze envs: also print success, time at goal and final distance per "
-    "goal cell of the evaluation layout.")
+    "by_goal", False, "Maze envs: also print success, time at goal, final distance and final "
+    "position per goal cell of the evaluation layout.")
 _HEIGHT = flags.DEFINE_integer("height", 240, "Video height.")
 _WIDTH = flags.DEFINE_integer("width", 320, "Video width.")
 

@@ -206,8 +206,8 @@ def evaluate_episodes(agent: Agent, eval_env: Env, policy_params, key, num_envs:
   goal at the last running step), ``episode_length``, and ``[num_envs, goal_size]``:
   ``goal`` (the episode's goal) and ``final_position`` (the state's goal coordinates,
   ``goal_indices``, at the last running step: where the episode ended up), e.g. for a
-  breakdown by maze goal cell (:func:`deepcrl_core.analysis.by_goal_cell`). ``constrain`` may place the batched env state
-  (e.g. shard it over devices).
+  breakdown by maze goal cell (:func:`deepcrl_core.analysis.by_goal_cell`). ``constrain``
+  may place the batched env state (e.g. shard it over devices).
   """
   state = constrain(eval_env.reset(jax.random.split(key, num_envs)))
   goal = state.info["goal"]
@@ -236,9 +236,9 @@ def evaluate_episodes(agent: Agent, eval_env: Env, policy_params, key, num_envs:
 
 def evaluate(agent: Agent, eval_env: Env, policy_params, key, num_envs: int,
              episode_length: int, constrain=lambda tree: tree) -> Dict[str, jax.Array]:
-  """The means over episodes of :func:`evaluate_episodes`' numbers (all but the vectors,
-  :data:`PER_EPISODE_ONLY`):
-  ``success`` is the fraction of episodes that reach the goal at least once."""
+  """The means over episodes of :func:`evaluate_episodes`' numbers, less the per-episode
+  vectors (:data:`PER_EPISODE_ONLY`): ``success`` is the fraction of episodes that reach the
+  goal at least once, ``time_at_goal``, ``final_dist`` and ``episode_length`` are means."""
   episodes = evaluate_episodes(agent, eval_env, policy_params, key, num_envs, episode_length,
                                constrain)
   return {k: jnp.mean(v) for k, v in episodes.items() if k not in PER_EPISODE_ONLY}
