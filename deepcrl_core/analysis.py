@@ -271,6 +271,14 @@ def _truncate_after(path: str, epoch: int) -> None:
   os.replace(tmp, path)
 
 
+def require_maze(env, purpose: str, env_name: Optional[str] = None) -> None:
+  """ValueError naming the env (``env_name``, else its class) and ``purpose`` when ``env`` has
+  no maze (its ``maze`` attribute is None or missing)."""
+  if getattr(env, "maze", None) is None:
+    raise ValueError(f"env {env_name or type(env).__name__!r} has no maze: {purpose} needs a "
+                     "maze env (e.g. pointmass_u_maze, ant_u4_maze)")
+
+
 # --- evaluation by goal cell ----------------------------------------------------------------
 
 
@@ -287,14 +295,11 @@ def by_goal_cell(env, episodes: Dict[str, Any],
   ``final_y``: where they ended up, e.g. against a wall), NaN for a cell no episode drew.
 
   ``episodes``: :func:`deepcrl_core.agents.evaluate_episodes`' output (host or device arrays;
-  ``goal``'s first two entries are the goal's xy). ValueError naming the env (``env_name``,
-  else its class) when it has no maze.
+  ``goal``'s first two entries are the goal's xy). ValueError from :func:`require_maze` when
+  ``env`` has no maze.
   """
-  centres = getattr(env, "maze_goals", None)
-  if getattr(env, "maze", None) is None or centres is None:
-    raise ValueError(f"env {env_name or type(env).__name__!r} has no maze: a breakdown by goal "
-                     "cell needs a maze env (e.g. pointmass_u_maze_eval, ant_big_maze_eval)")
-  centres = np.asarray(centres, np.float64)
+  require_maze(env, "a breakdown by goal cell", env_name)
+  centres = np.asarray(env.maze_goals, np.float64)
   goals = np.asarray(episodes["goal"], np.float64)[:, :2]
   nearest = np.argmin(((goals[:, None, :] - centres[None]) ** 2).sum(-1), axis=1)
   final_xy = np.asarray(episodes["final_position"], np.float64)[:, :2]
@@ -342,10 +347,8 @@ def check_map_goal(env, goal_xy: Sequence[float], env_name: Optional[str] = None
   """``goal_xy`` as ``float32 [2]``, or ValueError naming the env (``env_name``, else its
   class) when it has no maze, or the goal when it is not a free position of the maze (inside a
   wall or outside the grid)."""
-  maze = getattr(env, "maze", None)
-  if maze is None:
-    raise ValueError(f"env {env_name or type(env).__name__!r} has no maze: critic maps need a "
-                     "maze env (e.g. pointmass_u_maze, ant_u4_maze)")
+  require_maze(env, "a critic map", env_name)
+  maze = env.maze
   goal = np.asarray(goal_xy, np.float32).reshape(-1)
   if goal.shape != (2,):
     raise ValueError(f"goal must be x,y; got {list(goal_xy)}")

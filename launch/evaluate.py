@@ -95,9 +95,12 @@ def main(argv):
   cli.validate_or_exit(config)
   c = train_lib.build(config)
   eval_name = config_lib.eval_env_name(config)
-  if _BY_GOAL.value and getattr(c.eval_env.unwrapped, "maze", None) is None:
-    cli.exit_with(f"--by_goal needs a maze evaluation env; {eval_name!r} has no maze "
-                  "(e.g. pointmass_u_maze_eval, ant_big_maze_eval)")
+  if _BY_GOAL.value:
+    from deepcrl_core import analysis
+    try:
+      analysis.require_maze(c.eval_env.unwrapped, "a breakdown by goal cell", eval_name)
+    except ValueError as e:
+      cli.exit_with(f"--by_goal: {e}")
   try:
     tree, _, meta = checkpointer.restore(step, {"training": c.shapes.training})
   except ValueError as e:
@@ -107,8 +110,7 @@ def main(argv):
 
   eval_fn = train_lib.make_eval_fn(c, per_episode=_BY_GOAL.value)
   episodes = jax.device_get(eval_fn(params, jax.random.PRNGKey(_SEED.value)))
-  metrics = episodes if not _BY_GOAL.value else {
-      k: np.mean(v) for k, v in episodes.items() if k not in agents_lib.PER_EPISODE_ONLY}
+  metrics = agents_lib.mean_over_episodes(episodes) if _BY_GOAL.value else episodes
   # The published metric names (summary.py): episode_success = time at goal (steps within the
   # success radius), episode_success_any = fraction of episodes reaching the goal.
   from deepcrl_core import summary
@@ -117,7 +119,6 @@ def main(argv):
   print(f"{path} (epoch {meta.get('epoch')}): " + ", ".join(
       f"{k} {v:.3f}{aka.get(k, '')}" for k, v in published.items()), flush=True)
   if _BY_GOAL.value:
-    from deepcrl_core import analysis
     print(f"by goal cell of {eval_name}:", flush=True)
     print(analysis.goal_table(analysis.by_goal_cell(c.eval_env.unwrapped, episodes, eval_name)),
           flush=True)

@@ -11,10 +11,10 @@
 #                 envs. Each part has its own timeout; a failing part does not stop the rest.
 #   kernels       Pallas kernels on the GPU, first: per-kernel device times from the profiler
 #                 with achieved TFLOP/s, fused next to XLA (at width 1024 the tiled kernels with
-#                 the activation materialised and in the GEMM prologues), and each kernel's tensor-core
-#                 instruction (PTX, SASS where ptxas/cuobjdump exist); then correctness against
-#                 the XLA reference (ragged batches, padded widths, every energy/variant) and
-#                 fused-vs-XLA wall-clock timings (profiling/kernel_bench.py).
+#                 the activation materialised and in the GEMM prologues), and each kernel's
+#                 tensor-core instruction (PTX, SASS where ptxas/cuobjdump exist); then
+#                 correctness against the XLA reference (ragged batches, padded widths, every
+#                 energy/variant) and fused-vs-XLA wall-clock timings (profiling/kernel_bench.py).
 #   kernels_tune  Block tile search at the target shapes (width 256, batch 512/4096, f32 and
 #                 bf16 matmuls; then the tiled kernels at width 1024, batch 4096, with the
 #                 activation materialised or recomputed in the prologues); prints the best

@@ -239,6 +239,11 @@ def evaluate(agent: Agent, eval_env: Env, policy_params, key, num_envs: int,
   """The means over episodes of :func:`evaluate_episodes`' numbers, less the per-episode
   vectors (:data:`PER_EPISODE_ONLY`): ``success`` is the fraction of episodes that reach the
   goal at least once, ``time_at_goal``, ``final_dist`` and ``episode_length`` are means."""
-  episodes = evaluate_episodes(agent, eval_env, policy_params, key, num_envs, episode_length,
-                               constrain)
-  return {k: jnp.mean(v) for k, v in episodes.items() if k not in PER_EPISODE_ONLY}
+  return mean_over_episodes(evaluate_episodes(agent, eval_env, policy_params, key, num_envs,
+                                              episode_length, constrain))
+
+
+def mean_over_episodes(episodes: Dict[str, Any]) -> Dict[str, Any]:
+  """:func:`evaluate_episodes`' per-episode numbers averaged (its vectors,
+  :data:`PER_EPISODE_ONLY`, left out); jax or numpy arrays alike."""
+  return {k: v.mean() for k, v in episodes.items() if k not in PER_EPISODE_ONLY}

@@ -83,7 +83,8 @@ def test_evaluate_by_goal_names_an_env_without_a_maze(workdir):
       [sys.executable, "launch/evaluate.py", f"--workdir={workdir}", "--by_goal"],
       cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 2, proc.stderr[-2000:]
-  assert "--by_goal needs a maze evaluation env; 'pointmass' has no maze" in proc.stderr
+  assert ("--by_goal: env 'pointmass' has no maze: a breakdown by goal cell needs a maze env"
+          in proc.stderr)
   assert "Traceback" not in proc.stderr
 
 
