@@ -395,6 +395,23 @@ def _plan_keys(m: Mapping) -> set:
   return {(c.name, s) for c in grid_cells(axes) for s in m["seeds"]}
 
 
+def load_plan(workdir: str) -> Tuple[List[Axis], List[Run]]:
+  """``(axes, runs)`` of the sweep in ``workdir``, from its ``sweep.json`` (every cell x seed
+  planned, run or not). SweepError when ``workdir`` holds no sweep."""
+  path = os.path.join(workdir, MANIFEST)
+  try:
+    with open(path) as f:
+      m = json.load(f)
+    axes = [Axis(k, tuple(v)) for k, v in m["grid"]]
+    seeds = [int(s) for s in m["seeds"]]
+  except FileNotFoundError:
+    raise SweepError([f"{workdir!r} is not a sweep directory: it has no {MANIFEST} (written "
+                      "by launch/sweep.py)"]) from None
+  except (ValueError, KeyError, TypeError) as e:
+    raise SweepError([f"{path} is not a sweep manifest: {type(e).__name__}: {e}"]) from None
+  return axes, plan_runs(grid_cells(axes), seeds, workdir)
+
+
 def check_manifest(workdir: str, new: Dict, extend: bool = False) -> Tuple[Dict, List[str]]:
   """Compares this call's sweep with ``workdir/sweep.json``: returns the manifest to write and
   notes to print; raises SweepError when the config, its overrides, the grid or the seeds

@@ -106,3 +106,65 @@ def test_per_episode_evaluation_is_consistent_with_the_means():
   assert set(np.unique(episodes["success"])) <= {0.0, 1.0}
   np.testing.assert_array_equal(episodes["success"] > 0, episodes["time_at_goal"] > 0)
   assert np.all(episodes["episode_length"] == 30)
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(tmp_path_factory):
+  """A sweep directory as launch/sweep.py leaves it: cell width-32 trained for seeds 0 and 1,
+  cell width-48 never started."""
+  from deepcrl_core import sweep as sweep_lib
+  work = str(tmp_path_factory.mktemp("evaluate_sweep"))
+  axes = sweep_lib.parse_grid("width=32,48")
+  sweep_lib.write_json(os.path.join(work, sweep_lib.MANIFEST), sweep_lib.manifest(
+      os.path.join(REPO_ROOT, "configs", "pointmass_u_maze.py"), TINY, axes, [0, 1], 0.0))
+  for seed in (0, 1):
+    train_lib.train(load("pointmass_u_maze", f"{TINY},seed={seed}"),
+                    sweep_lib.run_dir(work, sweep_lib.grid_cells(axes)[0], seed),
+                    log_fn=lambda s: None)
+  return work
+
+
+def test_evaluate_sweep_tables_every_run_and_writes_a_csv(sweep_dir):
+  import csv
+  proc = subprocess.run(
+      [sys.executable, "launch/evaluate.py", f"--sweep={sweep_dir}", "--by_goal",
+       "--episodes=24"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  out = proc.stdout
+  # the runs never started are listed, and both seeds of the trained cell share one compile
+  assert "width-48 seed 0: skipped: not started" in out, out
+  assert "2 run(s) evaluated with 1 compiled evaluation(s), 2 skipped" in out, out
+  with open(os.path.join(sweep_dir, "evaluation.csv")) as f:
+    rows = list(csv.DictReader(f))
+  assert [(r["cell"], r["width"], r["seed"]) for r in rows] == [("width-32", "32", "0"),
+                                                                 ("width-32", "32", "1")]
+  for r in rows:
+    counts = [int(r[f"episodes_3_{j}"]) for j in (1, 2, 3)]
+    assert sum(counts) == int(r["episodes"]) == 24
+    per_cell = sum(n * float(r[f"success_3_{j}"]) for n, j in zip(counts, (1, 2, 3))) / 24
+    assert float(r["success"]) == pytest.approx(per_cell, abs=1e-6)
+    assert r["epoch"] == "1" and int(r["env_steps"]) > 0
+  assert rows[0]["final_dist"] != rows[1]["final_dist"]  # each run with its own parameters
+  assert "| width-32 | 2 |" in out and "| (3, 1) solved |" in out, out
+  # the same numbers as evaluating the one run (same evaluation seed, its stored config)
+  single = subprocess.run(
+      [sys.executable, "launch/evaluate.py", f"--workdir={sweep_dir}/runs/width-32/seed_1",
+       "--by_goal", "--episodes=24"], cwd=REPO_ROOT, capture_output=True, text=True,
+      timeout=300)
+  assert single.returncode == 0, single.stderr[-2000:]
+  line = next(s for s in out.splitlines() if s.startswith("width-32 seed 1 ("))
+  single_line = next(s for s in single.stdout.splitlines() if "(epoch 1): " in s)
+  assert line.split("): ", 1)[1] == single_line.split("): ", 1)[1], (line, single_line)
+
+
+def test_evaluate_sweep_names_bad_input_before_anything_compiles(tmp_path, sweep_dir):
+  for args, expected in [
+      ([f"--sweep={tmp_path}"], "is not a sweep directory: it has no sweep.json"),
+      ([f"--sweep={sweep_dir}", "--video=x.mp4"], "drop --config and --video"),
+      ([f"--sweep={sweep_dir}", f"--workdir={sweep_dir}"], "pass exactly one of"),
+  ]:
+    proc = subprocess.run([sys.executable, "launch/evaluate.py", *args], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and expected in proc.stderr, (args, proc.stderr)
+    assert "Traceback" not in proc.stderr
+  assert not os.path.exists(os.path.join(sweep_dir, "x.mp4"))
