@@ -63,6 +63,10 @@ class RunError(Exception):
   """A checkpoint that cannot be evaluated (the message names it and the reason)."""
 
 
+class NoMazeError(RunError):
+  """``--by_goal`` on an env without a maze."""
+
+
 def _checkpoint_location(path: str):
   """``(checkpoints directory, step)`` for a run directory, its checkpoints folder or a step."""
   from deepcrl_core import checkpoint as ckpt
@@ -128,7 +132,7 @@ class Evaluator:
         try:
           analysis.require_maze(c.eval_env.unwrapped, "a breakdown by goal cell", eval_name)
         except ValueError as e:
-          raise RunError(f"--by_goal: {e}") from None
+          raise NoMazeError(f"--by_goal: {e}") from None
       self._built[key] = (c, eval_name, train_lib.make_eval_fn(c, per_episode=True))
     return self._built[key]
 
@@ -244,9 +248,9 @@ def _evaluate_sweep(workdir: str, evaluator: Evaluator) -> int:
       continue
     try:
       result = evaluator(run.workdir)
+    except NoMazeError as e:
+      cli.exit_with(str(e))  # a property of the sweep's env, not of this run
     except RunError as e:
-      if str(e).startswith("--by_goal:"):
-        cli.exit_with(str(e))  # the same for every run: nothing to evaluate
       skipped.append(run)
       print(f"{run.label}: skipped: {e}", flush=True)
       continue

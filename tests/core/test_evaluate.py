@@ -157,8 +157,15 @@ def test_evaluate_sweep_tables_every_run_and_writes_a_csv(sweep_dir):
   assert line.split("): ", 1)[1] == single_line.split("): ", 1)[1], (line, single_line)
 
 
-def test_evaluate_sweep_names_bad_input_before_anything_compiles(tmp_path, sweep_dir):
+def test_evaluate_sweep_names_bad_input_before_anything_compiles(tmp_path, sweep_dir, workdir):
+  import shutil
+  from deepcrl_core import sweep as sweep_lib
+  open_sweep = str(tmp_path / "open_sweep")  # a one-run sweep of the open arena (no maze)
+  shutil.copytree(workdir, os.path.join(open_sweep, "runs", "base", "seed_0"))
+  sweep_lib.write_json(os.path.join(open_sweep, sweep_lib.MANIFEST), sweep_lib.manifest(
+      os.path.join(REPO_ROOT, "configs", "pointmass.py"), TINY, [], [0], 0.0))
   for args, expected in [
+      ([f"--sweep={open_sweep}", "--by_goal"], "--by_goal: env 'pointmass' has no maze"),
       ([f"--sweep={tmp_path}"], "is not a sweep directory: it has no sweep.json"),
       ([f"--sweep={sweep_dir}", "--video=x.mp4"], "drop --config and --video"),
       ([f"--sweep={sweep_dir}", f"--workdir={sweep_dir}"], "pass exactly one of"),
@@ -168,3 +175,4 @@ def test_evaluate_sweep_names_bad_input_before_anything_compiles(tmp_path, sweep
     assert proc.returncode == 2 and expected in proc.stderr, (args, proc.stderr)
     assert "Traceback" not in proc.stderr
   assert not os.path.exists(os.path.join(sweep_dir, "x.mp4"))
+  assert not os.path.exists(os.path.join(open_sweep, "evaluation.csv"))
