@@ -294,6 +294,24 @@ def test_manifest_refuses_another_grid_unless_extending(tmp_path):
   assert "--budget_s changed from 100.0 to 200.0" in notes[0]
 
 
+def test_load_plan_reads_every_planned_run_back(tmp_path):
+  d = str(tmp_path)
+  axes = sweep.parse_grid("depth=4,8;width=64")
+  sweep.write_json(os.path.join(d, sweep.MANIFEST), sweep.manifest(POINTMASS, "", axes, [3, 1],
+                                                                   0.0))
+  got_axes, runs = sweep.load_plan(d)
+  assert got_axes == axes
+  assert runs == sweep.plan_runs(sweep.grid_cells(axes), [3, 1], d)
+  assert [r.label for r in runs] == ["depth-4__width-64 seed 3", "depth-4__width-64 seed 1",
+                                     "depth-8__width-64 seed 3", "depth-8__width-64 seed 1"]
+  with pytest.raises(sweep.SweepError, match="is not a sweep directory: it has no sweep.json"):
+    sweep.load_plan(str(tmp_path / "elsewhere"))
+  with open(os.path.join(d, sweep.MANIFEST), "w") as f:
+    json.dump({"grid": [["depth", ["4"]]]}, f)  # no seeds
+  with pytest.raises(sweep.SweepError, match="is not a sweep manifest: KeyError"):
+    sweep.load_plan(d)
+
+
 # --- devices -----------------------------------------------------------------------------------
 
 
