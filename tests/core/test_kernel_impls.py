@@ -32,8 +32,15 @@ def test_gradients_through_interpreted_kernels_match_xla():
     actor = jax.grad(lambda p: L.actor_loss(p, ts.critic_params, ts.log_alpha, agent.networks,
                                             batch, jax.random.PRNGKey(2), agent.loss_cfg)[0])
     grads[impl] = jax.jit(lambda: (critic(ts.critic_params), actor(ts.actor_params)))()
-  jax.tree.map(lambda a, b: assert_close_to_rounding(b, a, terms=8 * 64), grads["xla"],
-               grads["interpret"])
+  # The critic's own gradient: float32 rounding.
+  jax.tree.map(lambda a, b: assert_close_to_rounding(b, a, terms=8 * 64), grads["xla"][0],
+               grads["interpret"][0])
+  # The actor's reaches it through the critic's gradient with respect to the action and the
+  # tanh-Gaussian log-density, which amplify rounding differences machine-dependently (one
+  # 2-core CPU measured up to 2.2e-3 of each leaf's largest entry, others pass at rounding);
+  # a wrong kernel gradient is off by O(1).
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(
+      b, a, rtol=0, atol=5e-3 * float(np.abs(a).max())), grads["xla"][1], grads["interpret"][1])
 
 
 def test_sgd_steps_with_interpreted_kernels_match_xla():
