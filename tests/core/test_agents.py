@@ -314,8 +314,16 @@ def crl_reference_outputs():
 
 def test_crl_outputs_match_the_pre_refactor_code():
   """Bit-identical on the machine that saved the reference (checked when it was saved); the
-  tolerance only admits another CPU's float32 rounding (a changed key, order or term moves
-  these values by ~1e-3 relative or more)."""
+  tolerances only admit another CPU's float32 rounding (a changed key, order or term moves
+  these values by ~1e-3 of their scale or more).
+
+  The metrics and the replay checksum are compared at a few float32 ulps. The training state
+  (parameters and Adam moments after 8 updates) gets 1e-4 of each leaf's largest entry: Adam
+  divides each gradient entry by its own running magnitude, so an entry that is small by
+  cancellation carries its rounding error, relatively large, into a full ~lr-sized update. On
+  an Intel Xeon with AVX-512 and AMX (2026-12-06) the actor's residual-block biases came out
+  3.4e-6 of their leaf's scale (4.9e-5 relative) from the reference, the metrics at <= 1.8e-7.
+  """
   want = np.load(REFERENCE)
   got = crl_reference_outputs()
   assert sorted(got) == sorted(want.files)
@@ -325,7 +333,8 @@ def test_crl_outputs_match_the_pre_refactor_code():
       np.testing.assert_array_equal(got[k], w, err_msg=k)
     else:
       scale = max(float(np.max(np.abs(w))), 1e-6)
-      np.testing.assert_allclose(got[k], w, rtol=1e-5, atol=1e-6 * scale, err_msg=k)
+      atol = (1e-4 if "/training" in k else 1e-6) * scale
+      np.testing.assert_allclose(got[k], w, rtol=1e-5, atol=atol, err_msg=k)
 
 
 if __name__ == "__main__":
