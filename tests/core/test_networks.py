@@ -40,6 +40,20 @@ def test_trunk_parameters_follow_the_published_architecture():
   assert np.abs(np.asarray(params["trunk/input"]["w"])).max() <= np.sqrt(1 / 5) + 1e-7
 
 
+def test_stacked_block_weights_are_haikus_uniform_draw():
+  """The block stack is drawn flat and reshaped (it compiles faster with the CPU fusion emitters
+  off: profiling/compile_time.py): the same numbers as ``hk.initializers.RandomUniform`` on the
+  4-D shape."""
+  limit = np.sqrt(1.0 / 16)
+
+  def draw(init):
+    return hk.transform(lambda: hk.get_parameter("w", (2, 4, 16, 16), init=init)).init(
+        jax.random.PRNGKey(7))["~"]["w"]
+
+  np.testing.assert_array_equal(draw(nets._stacked_uniform(16)),
+                                draw(hk.initializers.RandomUniform(-limit, limit)))
+
+
 def test_trunk_matches_a_hand_written_forward_pass():
   depth, width = 8, 16
   t = _trunk(depth, width, out=3)
