@@ -18,7 +18,7 @@ import jax  # noqa: E402
 
 jax.config.update("jax_compilation_cache_dir",
                   os.environ.get("DEEPCRL_TEST_JAX_CACHE", "/tmp/deepcrl_test_jax_cache"))
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 2.0)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
 def load_config(name: str, overrides: str = ""):

@@ -325,9 +325,12 @@ def test_analyze_refuses_a_goal_in_a_wall(maze_run):
 
 
 def test_analyze_refuses_a_run_without_a_maze(tmp_path):
+  # A checkpoint as training writes it, of an open-arena run (the refusal needs only its config).
+  from deepcrl_core import config as config_lib  # pylint: disable=g-import-not-at-top
   path = str(tmp_path / "open")
-  train_lib.train(load("pointmass", TINY_MAZE.replace("epochs=2", "epochs=1") +
-                       ",eval.every=0,eval.residual_norms=false"), path, log_fn=lambda s: None)
+  config = config_lib.resolved_dict(load("pointmass", TINY_MAZE))
+  ckpt.RunCheckpointer(os.path.join(path, "checkpoints"), asynchronous=False).save(
+      1, {"epoch": np.int32(1)}, None, {"epoch": 1, "env_steps": 0, "config": config})
   proc = _analyze(f"--workdir={path}", "--goal=0,0")
   assert proc.returncode == 2, proc.stderr
   assert "env 'pointmass' has no maze" in proc.stderr and "Traceback" not in proc.stderr

@@ -139,13 +139,13 @@ def test_loop_and_unrolled_xla_rows_count_the_same_flops(tmp_path):
   and FLOP counting leaves ``jax.lax.scan`` alone."""
   import jax
   scan = jax.lax.scan
-  proc, rows = _run(tmp_path, "--config=configs/pointmass.py:width=32,batch=32", "--depths=4,8",
+  # Depth 8: two residual blocks per trunk, so the unrolled rows really unroll a loop.
+  proc, rows = _run(tmp_path, "--config=configs/pointmass.py:width=32,batch=32", "--depths=8",
                     "--impls=xla,xla_unrolled", "--nounroll")
   assert jax.lax.scan is scan
   by = {(r["impl"], int(r["depth"])): r for r in rows}
-  assert set(by) == {("xla", 4), ("xla", 8), ("xla_unrolled", 4), ("xla_unrolled", 8)}
+  assert set(by) == {("xla", 8), ("xla_unrolled", 8)}
   assert all(r["status"] == "ok" for r in rows), [(r["status"], r["note"]) for r in rows]
-  for d in (4, 8):
-    assert by[("xla", d)]["gflops_per_step"] == by[("xla_unrolled", d)]["gflops_per_step"]
-    assert float(by[("xla_unrolled", d)]["step_ms"]) > 0
+  assert by[("xla", 8)]["gflops_per_step"] == by[("xla_unrolled", 8)]["gflops_per_step"]
+  assert float(by[("xla_unrolled", 8)]["step_ms"]) > 0
   assert "| xla_unrolled |" in proc.stdout
