@@ -37,8 +37,8 @@ def _stacked_uniform(fan_in: int):
   The numbers of ``hk.initializers.RandomUniform(-limit, limit)``, drawn as a flat vector and
   reshaped (threefry numbers its draws in row-major order, so the values are the same): XLA:CPU
   with the fusion emitters off (the process default, ``deepcrl_core._xla_flags``) compiles a
-  draw of three or more dimensions 10-20x slower, 1.7 s for one ``[1, 4, 16, 16]`` block stack
-  against 0.1 s flat (``profiling/compile_time.py``), three trunks per agent.
+  draw of three or more dimensions 4-22x slower, 1.7 s for one ``[1, 4, 16, 16]`` block stack
+  against 0.08 s flat (``profiling/compile_time.py``), three trunks per agent.
   """
   limit = math.sqrt(3.0 * INIT_SCALE / fan_in)
 
