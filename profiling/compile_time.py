@@ -45,19 +45,25 @@ def _define_flags():
 
 
 class CompileClock:
-  """Sums jax's backend-compile events (seconds, count) while installed."""
+  """Sums jax's backend-compile events (seconds, count) inside ``with CompileClock() as clock``."""
+
+  EVENT = "/jax/core/compile/backend_compile_duration"  # jax._src.dispatch.BACKEND_COMPILE_EVENT
 
   def __init__(self):
-    import jax  # pylint: disable=g-import-not-at-top
-    from jax._src import dispatch  # pylint: disable=g-import-not-at-top
-    self._event = getattr(dispatch, "BACKEND_COMPILE_EVENT",
-                          "/jax/core/compile/backend_compile_duration")
     self.seconds, self.count = 0.0, 0
-    self._listener = self._on_event
+    self._listener = self._on_event  # one bound method: unregistered by identity
+
+  def __enter__(self) -> "CompileClock":
+    import jax  # pylint: disable=g-import-not-at-top
     jax.monitoring.register_event_duration_secs_listener(self._listener)
+    return self
+
+  def __exit__(self, *exc) -> None:
+    import jax  # pylint: disable=g-import-not-at-top
+    jax.monitoring.unregister_event_duration_listener(self._listener)
 
   def _on_event(self, event: str, duration: float, **_):
-    if event == self._event:
+    if event == self.EVENT:
       self.seconds += duration
       self.count += 1
 
@@ -153,13 +159,13 @@ def main(argv):
   from deepcrl_core import config as config_lib  # pylint: disable=g-import-not-at-top
   import profiling_common as pc  # pylint: disable=g-import-not-at-top
   config = config_lib.load_config_file(FLAGS.config)
-  clock = CompileClock()
   out = [f"{pc.device_header()}; XLA:CPU fusion emitters {FLAGS.emitters}; "
          f"`python profiling/compile_time.py --config={FLAGS.config} --emitters={FLAGS.emitters}"
          f"{' --draws' if FLAGS.draws else ''}`", ""]
-  rows = run_phases(config, clock)
-  if FLAGS.draws:
-    rows.append(init_with_4d_draws(config, clock))
+  with CompileClock() as clock:
+    rows = run_phases(config, clock)
+    if FLAGS.draws:
+      rows.append(init_with_4d_draws(config, clock))
   out.append(pc.markdown_table(
       ["phase", "XLA compile s", "executables", "wall-clock s"],
       [[r["phase"], f"{r['compile_s']:.2f}", r["executables"], f"{r['wall_s']:.2f}"]
