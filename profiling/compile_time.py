@@ -20,7 +20,6 @@ the ``init`` phase again with the residual blocks' weights drawn by
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import Callable, Dict, List
 
