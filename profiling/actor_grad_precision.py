@@ -58,6 +58,8 @@ def _actor_grad(impl: str, dtype, seed: int, correction: str):
       state=jax.random.normal(k_s, (BATCH, 4), jnp.float32),
       action=jax.random.uniform(k_a, (BATCH, 2), jnp.float32, minval=-1, maxval=1),
       goal=jax.random.normal(k_g, (BATCH, 2), jnp.float32))
+  # Under x64 init draws float64 parameters: round them to float32 first, so the float64
+  # reference starts from exactly the float32 runs' parameters.
   ts = _cast(_cast(init_agent.init(jax.random.PRNGKey(seed + 1)), jnp.float32), dtype)
   batch = _cast(batch, dtype)
   grad = jax.grad(lambda p: L.actor_loss(p, ts.critic_params, ts.log_alpha, agent.networks, batch,
