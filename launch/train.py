@@ -3,6 +3,7 @@
     python launch/train.py --config=configs/pointmass.py --workdir=runs/pointmass
     python launch/train.py --config=configs/humanoid.py:depth=64,batch=1024
     python launch/train.py --config=configs/ant.py --config.train.num_envs=256 --resume
+    python launch/train.py --config=configs/humanoid.py:depth=1024 --dry_run   # check only
 
 The config is validated before anything is compiled or written; problems are listed together
 (exit code 2). A diverged run (NaN/inf losses) exits with code 3, keeping its last good
@@ -28,6 +29,9 @@ _CONFIG = config_flags.DEFINE_config_file(
     lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (default: runs/<env>-d<depth>-<time>).")
 _RESUME = flags.DEFINE_bool("resume", False, "Continue from the last checkpoint in --workdir.")
+_DRY_RUN = flags.DEFINE_bool("dry_run", False, "Validate the flags and the config, print the "
+                             "config and the run directory, and exit: nothing is compiled or "
+                             "written.")
 
 
 def main(argv):
@@ -44,6 +48,10 @@ def main(argv):
       "runs", f"{config.env.name}-d{config.network.depth}-{time.strftime('%Y%m%d-%H%M%S')}")
   if _RESUME.value and not os.path.isdir(workdir):
     cli.exit_with(f"--resume: run directory {workdir!r} does not exist")
+  if _DRY_RUN.value:
+    print(config, flush=True)
+    print(f"run directory: {workdir} (dry run: nothing compiled or written)", flush=True)
+    return 0
   print(f"run directory: {workdir}", flush=True)
   try:
     train_lib.train(config, workdir, resume=_RESUME.value,

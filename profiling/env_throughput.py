@@ -90,7 +90,9 @@ def measure(name: str, num_envs: int, scan_length: int, repeats: int,
   }
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None):
+  """(parser, args): the command line parsed and checked, every problem named at once (exit
+  2), before any env is built or compiled."""
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--num_envs", type=int, default=64)
   parser.add_argument("--tasks", default=",".join(DEFAULT_TASKS))
@@ -100,12 +102,28 @@ def main(argv=None) -> int:
                       help="comma-separated auto-reset modes to measure: first, fresh")
   parser.add_argument("--out", default=None, help="also write the table to this file")
   args = parser.parse_args(argv)
+  problems = []
+  names = [t for t in args.tasks.split(",") if t]
+  if not names:
+    problems.append("--tasks: no task named")
+  problems += [f"--tasks: {envs.unknown_env_message(t)}" for t in names
+               if not envs.is_registered(t)]
+  modes = [m for m in args.reset_mode.split(",") if m]
+  if not modes:
+    problems.append("--reset_mode: no mode named")
+  problems += [f"--reset_mode: {m!r} is not one of {envs.wrappers.RESET_MODES}" for m in modes
+               if m not in envs.wrappers.RESET_MODES]
+  problems += [f"--{flag}={getattr(args, flag)}: expected >= 1"
+               for flag in ("num_envs", "scan_length", "repeats") if getattr(args, flag) < 1]
+  if problems:
+    parser.error("; ".join(problems))
+  return parser, args
 
+
+def main(argv=None) -> int:
+  _, args = parse_args(argv)
   tasks = [t for t in args.tasks.split(",") if t]
   modes = [m for m in args.reset_mode.split(",") if m]
-  for m in modes:
-    if m not in envs.wrappers.RESET_MODES:
-      parser.error(f"--reset_mode: {m!r} is not one of {envs.wrappers.RESET_MODES}")
   rows = []
   table = ""
   for name in tasks:

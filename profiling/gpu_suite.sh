@@ -3,6 +3,8 @@
 #
 # Each STEP finishes in under 10 minutes and writes its results under $OUT (default ./gpu_out);
 # the exit status is non-zero when a check fails. Run from anywhere; paths are repo-relative.
+# tests/profiling/test_gpu_suite.py checks on CPU that every python command below parses and
+# validates (flags, task names, config overrides) and that each step's timeouts fit one call.
 #
 # Steps:
 #   first         The first thing to run on a newly lent GPU, <= 8 minutes in all: kernel

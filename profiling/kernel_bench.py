@@ -748,7 +748,7 @@ def tensor_core_ops_in_dump(dump_dir: str) -> str:
   return "\n".join(lines)
 
 
-def main(argv=None) -> int:
+def _arg_parser() -> argparse.ArgumentParser:
   ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   ap.add_argument("--ops", default="block,infonce")
   ap.add_argument("--batches", default="256,512,1024,4096")
@@ -777,7 +777,49 @@ def main(argv=None) -> int:
   ap.add_argument("--ptx-dump", default="",
                   help="list each kernel's tensor-core instruction in XLA's --xla_dump_to "
                        "directory (PTX; SASS where ptxas and cuobjdump are on PATH)")
+  return ap
+
+
+BENCH_OPS = ("block", "infonce")
+BENCH_IMPLS = ("pallas", "xla", "interpret")
+
+
+def parse_args(argv=None):
+  """(parser, args): the command line parsed and checked, every problem named at once (exit 2)
+  before jax compiles anything. Values are still strings; ``main`` converts them."""
+  ap = _arg_parser()
   args = ap.parse_args(argv)
+  problems = []
+
+  def subset(flag, value, allowed):
+    bad = [v for v in value.split(",") if v and v not in allowed]
+    if bad or not [v for v in value.split(",") if v]:
+      problems.append(f"--{flag}={value}: expected a comma-separated subset of {allowed}")
+
+  subset("ops", args.ops, BENCH_OPS)
+  subset("energies", args.energies, kernels.ENERGIES)
+  if args.impls:
+    subset("impls", args.impls, BENCH_IMPLS)
+  if args.variant not in kernels.VARIANTS:
+    problems.append(f"--variant={args.variant}: expected one of {kernels.VARIANTS}")
+  for flag in ("batches", "widths", "dims"):
+    value = getattr(args, flag)
+    try:
+      ok = all(v > 0 for v in _parse_ints(value)) and bool(_parse_ints(value))
+    except ValueError:
+      ok = False
+    if not ok:
+      problems.append(f"--{flag}={value}: expected comma-separated positive integers")
+  for flag in ("inner", "repeats"):
+    if getattr(args, flag) < 1:
+      problems.append(f"--{flag}={getattr(args, flag)}: expected >= 1")
+  if problems:
+    ap.error("; ".join(problems))
+  return ap, args
+
+
+def main(argv=None) -> int:
+  ap, args = parse_args(argv)
   if args.ptx_dump:
     print(tensor_core_ops_in_dump(args.ptx_dump))
     return 0

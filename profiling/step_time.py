@@ -267,15 +267,49 @@ def run_sweep(config, *, depths, widths, batches, impls, out: str, repeats: int 
 
 
 
+STEP_TIME_IMPLS = ("xla", "xla_unrolled", "pallas", "interpret", "auto")
+
+
+def flag_problems(f) -> List[str]:
+  """What is wrong with the parsed flags ``f`` (an absl ``FlagValues``), every problem at once;
+  checked before anything compiles. (``--config`` and its overrides are checked as the flags are
+  parsed: ``deepcrl_core.cli.make_flags_parser``.)"""
+  from deepcrl_core import agents as agents_lib  # pylint: disable=g-import-not-at-top
+  problems = []
+  impls = [i for i in f.impls.split(",") if i]
+  if not impls or any(i not in STEP_TIME_IMPLS for i in impls):
+    problems.append(f"--impls={f.impls}: expected a comma-separated subset of {STEP_TIME_IMPLS}")
+  for name in ("depths", "widths", "batches"):
+    try:
+      values = _ints(f[name].value)
+    except ValueError:
+      values = [0]
+    if any(v < 1 for v in values) or (name == "depths" and not values):
+      problems.append(f"--{name}={f[name].value}: expected comma-separated positive integers")
+  unknown = [a for a in f.agents.split(",") if a and a not in agents_lib.REGISTRY]
+  if unknown:
+    problems.append(f"--agents={f.agents}: unknown {unknown}; agents: "
+                    f"{', '.join(agents_lib.REGISTRY)}")
+  if f.repeats < 20:
+    problems.append(f"--repeats={f.repeats}: expected >= 20 (median of >= 20 steps)")
+  for name in ("unroll_repeats", "train_repeats"):
+    if f[name].value < 1:
+      problems.append(f"--{name}={f[name].value}: expected >= 1")
+  if f.row_timeout <= 0 or f.budget_s < 0:
+    problems.append("--row_timeout must be > 0 and --budget_s >= 0")
+  return problems
+
+
 def main(argv):
   from absl import flags  # pylint: disable=g-import-not-at-top
   f = flags.FLAGS
   if len(argv) > 1:
     raise SystemExit(f"unexpected arguments: {' '.join(argv[1:])}")
+  problems = flag_problems(f)
+  if problems:
+    print("invalid flags:\n  " + "\n  ".join(problems), file=sys.stderr)
+    return 2
   impls = [i for i in f.impls.split(",") if i]
-  bad = [i for i in impls if i not in ("xla", "xla_unrolled", "pallas", "interpret", "auto")]
-  if bad:
-    raise SystemExit(f"--impls: unknown {bad}")
   command = "python profiling/step_time.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
   result = run_sweep(
       _CONFIG.value, depths=_ints(f.depths), widths=_ints(f.widths), batches=_ints(f.batches),
@@ -292,43 +326,49 @@ def main(argv):
 _CONFIG = None
 
 
-def _define_flags():
+def _define_flags(flag_values=None):
+  """Defines the script's flags on ``flag_values`` (default: absl's global ``FLAGS``)."""
   global _CONFIG
   from absl import flags  # pylint: disable=g-import-not-at-top
   from ml_collections import config_flags
+  fv = flags.FLAGS if flag_values is None else flag_values
+
   default_config = "configs/humanoid.py"
   if not os.path.exists(default_config):
     default_config = os.path.join(REPO, default_config)
   _CONFIG = config_flags.DEFINE_config_file(
       "config", default_config, "Task config, optionally with overrides: file.py:k=v,k=v.",
-      lock_config=False)
-  flags.DEFINE_string("depths", "4,8,16,32,64", "Depths (Dense layers per residual trunk).")
-  flags.DEFINE_string("widths", "", "Widths (default: the config's network.width).")
-  flags.DEFINE_string("batches", "", "Batch sizes (default: the config's train.batch_size).")
+      lock_config=False, flag_values=fv)
+  flags.DEFINE_string("depths", "4,8,16,32,64", "Depths (Dense layers per residual trunk).",
+                      flag_values=fv)
+  flags.DEFINE_string("widths", "", "Widths (default: the config's network.width).", flag_values=fv)
+  flags.DEFINE_string("batches", "", "Batch sizes (default: the config's train.batch_size).",
+                      flag_values=fv)
   flags.DEFINE_string("impls", "xla,pallas", "Kernel impls: xla, xla_unrolled (XLA path, "
                       "blocks unrolled instead of looped), pallas, interpret, auto; pallas is "
-                      "skipped off GPU.")
-  flags.DEFINE_string("out", "step_time_out", "Output directory.")
+                      "skipped off GPU.", flag_values=fv)
+  flags.DEFINE_string("out", "step_time_out", "Output directory.", flag_values=fv)
   flags.DEFINE_string("agents", "", "Agents to time, e.g. crl,sac,td3,gcbc,gcsl (default: the "
-                      "config's agent); one row per agent, impl and shape.")
-  flags.DEFINE_integer("repeats", 20, "Timed gradient steps per row (>= 20).")
-  flags.DEFINE_integer("unroll_repeats", 5, "Timed unrolls per row.")
-  flags.DEFINE_integer("train_repeats", 3, "Timed whole training steps per row.")
+                      "config's agent); one row per agent, impl and shape.", flag_values=fv)
+  flags.DEFINE_integer("repeats", 20, "Timed gradient steps per row (>= 20).", flag_values=fv)
+  flags.DEFINE_integer("unroll_repeats", 5, "Timed unrolls per row.", flag_values=fv)
+  flags.DEFINE_integer("train_repeats", 3, "Timed whole training steps per row.", flag_values=fv)
   flags.DEFINE_enum("train_step", "auto", ["auto", "measure", "estimate"],
                     "Whole training step: measure (GPU default) or estimate from the unroll and "
-                    "gradient-step times (CPU default).")
+                    "gradient-step times (CPU default).", flag_values=fv)
   flags.DEFINE_integer("num_envs", -1, "Envs of the unroll/training step (-1: config; CPU: "
-                       f"min(config, {CPU_SHAPE['num_envs']})).")
+                       f"min(config, {CPU_SHAPE['num_envs']})).", flag_values=fv)
   flags.DEFINE_integer("unroll_length", -1, "Unroll length (-1: config; CPU: min(config, "
-                       f"{CPU_SHAPE['unroll_length']})).")
+                       f"{CPU_SHAPE['unroll_length']})).", flag_values=fv)
   flags.DEFINE_integer("sgd_steps", -1, "Gradient steps per training step (-1: config; CPU: "
-                       f"min(config, {CPU_SHAPE['sgd_steps']})).")
+                       f"min(config, {CPU_SHAPE['sgd_steps']})).", flag_values=fv)
   flags.DEFINE_bool("unroll", True, "Measure the env unroll and the whole training step (for "
-                    "registered envs); --nounroll times the gradient step only.")
-  flags.DEFINE_float("row_timeout", 600.0, "Seconds before a row is recorded as a timeout.")
+                    "registered envs); --nounroll times the gradient step only.", flag_values=fv)
+  flags.DEFINE_float("row_timeout", 600.0, "Seconds before a row is recorded as a timeout.",
+                     flag_values=fv)
   flags.DEFINE_float("budget_s", 0.0, "Wall-clock budget of the sweep in seconds (0: none); rows "
                      "left when it is spent are recorded as 'not run'. Outputs are rewritten "
-                     "after every row either way.")
+                     "after every row either way.", flag_values=fv)
 
 
 if __name__ == "__main__":
@@ -338,5 +378,6 @@ if __name__ == "__main__":
   import deepcrl_core  # noqa: E402
   deepcrl_core.configure_cpu_xla_flags()  # before jax starts its backends
   from absl import app  # pylint: disable=g-import-not-at-top
+  from deepcrl_core import cli  # pylint: disable=g-import-not-at-top
   _define_flags()
-  app.run(main)
+  app.run(main, flags_parser=cli.make_flags_parser(_CONFIG))
