@@ -54,9 +54,13 @@
 # Preparing the GPU machine. It has jax with CUDA but lacks dm-haiku, ml-collections, mujoco
 # and mujoco-mjx (the kernels steps need none of them; training/env steps do). On a machine
 # with internet, `bash profiling/gpu_wheels.sh` downloads the Python 3.12 wheels into the
-# git-ignored .whl/ folder at this environment's versions: at the time of writing nine wheels,
-# 21 MB (dm-haiku 0.0.17, jmp, ml_collections 1.1.0, mujoco / mujoco-core 4.0.0, mujoco-mjx
-# 3.17.0, glfw, PyOpenGL, trimesh; absl-py, etils, PyYAML, scipy, tabulate are in the image);
+# git-ignored .whl/ folder at this environment's versions: on 2026-12-06 ten wheels, 21 MB
+# (dm-haiku 0.0.17, jmp, ml_collections 1.1.0, mujoco / mujoco-core 4.0.1, mujoco-mjx 3.17.0,
+# glfw, PyOpenGL, trimesh, tensorboardX 2.6.5 for training runs' TensorBoard events; absl-py,
+# etils, PyYAML, scipy, tabulate and protobuf are in the image). That set was checked in a
+# Python 3.12 venv holding only the image's packages (with CPU jax): env throughput of ant and
+# arm_push_easy, a pointmass training run with a trace, kernel_bench --tiny and step_time ran;
+# without tensorboardX training stopped at its first TensorBoard write;
 #
 # and on the GPU machine:
 #

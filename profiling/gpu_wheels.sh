@@ -14,7 +14,7 @@
 # (12.8 MB) is not imported by `import mujoco` and stays behind.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PACKAGES="dm-haiku jmp ml_collections mujoco mujoco-core mujoco-mjx glfw PyOpenGL trimesh"
+PACKAGES="dm-haiku jmp ml_collections mujoco mujoco-core mujoco-mjx glfw PyOpenGL trimesh tensorboardX"
 mkdir -p .whl
 for name in $PACKAGES; do
   version="$(python3 -c "import importlib.metadata as m, sys; print(m.version(sys.argv[1]))" "$name")"
