@@ -136,26 +136,17 @@ def test_every_step_fits_one_device_call():
     assert 0 < total <= limit, f"step {step}: timeouts add up to {total:.0f} s > {limit} s"
 
 
-def test_kernel_bench_commands_parse(commands):
-  bench = _load(REPO / "profiling" / "kernel_bench.py", "kernel_bench_suite_check")
-  for c in _of(commands, "profiling/kernel_bench.py"):
-    try:
-      bench.parse_args(c.args)
-    except SystemExit as e:
-      pytest.fail(f"{c.step}: {c.line}\n  rejected (exit {e.code})")
-  with pytest.raises(SystemExit):  # the check can fail
-    bench.parse_args(["--ops=blocks"])
-
-
-def test_env_throughput_commands_parse(commands):
-  module = _load(REPO / "profiling" / "env_throughput.py", "env_throughput_suite_check")
-  for c in _of(commands, "profiling/env_throughput.py"):
+@pytest.mark.parametrize("script,bad", [("kernel_bench", ["--ops=blocks"]),
+                                        ("env_throughput", ["--tasks=ant,arm_push_eazy"])])
+def test_argparse_script_commands_parse(commands, script, bad):
+  module = _load(REPO / "profiling" / f"{script}.py", f"{script}_suite_check")
+  for c in _of(commands, f"profiling/{script}.py"):
     try:
       module.parse_args(c.args)
     except SystemExit as e:
       pytest.fail(f"{c.step}: {c.line}\n  rejected (exit {e.code})")
-  with pytest.raises(SystemExit):
-    module.parse_args(["--tasks=ant,arm_push_eazy"])
+  with pytest.raises(SystemExit):  # the check can fail
+    module.parse_args(bad)
 
 
 def test_step_time_commands_parse(commands, monkeypatch):
