@@ -34,7 +34,7 @@ import jax.numpy as jnp
 from deepcrl_core import envs
 from deepcrl_core import tasks
 from deepcrl_core.envs import mjcf
-from profiling_common import device_header  # noqa: E402  (this folder)
+from profiling_common import device_header, names_problem  # noqa: E402  (this folder)
 
 DEFAULT_TASKS = tasks.PAPER_TASKS
 
@@ -108,13 +108,10 @@ def parse_args(argv=None):
     problems.append("--tasks: no task named")
   problems += [f"--tasks: {envs.unknown_env_message(t)}" for t in names
                if not envs.is_registered(t)]
-  modes = [m for m in args.reset_mode.split(",") if m]
-  if not modes:
-    problems.append("--reset_mode: no mode named")
-  problems += [f"--reset_mode: {m!r} is not one of {envs.wrappers.RESET_MODES}" for m in modes
-               if m not in envs.wrappers.RESET_MODES]
+  problems.append(names_problem("reset_mode", args.reset_mode, envs.wrappers.RESET_MODES))
   problems += [f"--{flag}={getattr(args, flag)}: expected >= 1"
                for flag in ("num_envs", "scan_length", "repeats") if getattr(args, flag) < 1]
+  problems = [p for p in problems if p]
   if problems:
     parser.error("; ".join(problems))
   return parser, args

@@ -34,8 +34,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 import deepcrl_kernels as kernels  # noqa: E402
-from profiling_common import (device_header, markdown_table, tiled_prologue_config,  # noqa: E402
-                              time_calls)  # (this folder)
+from profiling_common import (device_header, ints_problem, markdown_table,  # noqa: E402
+                              names_problem, tiled_prologue_config, time_calls)  # (this folder)
 
 CHECK_RTOL = {"forward": 5e-3, "grad": 1e-2}  # TF32 matmuls vs a float32 HIGHEST reference
 
@@ -755,7 +755,7 @@ def _arg_parser() -> argparse.ArgumentParser:
   ap.add_argument("--widths", default="256,512,1024", help="residual block widths")
   ap.add_argument("--dims", default="64", help="InfoNCE representation dims")
   ap.add_argument("--energies", default="l2")
-  ap.add_argument("--variant", default="forward")
+  ap.add_argument("--variant", default="forward", choices=kernels.VARIANTS)
   ap.add_argument("--impls", default="",
                   help="default: pallas,xla on GPU, xla elsewhere (interpret,xla: CPU check)")
   ap.add_argument("--inner", type=int, default=20, help="dependent applications per call")
@@ -789,27 +789,11 @@ def parse_args(argv=None):
   before jax compiles anything. Values are still strings; ``main`` converts them."""
   ap = _arg_parser()
   args = ap.parse_args(argv)
-  problems = []
-
-  def subset(flag, value, allowed):
-    bad = [v for v in value.split(",") if v and v not in allowed]
-    if bad or not [v for v in value.split(",") if v]:
-      problems.append(f"--{flag}={value}: expected a comma-separated subset of {allowed}")
-
-  subset("ops", args.ops, BENCH_OPS)
-  subset("energies", args.energies, kernels.ENERGIES)
-  if args.impls:
-    subset("impls", args.impls, BENCH_IMPLS)
-  if args.variant not in kernels.VARIANTS:
-    problems.append(f"--variant={args.variant}: expected one of {kernels.VARIANTS}")
-  for flag in ("batches", "widths", "dims"):
-    value = getattr(args, flag)
-    try:
-      ok = all(v > 0 for v in _parse_ints(value)) and bool(_parse_ints(value))
-    except ValueError:
-      ok = False
-    if not ok:
-      problems.append(f"--{flag}={value}: expected comma-separated positive integers")
+  problems = [names_problem("ops", args.ops, BENCH_OPS),
+              names_problem("energies", args.energies, kernels.ENERGIES),
+              args.impls and names_problem("impls", args.impls, BENCH_IMPLS)]
+  problems += [ints_problem(flag, getattr(args, flag)) for flag in ("batches", "widths", "dims")]
+  problems = [p for p in problems if p]
   for flag in ("inner", "repeats"):
     if getattr(args, flag) < 1:
       problems.append(f"--{flag}={getattr(args, flag)}: expected >= 1")

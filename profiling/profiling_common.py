@@ -92,6 +92,27 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
   return "\n".join(lines)
 
 
+def names_problem(flag: str, value: str, allowed: Sequence[str]) -> Optional[str]:
+  """The error for a comma-separated ``--flag=value`` naming nothing or something outside
+  ``allowed``; None when it is fine."""
+  names = [v for v in value.split(",") if v]
+  if not names or any(v not in allowed for v in names):
+    return f"--{flag}={value}: expected a comma-separated subset of {tuple(allowed)}"
+  return None
+
+
+def ints_problem(flag: str, value: str, allow_empty: bool = False) -> Optional[str]:
+  """The error for a ``--flag=value`` that is not comma-separated positive integers (or
+  empty, where ``allow_empty``); None when it is fine."""
+  try:
+    values = [int(v) for v in value.split(",") if v.strip()]
+  except ValueError:
+    values = [0]
+  if any(v < 1 for v in values) or not (values or allow_empty):
+    return f"--{flag}={value}: expected comma-separated positive integers"
+  return None
+
+
 def write_csv(path: str, rows: Iterable[Dict[str, Any]], columns: Sequence[str]) -> None:
   """Writes dict ``rows`` to ``path`` with ``columns`` (extra keys ignored, missing ones
   empty), creating the parent directory."""

@@ -60,6 +60,8 @@ from typing import List, Optional
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 
+from profiling_common import ints_problem, names_problem  # noqa: E402  (this folder)
+
 # The script is split in three: measuring a row (step_time_measure, each row in its own
 # subprocess), reporting (step_time_report), and the sweep driver below. Their public names are
 # re-exported here, so `import step_time` gives the whole tool.
@@ -275,17 +277,11 @@ def flag_problems(f) -> List[str]:
   checked before anything compiles. (``--config`` and its overrides are checked as the flags are
   parsed: ``deepcrl_core.cli.make_flags_parser``.)"""
   from deepcrl_core import agents as agents_lib  # pylint: disable=g-import-not-at-top
-  problems = []
-  impls = [i for i in f.impls.split(",") if i]
-  if not impls or any(i not in STEP_TIME_IMPLS for i in impls):
-    problems.append(f"--impls={f.impls}: expected a comma-separated subset of {STEP_TIME_IMPLS}")
-  for name in ("depths", "widths", "batches"):
-    try:
-      values = _ints(f[name].value)
-    except ValueError:
-      values = [0]
-    if any(v < 1 for v in values) or (name == "depths" and not values):
-      problems.append(f"--{name}={f[name].value}: expected comma-separated positive integers")
+  problems = [names_problem("impls", f.impls, STEP_TIME_IMPLS),
+              ints_problem("depths", f.depths),
+              ints_problem("widths", f.widths, allow_empty=True),
+              ints_problem("batches", f.batches, allow_empty=True)]
+  problems = [p for p in problems if p]
   unknown = [a for a in f.agents.split(",") if a and a not in agents_lib.REGISTRY]
   if unknown:
     problems.append(f"--agents={f.agents}: unknown {unknown}; agents: "

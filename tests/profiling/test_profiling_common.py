@@ -40,3 +40,15 @@ def test_write_csv_keeps_the_columns_and_ignores_extra_keys(tmp_path):
   with open(path) as f:
     rows = list(csv.DictReader(f))
   assert rows == [{"a": "1", "b": "2"}, {"a": "4", "b": ""}]
+
+
+def test_list_flag_problems_name_the_flag_and_accept_good_values():
+  assert pc.names_problem("ops", "block,infonce", ("block", "infonce")) is None
+  for bad in ("blok", "block,", "", "block,xla"):
+    msg = pc.names_problem("ops", bad, ("block", "infonce"))
+    assert (msg is None) == (bad == "block,"), bad
+  assert "--ops=blok" in pc.names_problem("ops", "blok", ("block",))
+  assert pc.ints_problem("depths", "4,16") is None
+  assert pc.ints_problem("widths", "", allow_empty=True) is None
+  for bad in ("", "4,x", "0", "4,-8"):
+    assert pc.ints_problem("depths", bad).startswith(f"--depths={bad}:"), bad
