@@ -20,6 +20,11 @@ Goal breakdown: :func:`by_goal_cell` groups evaluation episodes
 (:func:`deepcrl_core.agents.evaluate_episodes`) by the maze goal cell they aimed at, so a
 success rate of 0.67 over three goal cells reads as "two solved, one never" rather than an
 average; ``launch/evaluate.py --by_goal`` prints it.
+
+Episode ends: :func:`episode_ends` groups evaluation episodes by how they ended -- the time
+limit, or which of the env's termination causes (the ant's torso below or above its healthy
+height range, ...) -- so a falling episode length reads as "the ant jumps" or "the ant flips";
+``launch/evaluate.py`` prints it whenever an episode terminated.
 """
 
 from __future__ import annotations
@@ -324,6 +329,55 @@ def goal_table(rows: Sequence[Dict[str, Any]]) -> str:
     lines.append(f"| {r['cell']} | {r['x']:g}, {r['y']:g} | {r['episodes']} | "
                  f"{r['success']:.2f} | {r['time_at_goal']:.1f} | {r['final_dist']:.2f} | "
                  f"{r['final_x']:.2f}, {r['final_y']:.2f} |")
+  return "\n".join(lines)
+
+
+# --- how evaluation episodes end ------------------------------------------------------------
+
+
+END_COLUMNS = ("end", "episodes", "share", "success", "time_at_goal", "episode_length")
+TIME_LIMIT = "time limit"
+UNNAMED_CAUSE = "terminated (cause not named)"
+
+
+def episode_ends(env, episodes: Dict[str, Any]) -> List[Dict[str, Any]]:
+  """Evaluation episodes grouped by how they ended: one row per way, with the columns
+  :data:`END_COLUMNS`: ``end`` (:data:`TIME_LIMIT`, one of ``env.termination_causes``, e.g.
+  the ant's ``torso_low``/``torso_high``, or :data:`UNNAMED_CAUSE`), the number and share of
+  episodes that ended that way and their mean ``success``, ``time_at_goal`` and
+  ``episode_length``. Ways no episode took are left out, so the shares add up to 1.
+
+  ``episodes``: :func:`deepcrl_core.agents.evaluate_episodes`' output (``terminated`` and
+  ``end_cause`` per episode).
+  """
+  terminated = np.asarray(episodes["terminated"]) > 0.5
+  cause = np.asarray(episodes["end_cause"], np.int64)
+  names = tuple(env.termination_causes)
+  if cause.min(initial=0) < 0 or cause.max(initial=0) > len(names):
+    raise ValueError(f"end_cause codes must lie in 0..{len(names)} (the env's termination "
+                     f"causes {names}), got {sorted(set(cause.tolist()))}")
+  groups = [(TIME_LIMIT, ~terminated)]
+  groups += [(name, terminated & (cause == k + 1)) for k, name in enumerate(names)]
+  groups.append((UNNAMED_CAUSE, terminated & (cause == 0)))
+  total = len(terminated)
+  rows = []
+  for name, mine in groups:
+    if not mine.any():
+      continue
+    row = {"end": name, "episodes": int(mine.sum()), "share": float(mine.sum()) / total}
+    for key in END_COLUMNS[3:]:
+      row[key] = float(np.asarray(episodes[key], np.float64)[mine].mean())
+    rows.append(row)
+  return rows
+
+
+def ends_table(rows: Sequence[Dict[str, Any]]) -> str:
+  """:func:`episode_ends`' rows as a markdown table."""
+  lines = ["| episode ended by | episodes | share | success | time at goal | episode length |",
+           "|---|---|---|---|---|---|"]
+  for r in rows:
+    lines.append(f"| {r['end']} | {r['episodes']} | {r['share']:.2f} | {r['success']:.2f} | "
+                 f"{r['time_at_goal']:.1f} | {r['episode_length']:.0f} |")
   return "\n".join(lines)
 
 

@@ -8,13 +8,17 @@
 ``--workdir`` is a run directory (its newest complete checkpoint); ``--checkpoint`` a run
 directory, its ``checkpoints/`` folder or one ``step_NNNNNNNN`` checkpoint. The networks and env
 are rebuilt from the config stored in the checkpoint, so no ``--config`` is needed; one given
-anyway must describe the same networks (e.g. to evaluate on another env layout).
+anyway must describe the same networks (e.g. to evaluate on another env layout). When an
+env ended any episode before the time limit (the ant's and the humanoid's healthy torso
+height range), a table says how the episodes ended: the time limit or which termination
+cause (``torso_low``, ``torso_high``), with each group's success, time at goal and length.
 ``--sweep`` is a ``launch/sweep.py`` directory: the newest complete checkpoint of each of its
 runs is evaluated (runs without one are listed as skipped), each with the config it stored;
 the seeds of a cell share one compiled evaluation. It prints a table per run and one per cell,
 and writes ``SWEEP/evaluation.csv``: one row per run, columns ``cell``, the grid axes, ``seed``,
 ``step``, ``epoch``, ``env_steps``, ``episodes``, the means ``success``, ``time_at_goal``,
-``final_dist`` and ``episode_length``, and with ``--by_goal`` ``success_I_J`` and
+``final_dist`` and ``episode_length``, ``terminated`` (the share of episodes the env ended
+before the time limit), and with ``--by_goal`` ``success_I_J`` and
 ``episodes_I_J`` per goal cell ``(I, J)``. In the per-cell table a goal cell counts as solved
 in a run when at least 95% of its episodes succeed.
 Rendering uses ``mujoco.Renderer`` with EGL (``MUJOCO_GL=egl``, Debian package ``libegl1``
@@ -56,7 +60,7 @@ _WIDTH = flags.DEFINE_integer("width", 320, "Video width.")
 
 EVAL_CSV = "evaluation.csv"
 SOLVED = 0.95  # per-cell table: a goal cell is solved in a run when this share of it succeeds
-METRICS = ("success", "time_at_goal", "final_dist", "episode_length")
+METRICS = ("success", "time_at_goal", "final_dist", "episode_length", "terminated")
 
 
 class RunError(Exception):
@@ -174,6 +178,16 @@ def _metrics_line(metrics) -> str:
   published = summary.published_eval_metrics(metrics)
   aka = {k: f" ({v.split('/', 1)[1]})" for k, v in summary.PUBLISHED_NAMES.items()}
   return ", ".join(f"{k} {v:.3f}{aka.get(k, '')}" for k, v in published.items())
+
+
+def _print_ends(result) -> None:
+  """How the episodes ended (time limit or which termination cause), when any terminated."""
+  from deepcrl_core import analysis
+  episodes = result["episodes"]
+  if episodes["terminated"].any():
+    env = result["components"].eval_env.unwrapped
+    print("how the episodes ended:", flush=True)
+    print(analysis.ends_table(analysis.episode_ends(env, episodes)), flush=True)
 
 
 def _goal_key(cell) -> str:
@@ -294,6 +308,7 @@ def main(argv):
     cli.exit_with(str(e))
   print(f"{r['path']} (epoch {r['meta'].get('epoch')}): {_metrics_line(r['metrics'])}",
         flush=True)
+  _print_ends(r)
   if _BY_GOAL.value:
     from deepcrl_core import analysis
     print(f"by goal cell of {r['eval_name']}:", flush=True)

@@ -193,7 +193,9 @@ def collect(agent: Agent, env: Env, policy_params, env_state, key, num_steps: in
   return jax.lax.scan(body, env_state, jax.random.split(key, num_steps))
 
 
-PER_EPISODE_ONLY = ("goal", "final_position")  # evaluate_episodes' [num_envs, goal_size] outputs
+# evaluate_episodes' outputs that are not averaged: the [num_envs, goal_size] vectors and the
+# termination cause codes.
+PER_EPISODE_ONLY = ("goal", "final_position", "end_cause")
 
 
 def evaluate_episodes(agent: Agent, eval_env: Env, policy_params, key, num_envs: int,
@@ -203,7 +205,11 @@ def evaluate_episodes(agent: Agent, eval_env: Env, policy_params, key, num_envs:
 
   ``success`` (1 if the episode reached the goal at least once, else 0), ``time_at_goal``
   (steps within the success radius while the episode is running), ``final_dist`` (distance to
-  goal at the last running step), ``episode_length``, and ``[num_envs, goal_size]``:
+  goal at the last running step), ``episode_length``, ``terminated`` (1 if the env itself
+  ended the episode, e.g. the ant's torso left its healthy height range, 0 if it ran to the
+  time limit), ``end_cause`` (int32: for a terminated episode ``1 + index`` into the env's
+  ``termination_causes`` of what ended it, 0 for an episode that ran to the time limit or an
+  env without named causes), and ``[num_envs, goal_size]``:
   ``goal`` (the episode's goal) and ``final_position`` (the state's goal coordinates,
   ``goal_indices``, at the last running step: where the episode ended up), e.g. for a
   breakdown by maze goal cell (:func:`deepcrl_core.analysis.by_goal_cell`). ``constrain``
@@ -214,7 +220,7 @@ def evaluate_episodes(agent: Agent, eval_env: Env, policy_params, key, num_envs:
   goal_idx = jnp.asarray(eval_env.goal_indices)
 
   def body(carry, _):
-    state, active, at_goal, reached, final_dist, final_pos, length = carry
+    state, active, at_goal, reached, final_dist, final_pos, length, terminated, cause = carry
     state = eval_env.step(state, agent.policy(policy_params, state.obs))
     success = state.metrics["success"]
     at_goal = at_goal + active * success
@@ -222,28 +228,35 @@ def evaluate_episodes(agent: Agent, eval_env: Env, policy_params, key, num_envs:
     final_dist = jnp.where(active > 0, state.metrics["dist"], final_dist)
     final_pos = jnp.where(active[:, None] > 0, state.obs[:, goal_idx], final_pos)
     length = length + active
+    # The env's own termination, not the episode wrapper's time limit (its info["truncation"]).
+    ends_here = active * state.done * (1.0 - state.info["truncation"])
+    terminated = jnp.maximum(terminated, ends_here)
+    cause = jnp.where(ends_here > 0, eval_env.termination_cause(state), cause)
     active = active * (1.0 - state.done)
-    return (state, active, at_goal, reached, final_dist, final_pos, length), None
+    return (state, active, at_goal, reached, final_dist, final_pos, length, terminated,
+            cause), None
 
   zeros = jnp.zeros(num_envs)
   carry = (state, jnp.ones(num_envs), zeros, zeros, state.metrics["dist"],
-           state.obs[:, goal_idx], zeros)
-  (_, _, at_goal, reached, final_dist, final_pos, length), _ = jax.lax.scan(
+           state.obs[:, goal_idx], zeros, zeros, jnp.zeros(num_envs, jnp.int32))
+  (_, _, at_goal, reached, final_dist, final_pos, length, terminated, cause), _ = jax.lax.scan(
       body, carry, None, length=episode_length)
   return {"success": reached, "time_at_goal": at_goal, "final_dist": final_dist,
-          "episode_length": length, "goal": goal, "final_position": final_pos}
+          "episode_length": length, "terminated": terminated, "end_cause": cause, "goal": goal,
+          "final_position": final_pos}
 
 
 def evaluate(agent: Agent, eval_env: Env, policy_params, key, num_envs: int,
              episode_length: int, constrain=lambda tree: tree) -> Dict[str, jax.Array]:
   """The means over episodes of :func:`evaluate_episodes`' numbers, less the per-episode
   vectors (:data:`PER_EPISODE_ONLY`): ``success`` is the fraction of episodes that reach the
-  goal at least once, ``time_at_goal``, ``final_dist`` and ``episode_length`` are means."""
+  goal at least once, ``terminated`` the fraction the env ended before the time limit,
+  ``time_at_goal``, ``final_dist`` and ``episode_length`` are means."""
   return mean_over_episodes(evaluate_episodes(agent, eval_env, policy_params, key, num_envs,
                                               episode_length, constrain))
 
 
 def mean_over_episodes(episodes: Dict[str, Any]) -> Dict[str, Any]:
-  """:func:`evaluate_episodes`' per-episode numbers averaged (its vectors,
+  """:func:`evaluate_episodes`' per-episode numbers averaged (its vectors and cause codes,
   :data:`PER_EPISODE_ONLY`, left out); jax or numpy arrays alike."""
   return {k: v.mean() for k, v in episodes.items() if k not in PER_EPISODE_ONLY}

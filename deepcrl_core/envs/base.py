@@ -80,6 +80,17 @@ class Env(abc.ABC):
   def unwrapped(self) -> "Env":
     return self
 
+  # Names of the ways the env itself ends an episode (sets ``done``), for diagnostics such as
+  # the evaluation's breakdown of how episodes end; empty for envs that never terminate.
+  termination_causes: Tuple[str, ...] = ()
+
+  def termination_cause(self, state: State) -> jax.Array:
+    """Which of :attr:`termination_causes` holds in the (unbatched) ``state`` after a step:
+    ``1 + index`` of the first one that does, or 0 when none does. int32 scalar; the default
+    (an env without named causes) is always 0."""
+    del state
+    return jnp.zeros((), jnp.int32)
+
   def goal_metrics(self, achieved: jax.Array, goal: jax.Array) -> Dict[str, jax.Array]:
     """``dist`` (Euclidean distance of goal dims) and ``success`` (1.0 within the radius)."""
     dist = jnp.linalg.norm(achieved - goal, axis=-1)

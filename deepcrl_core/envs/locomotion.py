@@ -95,10 +95,20 @@ class LocomotionEnv(MjxEnv):
     angle = jax.random.uniform(k_a, (), minval=0.0, maxval=2 * jnp.pi)
     return radius * jnp.stack([jnp.cos(angle), jnp.sin(angle)])
 
+  # termination_cause: 1 = the torso fell below healthy_z[0] (e.g. the robot flipped or
+  # collapsed), 2 = it rose above healthy_z[1] (e.g. a jump).
+  termination_causes = ("torso_low", "torso_high")
+
   def unhealthy(self, torso_z: jax.Array) -> jax.Array:
     """1.0 when the torso height leaves ``healthy_z`` (the published termination rule)."""
     lo, hi = self.healthy_z
     return ((torso_z < lo) | (torso_z > hi)).astype(jnp.float32)
+
+  def termination_cause(self, state) -> jax.Array:
+    """1 when the torso height (``qpos[2]``) is below ``healthy_z``, 2 when above, else 0."""
+    z = state.data.qpos[2]
+    lo, hi = self.healthy_z
+    return jnp.where(z < lo, 1, jnp.where(z > hi, 2, 0)).astype(jnp.int32)
 
   def metrics(self, achieved: jax.Array, goal: jax.Array) -> Dict[str, jax.Array]:
     m = self.goal_metrics(achieved, goal)

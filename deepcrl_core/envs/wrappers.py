@@ -59,6 +59,13 @@ class Wrapper(Env):
   def unwrapped(self) -> Env:
     return self.env.unwrapped
 
+  @property
+  def termination_causes(self):
+    return self.env.termination_causes
+
+  def termination_cause(self, state):
+    return self.env.termination_cause(state)
+
   def reset(self, key):
     return self.env.reset(key)
 
@@ -161,6 +168,9 @@ class VmapWrapper(Wrapper):
 
   def step(self, state, action):
     return jax.vmap(self.env.step)(state, action)
+
+  def termination_cause(self, state):
+    return jax.vmap(self.env.termination_cause)(state)
 
 
 def wrap_for_training(env: Env, episode_length: int, reset_mode: str = "fresh") -> Env:

@@ -356,3 +356,28 @@ def test_by_goal_cell_groups_episodes_by_nearest_goal_cell():
   assert table[2] == "| (3, 1) | 3, 1 | 2 | 0.50 | 5.0 | 1.05 | 2.20, 1.00 |"
   with pytest.raises(ValueError, match="'pointmass' has no maze"):
     analysis.by_goal_cell(envs.make("pointmass"), episodes, env_name="pointmass")
+
+
+def test_episode_ends_groups_by_cause_and_rejects_unknown_codes():
+  class _Env:
+    termination_causes = ("torso_low", "torso_high")
+
+  episodes = {"terminated": np.array([0.0, 1.0, 1.0, 1.0, 1.0]),
+              "end_cause": np.array([0, 2, 2, 1, 0], np.int32),
+              "success": np.array([1.0, 0.0, 1.0, 0.0, 0.0]),
+              "time_at_goal": np.array([40.0, 0.0, 10.0, 0.0, 0.0]),
+              "episode_length": np.array([1000.0, 100.0, 300.0, 50.0, 20.0])}
+  rows = analysis.episode_ends(_Env(), episodes)
+  assert [r["end"] for r in rows] == [analysis.TIME_LIMIT, "torso_low", "torso_high",
+                                      analysis.UNNAMED_CAUSE]
+  assert [r["episodes"] for r in rows] == [1, 1, 2, 1]
+  assert sum(r["share"] for r in rows) == pytest.approx(1.0)
+  high = rows[2]
+  assert high["success"] == 0.5 and high["time_at_goal"] == 5.0
+  assert high["episode_length"] == 200.0
+  assert analysis.ends_table(rows).splitlines()[4] == "| torso_high | 2 | 0.40 | 0.50 | 5.0 | 200 |"
+  # ways no episode took are left out
+  only_limit = dict(episodes, terminated=np.zeros(5), end_cause=np.zeros(5, np.int32))
+  assert [r["end"] for r in analysis.episode_ends(_Env(), only_limit)] == [analysis.TIME_LIMIT]
+  with pytest.raises(ValueError, match="end_cause codes must lie in 0..2"):
+    analysis.episode_ends(_Env(), dict(episodes, end_cause=np.array([0, 3, 1, 1, 0])))

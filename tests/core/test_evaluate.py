@@ -4,9 +4,12 @@ import os
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from deepcrl_core import envs
 from deepcrl_core import train as train_lib
 from tests.conftest import REPO_ROOT
 from tests.conftest import load_config as load
@@ -106,6 +109,73 @@ def test_per_episode_evaluation_is_consistent_with_the_means():
   assert set(np.unique(episodes["success"])) <= {0.0, 1.0}
   np.testing.assert_array_equal(episodes["success"] > 0, episodes["time_at_goal"] > 0)
   assert np.all(episodes["episode_length"] == 30)
+  # the point mass never terminates: every episode ran to the time limit
+  np.testing.assert_array_equal(episodes["terminated"], 0.0)
+  np.testing.assert_array_equal(episodes["end_cause"], 0)
+
+
+class _Countdown(envs.Env):
+  """Each episode terminates after ``life`` steps (1..8, drawn at reset; 'even' or 'odd' by
+  its parity); the goal is met at step 2 only (position = the step count)."""
+
+  state_size, goal_indices, action_size, success_radius, dt = 2, (0,), 1, 0.5, 1.0
+  termination_causes = ("even", "odd")
+
+  def reset(self, key):
+    life = jax.random.randint(key, (), 1, 9).astype(jnp.float32)
+    return self._state(jnp.stack([0.0, life]), jnp.zeros(()))
+
+  def _state(self, data, done):
+    goal = jnp.full((1,), 2.0)
+    return envs.State(data=data, obs=jnp.concatenate([data, goal]), reward=jnp.zeros(()),
+                      done=done, metrics=self.goal_metrics(data[:1], goal),
+                      info={"goal": goal})
+
+  def step(self, state, action):
+    data = state.data.at[0].add(1.0)
+    new = self._state(data, (data[0] >= data[1]).astype(jnp.float32))
+    return new.replace(info=state.info)
+
+  def termination_cause(self, state):
+    t, life = state.data
+    return jnp.where(t >= life, jnp.where(life % 2 == 0, 1, 2), 0).astype(jnp.int32)
+
+
+class _ZeroPolicy:
+  def policy(self, params, obs):
+    return jnp.zeros(obs.shape[:-1] + (1,))
+
+
+def test_evaluation_records_how_each_episode_ended():
+  import jax
+  from deepcrl_core import agents as agents_lib
+  from deepcrl_core import analysis
+  limit, n = 5, 64
+  eval_env = envs.wrap_for_eval(_Countdown(), limit)
+  key = jax.random.PRNGKey(0)
+  life = np.asarray(eval_env.reset(jax.random.split(key, n)).data[:, 1])
+  assert {1.0, 4.0, 5.0, 6.0, 7.0} <= set(life)  # ends before, at and after the time limit
+  episodes = jax.device_get(agents_lib.evaluate_episodes(_ZeroPolicy(), eval_env, None, key, n,
+                                                         limit))
+  ends = life <= limit  # an env termination on the time limit's step counts as the env's
+  np.testing.assert_array_equal(episodes["terminated"], ends.astype(np.float32))
+  np.testing.assert_array_equal(episodes["end_cause"],
+                                np.where(ends, np.where(life % 2 == 0, 1, 2), 0))
+  np.testing.assert_array_equal(episodes["episode_length"], np.minimum(life, limit))
+  np.testing.assert_array_equal(episodes["success"], (life >= 2).astype(np.float32))
+  means = jax.device_get(agents_lib.evaluate(_ZeroPolicy(), eval_env, None, key, n, limit))
+  assert means["terminated"] == pytest.approx(ends.mean()) and "end_cause" not in means
+
+  rows = {r["end"]: r for r in analysis.episode_ends(eval_env, episodes)}
+  odd, even = ends & (life % 2 == 1), ends & (life % 2 == 0)
+  assert set(rows) == {analysis.TIME_LIMIT, "even", "odd"}
+  for name, mine in ((analysis.TIME_LIMIT, ~ends), ("even", even), ("odd", odd)):
+    assert rows[name]["episodes"] == mine.sum()
+    assert rows[name]["share"] == pytest.approx(mine.mean())
+    assert rows[name]["episode_length"] == pytest.approx(np.minimum(life, limit)[mine].mean())
+    assert rows[name]["success"] == pytest.approx((life[mine] >= 2).mean())
+  table = analysis.ends_table(analysis.episode_ends(eval_env, episodes))
+  assert table.splitlines()[0].startswith("| episode ended by |") and "| odd |" in table
 
 
 @pytest.fixture(scope="module")

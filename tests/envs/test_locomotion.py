@@ -4,6 +4,8 @@ Compiled physics checks run by default on one open and one maze env per robot fa
 (``FAST``); the remaining envs run the same checks under ``-m slow``.
 """
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -238,6 +240,37 @@ def test_unhealthy_height_terminates_and_auto_resets(name, compiled_env):
   assert np.all(np.abs(np.asarray(s.obs[:, :2]) - np.asarray(env.start_xy)) <= 0.1 + 1e-6)
   np.testing.assert_array_equal(np.asarray(s.obs[:, env.state_size:]),
                                 np.asarray(s.info["goal"]))
+
+
+class _Data(NamedTuple):
+  qpos: jax.Array
+
+
+@pytest.mark.parametrize("name", ["ant", "ant_big_maze_eval", "humanoid", "humanoid_u_maze"])
+def test_termination_cause_names_the_height_bound_that_was_left(name):
+  # termination_cause reads only the torso height, so no physics is needed: a batch of states
+  # with torso heights below, inside and above the healthy range, through the eval wrappers.
+  env = envs.make(name)
+  lo, hi = env.healthy_z
+  assert (lo, hi) == ((0.2, 1.0) if _is_ant(name) else (1.0, 2.0))
+  wrapped = envs.wrap_for_eval(env, 10)
+  assert wrapped.termination_causes == env.termination_causes == ("torso_low", "torso_high")
+  z = jnp.array([lo - 0.05, lo + 0.01, 0.5 * (lo + hi), hi - 0.01, hi + 0.05])
+  qpos = jnp.zeros((len(z), env.mj_model.nq)).at[:, 2].set(z)
+  state = envs.State(data=_Data(qpos), obs=jnp.zeros((len(z), env.observation_size)),
+                     reward=jnp.zeros(len(z)), done=jnp.zeros(len(z)), metrics={}, info={})
+  cause = wrapped.termination_cause(state)
+  assert cause.dtype == jnp.int32
+  np.testing.assert_array_equal(np.asarray(cause), [1, 0, 0, 0, 2])
+  # the cause is named exactly when the published rule terminates
+  np.testing.assert_array_equal(np.asarray(cause) > 0, np.asarray(env.unhealthy(z)) > 0.5)
+
+
+@pytest.mark.parametrize("name", ["pointmass", "arm_push_easy"])
+def test_envs_that_never_terminate_name_no_cause(name):
+  env = envs.make(name)
+  assert envs.wrap_for_eval(env, 10).termination_causes == env.termination_causes == ()
+  assert int(env.termination_cause(None)) == 0
 
 
 @pytest.mark.parametrize("name", [pytest.param("ant_big_maze"),
