@@ -30,3 +30,5 @@ def test_paper_task_trains_on_cpu(task, evaluate, tmp_path):
   if evaluate:
     assert math.isfinite(rows[-1]["eval/final_dist"])
     assert 0.0 <= rows[-1]["eval/success"] <= 1.0
+    # a share of episodes; a run of the ant (which can terminate) logs it every evaluation
+    assert 0.0 <= rows[-1]["eval/terminated"] <= 1.0
