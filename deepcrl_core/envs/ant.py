@@ -60,12 +60,13 @@ class Ant(LocomotionEnv):
                goal_distance: float = 10.0, success_radius: float = 0.5,
                episode_length: int = 1000, timestep: float = 0.01, n_substeps: int = 5,
                reset_noise: float = 0.1, healthy_z=(0.2, 1.0),
+               terminate_when_unhealthy: bool = True,
                max_contact_points: int = 8):
     self.success_radius = float(success_radius)
     self.episode_length = int(episode_length)
     self.goal_distance = float(goal_distance)
     self.reset_noise = float(reset_noise)
-    self.healthy_z = tuple(healthy_z)
+    self._set_health(healthy_z, terminate_when_unhealthy)
     self._init_maze(maze, maze_scale)
     spec = ant_spec(in_maze=self.maze is not None)
     mjcf.set_mjx_options(spec, timestep=timestep)
@@ -102,4 +103,4 @@ class Ant(LocomotionEnv):
     goal = state.info["goal"]
     metrics = self.metrics(data.qpos[:2], goal)
     return state.replace(data=data, obs=self._obs(data, goal), reward=-metrics["dist"],
-                         done=self.unhealthy(data.qpos[2]), metrics=metrics)
+                         done=self.termination(data.qpos[2]), metrics=metrics)

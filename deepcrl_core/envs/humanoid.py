@@ -119,12 +119,13 @@ class Humanoid(LocomotionEnv):
                goal_radius=(1.0, 5.0), success_radius: float = 0.5,
                episode_length: int = 1000, timestep: float = 0.003,
                n_substeps: Optional[int] = None, healthy_z=(1.0, 2.0),
+               terminate_when_unhealthy: bool = True,
                max_contact_points: int = 8, action_scale: float = 0.4,
                actuation: str = "gymnasium"):
     self.success_radius = float(success_radius)
     self.episode_length = int(episode_length)
     self.goal_radius = tuple(goal_radius)
-    self.healthy_z = tuple(healthy_z)
+    self._set_health(healthy_z, terminate_when_unhealthy)
     self.action_scale = float(action_scale)
     self._init_maze(maze, maze_scale)
     self.actuation = actuation
@@ -173,4 +174,4 @@ class Humanoid(LocomotionEnv):
     goal = state.info["goal"]
     metrics = self.metrics(data.qpos[:3], goal)
     return state.replace(data=data, obs=self._obs(data, goal), reward=-metrics["dist"],
-                         done=self.unhealthy(data.qpos[2]), metrics=metrics)
+                         done=self.termination(data.qpos[2]), metrics=metrics)

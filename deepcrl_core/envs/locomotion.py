@@ -25,6 +25,19 @@ class LocomotionEnv(MjxEnv):
   """
 
   healthy_z: Tuple[float, float]
+  # The published rule ends an episode when the torso height leaves healthy_z; False keeps
+  # every episode to the time limit (termination_cause still names the bound that was left).
+  terminate_when_unhealthy: bool = True
+
+  def _set_health(self, healthy_z, terminate_when_unhealthy: bool) -> None:
+    lo, hi = (float(v) for v in healthy_z)
+    if not lo < hi:
+      raise ValueError(f"healthy_z must be (low, high) with low < high, got {tuple(healthy_z)}")
+    if not isinstance(terminate_when_unhealthy, (bool, np.bool_)):
+      raise ValueError("terminate_when_unhealthy must be true or false, got "
+                       f"{terminate_when_unhealthy!r}")
+    self.healthy_z = (lo, hi)
+    self.terminate_when_unhealthy = bool(terminate_when_unhealthy)
 
   def _init_maze(self, maze: Optional[str], scale: float) -> None:
     self.maze = mazes.get_maze(maze) if maze else None
@@ -103,6 +116,12 @@ class LocomotionEnv(MjxEnv):
     """1.0 when the torso height leaves ``healthy_z`` (the published termination rule)."""
     lo, hi = self.healthy_z
     return ((torso_z < lo) | (torso_z > hi)).astype(jnp.float32)
+
+  def termination(self, torso_z: jax.Array) -> jax.Array:
+    """The step's ``done``: :meth:`unhealthy` under the published rule, else always 0."""
+    if self.terminate_when_unhealthy:
+      return self.unhealthy(torso_z)
+    return jnp.zeros_like(torso_z, jnp.float32)
 
   def termination_cause(self, state) -> jax.Array:
     """1 when the torso height (``qpos[2]``) is below ``healthy_z``, 2 when above, else 0."""

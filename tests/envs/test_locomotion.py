@@ -266,6 +266,32 @@ def test_termination_cause_names_the_height_bound_that_was_left(name):
   np.testing.assert_array_equal(np.asarray(cause) > 0, np.asarray(env.unhealthy(z)) > 0.5)
 
 
+@pytest.mark.parametrize("name", ["ant", "humanoid_u_maze"])
+def test_terminate_when_unhealthy_false_keeps_episodes_running(name):
+  published = envs.make(name)
+  assert published.terminate_when_unhealthy
+  env = envs.make(name, terminate_when_unhealthy=False)
+  lo, hi = env.healthy_z
+  z = jnp.array([lo - 0.05, 0.5 * (lo + hi), hi + 0.05])
+  np.testing.assert_array_equal(np.asarray(published.termination(z)), [1.0, 0.0, 1.0])
+  np.testing.assert_array_equal(np.asarray(env.termination(z)), 0.0)
+  with pytest.raises(ValueError, match="terminate_when_unhealthy must be true or false"):
+    envs.make(name, terminate_when_unhealthy="no")
+  with pytest.raises(ValueError, match="low < high"):
+    envs.make(name, healthy_z=(hi, lo))
+
+
+@pytest.mark.slow
+def test_terminate_when_unhealthy_false_in_the_physics_step():
+  env = envs.make("ant", terminate_when_unhealthy=False)
+  eval_env = envs.wrap_for_eval(env, 10)
+  state = jax.jit(eval_env.reset)(_keys(0))
+  step = jax.jit(eval_env.step)
+  s = step(_with_torso(state, z=1.6), jnp.zeros((NUM_ENVS, env.action_size)))
+  np.testing.assert_array_equal(np.asarray(s.done), 0.0)   # above the range, still running
+  np.testing.assert_array_equal(np.asarray(eval_env.termination_cause(s)), 2)
+
+
 @pytest.mark.parametrize("name", ["pointmass", "arm_push_easy"])
 def test_envs_that_never_terminate_name_no_cause(name):
   env = envs.make(name)
