@@ -1,0 +1,176 @@
+"""How episodes end without learning: the baseline for ``launch/evaluate.py``'s breakdown.
+
+For each task and each fixed policy, runs ``--episodes`` episodes of the task (the episode
+limit of the task; no auto-reset) and groups them by how they ended
+(:func:`deepcrl_core.analysis.episode_ends`: the time limit, or which of the env's termination
+causes, e.g. the ant's torso below or above its healthy height range), with the median length
+of each group. Policies: ``zero`` (every action 0: the robot's own response to its start
+state) and ``random`` (uniform in [-1, 1], independently per env and step). A trained policy's
+breakdown (``launch/evaluate.py --workdir=RUN``) next to these says how much of the
+terminating comes from the start state and the physics rather than from the policy.
+
+For MuJoCo envs it also reports how deep the start states put robot geoms into what they touch
+(the deepest contact penetration of each reset, from ``mujoco.mj_forward`` on the reset's
+``qpos``): percentiles over the episodes, and the share of resets deeper than 5 cm.
+
+  python profiling/episode_ends.py --tasks=ant --episodes=256
+  python profiling/episode_ends.py --tasks=ant,humanoid --policies=zero,random --out=ends.md
+
+Prints markdown tables (also written to ``--out`` when given). Bad flags exit with status 2
+before anything compiles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import deepcrl_core  # noqa: E402
+
+deepcrl_core.configure_cpu_xla_flags()  # before jax starts its backends
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from deepcrl_core import analysis, envs  # noqa: E402
+from profiling_common import device_header, markdown_table, names_problem  # noqa: E402
+
+POLICIES = ("zero", "random")
+DEEP = 0.05  # m: a reset whose deepest contact penetration exceeds this counts as deep
+
+
+def rollout(env, policy: str, num_episodes: int, episode_length: int, seed: int = 0):
+  """Per-episode ``terminated``, ``end_cause``, ``episode_length``, ``success`` and
+  ``time_at_goal`` (as :func:`deepcrl_core.agents.evaluate_episodes` reports them) of
+  ``num_episodes`` episodes under a fixed ``policy`` (:data:`POLICIES`), and the reset
+  ``qpos`` ``[num_episodes, nq]`` (None for envs without ``qpos``)."""
+  if policy not in POLICIES:
+    raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
+  eval_env = envs.wrap_for_eval(env, episode_length)
+  n = num_episodes
+
+  @jax.jit
+  def run(key):
+    reset_key, act_key = jax.random.split(key)
+    state = eval_env.reset(jax.random.split(reset_key, n))
+    qpos = getattr(state.data, "qpos", None)  # the start states
+
+    def body(carry, k):
+      state, active, at_goal, reached, length, terminated, cause = carry
+      if policy == "zero":
+        action = jnp.zeros((n, env.action_size))
+      else:
+        action = jax.random.uniform(k, (n, env.action_size), minval=-1.0, maxval=1.0)
+      state = eval_env.step(state, action)
+      success = state.metrics["success"]
+      at_goal = at_goal + active * success
+      reached = jnp.maximum(reached, active * success)
+      length = length + active
+      ends_here = active * state.done * (1.0 - state.info["truncation"])
+      terminated = jnp.maximum(terminated, ends_here)
+      cause = jnp.where(ends_here > 0, eval_env.termination_cause(state), cause)
+      active = active * (1.0 - state.done)
+      return (state, active, at_goal, reached, length, terminated, cause), None
+
+    zeros = jnp.zeros(n)
+    carry = (state, jnp.ones(n), zeros, zeros, zeros, zeros, jnp.zeros(n, jnp.int32))
+    (_, _, at_goal, reached, length, terminated, cause), _ = jax.lax.scan(
+        body, carry, jax.random.split(act_key, episode_length))
+    return {"success": reached, "time_at_goal": at_goal, "episode_length": length,
+            "terminated": terminated, "end_cause": cause}, qpos
+
+  episodes, qpos = jax.device_get(run(jax.random.PRNGKey(seed)))
+  return episodes, qpos
+
+
+def reset_penetration(mj_model, qpos: np.ndarray) -> np.ndarray:
+  """The deepest contact penetration (m, >= 0) of each row of ``qpos`` ``[n, nq]``."""
+  import mujoco  # pylint: disable=g-import-not-at-top
+  data = mujoco.MjData(mj_model)
+  out = np.zeros(len(qpos))
+  for i, q in enumerate(np.asarray(qpos, np.float64)):
+    data.qpos[:] = q
+    data.qvel[:] = 0.0
+    mujoco.mj_forward(mj_model, data)
+    dists = [data.contact[c].dist for c in range(data.ncon)]
+    out[i] = max(0.0, -min(dists)) if dists else 0.0
+  return out
+
+
+def ends_rows(task: str, policy: str, episodes) -> list:
+  rows = []
+  lengths = np.asarray(episodes["episode_length"])
+  terminated = np.asarray(episodes["terminated"]) > 0.5
+  cause = np.asarray(episodes["end_cause"])
+  env = envs.make(task)
+  for r in analysis.episode_ends(env, episodes):
+    if r["end"] == analysis.TIME_LIMIT:
+      mine = ~terminated
+    elif r["end"] == analysis.UNNAMED_CAUSE:
+      mine = terminated & (cause == 0)
+    else:
+      mine = terminated & (cause == 1 + env.termination_causes.index(r["end"]))
+    rows.append([task, policy, r["end"], r["episodes"], f"{r['share']:.2f}",
+                 f"{r['success']:.2f}", f"{r['episode_length']:.0f}",
+                 f"{np.median(lengths[mine]):.0f}"])
+  return rows
+
+
+def parse_args(argv):
+  p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+  p.add_argument("--tasks", default="ant", help="comma-separated registered env names")
+  p.add_argument("--policies", default="zero,random", help=f"comma-separated of {POLICIES}")
+  p.add_argument("--episodes", type=int, default=256)
+  p.add_argument("--episode_length", type=int, default=0,
+                 help="control steps per episode (0 = the task's own limit)")
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--out", default=None, help="also write the tables here (markdown)")
+  args = p.parse_args(argv)
+  problems = [names_problem("tasks", args.tasks, envs.registered_names()),
+              names_problem("policies", args.policies, POLICIES)]
+  if args.episodes <= 0:
+    problems.append(f"--episodes must be positive, got {args.episodes}")
+  if args.episode_length < 0:
+    problems.append(f"--episode_length must be >= 0, got {args.episode_length}")
+  problems = [m for m in problems if m]
+  if problems:
+    p.error("; ".join(problems))
+  return args
+
+
+def main(argv=None) -> int:
+  args = parse_args(sys.argv[1:] if argv is None else argv)
+  tasks = [t for t in args.tasks.split(",") if t]
+  policies = [q for q in args.policies.split(",") if q]
+  end_rows, reset_rows = [], []
+  for task in tasks:
+    env = envs.make(task)
+    length = args.episode_length or env.episode_length
+    qpos = None
+    for policy in policies:
+      episodes, qpos = rollout(env, policy, args.episodes, length, args.seed)
+      end_rows += ends_rows(task, policy, episodes)
+      print(f"{task} / {policy}: done", flush=True)
+    if qpos is not None and hasattr(env, "mj_model"):
+      depth = reset_penetration(env.mj_model, qpos)
+      p50, p90, p99 = np.percentile(depth, [50, 90, 99])
+      reset_rows.append([task, len(depth), f"{p50:.3f}", f"{p90:.3f}", f"{p99:.3f}",
+                         f"{depth.max():.3f}", f"{(depth > DEEP).mean():.2f}"])
+  text = [device_header(), "",
+          f"How {args.episodes} episodes end per task and fixed policy (seed {args.seed})", "",
+          markdown_table(["task", "policy", "episode ended by", "episodes", "share", "success",
+                          "mean length", "median length"], end_rows)]
+  if reset_rows:
+    text += ["", "Deepest contact penetration of the reset states (m)", "",
+             markdown_table(["task", "resets", "median", "p90", "p99", "max",
+                             f"share deeper than {DEEP * 100:.0f} cm"], reset_rows)]
+  out = "\n".join(text)
+  print(out)
+  if args.out:
+    with open(args.out, "w") as f:
+      f.write(out + "\n")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,54 @@
+"""profiling/episode_ends.py: argument checks, reset penetration, and how episodes end."""
+
+import numpy as np
+import pytest
+
+import episode_ends
+
+from deepcrl_core import envs
+from deepcrl_core.envs import ant
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--tasks=ant,antt"], "--tasks=ant,antt: expected a comma-separated subset"),
+    (["--policies=zero,greedy"], "--policies=zero,greedy: expected a comma-separated subset"),
+    (["--episodes=0"], "--episodes must be positive"),
+])
+def test_bad_arguments_are_named(argv, message, capsys):
+  with pytest.raises(SystemExit) as e:
+    episode_ends.main(argv)
+  assert e.value.code == 2
+  assert message in capsys.readouterr().err
+
+
+def test_reset_penetration_of_the_ant():
+  env = envs.make("ant")
+  nominal = np.asarray(ant.INIT_QPOS, np.float64)
+  lifted, lowered = nominal.copy(), nominal.copy()
+  lifted[2], lowered[2] = 2.0, 0.3
+  depth = episode_ends.reset_penetration(env.mj_model, np.stack([nominal, lifted, lowered]))
+  # nominal: the foot spheres (r 0.08) centred 0.074 m up touch the floor by 6 mm
+  np.testing.assert_allclose(depth, [0.006, 0.0, 0.256], atol=2e-3)
+
+
+def test_a_never_terminating_env_runs_every_episode_to_the_limit(tmp_path, capsys):
+  out = tmp_path / "ends.md"
+  assert episode_ends.main(["--tasks=pointmass", "--episodes=6", "--episode_length=5",
+                            f"--out={out}"]) == 0
+  text = out.read_text()
+  assert text == capsys.readouterr().out.split("random: done\n", 1)[1]
+  for policy in ("zero", "random"):
+    assert f"| pointmass | {policy} | time limit | 6 | 1.00 | 0.00 | 5 | 5 |" in text
+
+
+@pytest.mark.slow
+def test_the_ant_terminates_under_random_actions(tmp_path):
+  episodes, qpos = episode_ends.rollout(envs.make("ant"), "random", 16, 200)
+  assert qpos.shape == (16, 15)
+  assert np.all(np.abs(qpos[:, 2] - 0.55) <= 0.1 + 1e-6)  # the start states (init z +- noise)
+  # uniform random actions flip or launch the light MJX ant within 200 steps in most episodes
+  assert episodes["terminated"].mean() > 0.5
+  assert set(np.unique(episodes["end_cause"][episodes["terminated"] > 0])) <= {1, 2}
+  ended = episodes["terminated"] > 0
+  assert np.all(episodes["episode_length"][ended] < 200)
+  assert np.all(episodes["episode_length"][~ended] == 200)
