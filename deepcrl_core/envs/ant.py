@@ -18,7 +18,8 @@ hip_4, ankle_4) then qvel (6 + 8); goal = torso xy (``goal_indices = (0, 1)``); 
 state + goal xy. Start: ``init_q + U(-0.1, 0.1)`` on every qpos entry (quaternion
 renormalised), ``qvel = 0.1 N(0, 1)``; in a maze the start is offset to the ``R`` cell. Goal:
 10 m from the origin at a uniform angle (open) or a uniform ``G`` cell centre (maze). Episodes
-terminate when the torso height leaves [0.2, 1.0]; success = torso xy within 0.5 of the goal.
+terminate when the torso height leaves [0.2, 1.0] (never with
+``terminate_when_unhealthy=False``); success = torso xy within 0.5 of the goal.
 """
 
 from __future__ import annotations
