@@ -32,7 +32,8 @@ velocity parametrisation (brax used its own). Goal = torso xyz (``goal_indices =
 filled as (goal x, goal y, 1.25); obs (271) = state + goal. Start: the model's rest pose
 (torso at z 1.4) with no noise, at the origin or the maze's ``R`` cell; qvel 0. Goal: radius
 U(1, 5) at a uniform angle (open) or a uniform ``G`` cell centre (maze). Episodes terminate
-when the torso height leaves [1.0, 2.0] (never with ``terminate_when_unhealthy=False``); success = 3-d torso distance to the goal < 0.5.
+when the torso height leaves [1.0, 2.0] (never with ``terminate_when_unhealthy=False``);
+success = 3-d torso distance to the goal < 0.5.
 """
 
 from __future__ import annotations
