@@ -128,7 +128,13 @@ def make_train_fns(c: Components) -> TrainFns:
                                            run.env_state, k_collect, t.unroll_length)
     buf = replay.insert(run.replay, unroll)
     ts, metrics = sgd_steps(ts, buf, k_sample)
-    return RunState(ts, env_state, buf), jax.tree.map(jnp.mean, metrics)
+    metrics = jax.tree.map(jnp.mean, metrics)
+    # Episodes that ended (terminated or hit the time limit) during this unroll, over all envs:
+    # the auto-reset wrapper advances an env's traj_id once per ended episode. Their mean
+    # length is about unroll_length * num_envs / this.
+    ended = env_state.info["traj_id"] - run.env_state.info["traj_id"]
+    metrics["train/episode_ends"] = jnp.sum(ended).astype(jnp.float32)
+    return RunState(ts, env_state, buf), metrics
 
   return TrainFns(train_step=train_step, update=sgd_steps)
 

@@ -312,6 +312,9 @@ def crl_reference_outputs():
   return out
 
 
+METRICS_ADDED_SINCE_REFERENCE = ("train/episode_ends",)
+
+
 def test_crl_outputs_match_the_pre_refactor_code():
   """Bit-identical on the machine that saved the reference (checked when it was saved); the
   tolerances only admit another CPU's float32 rounding (a changed key, order or term moves
@@ -326,8 +329,11 @@ def test_crl_outputs_match_the_pre_refactor_code():
   """
   want = np.load(REFERENCE)
   got = crl_reference_outputs()
-  assert sorted(got) == sorted(want.files)
-  for k in want.files:
+  # Metrics added since the reference, that do not enter CRL's computation.
+  added = [k for k in got if k.rsplit("/metric/", 1)[-1] in METRICS_ADDED_SINCE_REFERENCE]
+  assert len(added) == 2 * 2 * len(METRICS_ADDED_SINCE_REFERENCE)  # 2 samplers x 2 steps
+  assert sorted(set(got) - set(added)) == sorted(set(want.files) - set(added))
+  for k in sorted(set(want.files) - set(added)):
     w = want[k]
     if w.dtype.kind in "iu":
       np.testing.assert_array_equal(got[k], w, err_msg=k)

@@ -42,6 +42,10 @@ def test_killed_and_resumed_run_matches_uninterrupted_run(tmp_path):
   config = load("pointmass", TINY)
   full, parts = str(tmp_path / "full"), str(tmp_path / "parts")
   rows_full = train_lib.train(config, full, log_fn=lambda s: None)
+  # The point mass never terminates: its 16 envs end their 50-step episodes together, after
+  # 20 prefill steps at env steps 50 and 100, i.e. in the 2nd and 4th epochs of 2 x 10 steps.
+  assert config.env.episode_length == 50 and config.train.num_envs == 16
+  assert [r["train/episode_ends"] for r in rows_full] == [0.0, 8.0, 0.0, 8.0]  # per step
   train_lib.train(config, parts, log_fn=lambda s: None, stop_after_epochs=2)
   assert ckpt.latest_complete_step(os.path.join(parts, "checkpoints")) == 2
   # Simulate a crash after epoch 3's row was written but before its checkpoint completed: a
