@@ -381,6 +381,36 @@ def ends_table(rows: Sequence[Dict[str, Any]]) -> str:
   return "\n".join(lines)
 
 
+def stored_trajectories(replay_state, goal_indices: Sequence[int],
+                        state_size: int) -> Dict[str, np.ndarray]:
+  """The complete episodes in a replay buffer (host arrays of a
+  :class:`deepcrl_core.replay.ReplayState`): per episode, ``length`` (stored steps),
+  ``travel`` (distance between its first and last goal coordinates, ``goal_indices`` of the
+  state: how far the relabelled goals of that episode can lie from its start) and
+  ``goal_distance`` (from its first goal coordinates to the goal it was commanded, the
+  observation's last entries after ``state_size``). Each env's oldest stored episode (it may
+  have begun before the buffer's oldest step) and its newest one (still running) are left out.
+  """
+  traj = np.asarray(replay_state.traj_id)
+  obs = np.asarray(replay_state.obs)
+  size, capacity = int(replay_state.size), traj.shape[0]
+  oldest = (int(replay_state.insert_pos) - size) % capacity
+  order = (oldest + np.arange(size)) % capacity  # ring indices, oldest first
+  idx = list(goal_indices)
+  length, travel, goal_distance = [], [], []
+  for env in range(traj.shape[1]):
+    ids = traj[order, env]
+    starts = np.flatnonzero(np.diff(ids) != 0) + 1
+    bounds = np.concatenate([[0], starts, [size]])
+    for a, b in zip(bounds[1:-2], bounds[2:-1]):  # complete episodes only
+      first, last = obs[order[a], env], obs[order[b - 1], env]
+      length.append(b - a)
+      travel.append(np.linalg.norm(last[idx] - first[idx]))
+      goal_distance.append(np.linalg.norm(first[state_size:] - first[idx]))
+  return {"length": np.asarray(length, np.int64), "travel": np.asarray(travel, np.float64),
+          "goal_distance": np.asarray(goal_distance, np.float64)}
+
+
 # --- critic maps ----------------------------------------------------------------------------
 
 

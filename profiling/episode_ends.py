@@ -13,8 +13,16 @@ For MuJoCo envs it also reports how deep the start states put robot geoms into w
 (the deepest contact penetration of each reset, from ``mujoco.mj_forward`` on the reset's
 ``qpos``): percentiles over the episodes, and the share of resets deeper than 5 cm.
 
+``--replay=RUN[,RUN...]`` adds what the training data of runs looks like: the complete episodes
+stored in the replay buffer of each run's newest complete checkpoint
+(:func:`deepcrl_core.analysis.stored_trajectories`): how many steps they last, and how far
+their goal coordinates travel from start to end -- the farthest a relabelled goal of that
+episode can lie from where it began -- next to the distance to the goals the task commands.
+``--tasks=`` (empty) skips the fixed-policy rollouts.
+
   python profiling/episode_ends.py --tasks=ant --episodes=256
   python profiling/episode_ends.py --tasks=ant,humanoid --policies=zero,random --out=ends.md
+  python profiling/episode_ends.py --tasks= --replay=runs/ant/runs/depth-4/seed_0
 
 Prints markdown tables (also written to ``--out`` when given). Bad flags exit with status 2
 before anything compiles.
@@ -116,6 +124,36 @@ def ends_rows(task: str, policy: str, episodes) -> list:
   return rows
 
 
+def replay_row(run: str) -> list:
+  """One table row on the complete episodes in the replay buffer of ``run``'s newest complete
+  checkpoint (ValueError naming the problem when there is none, or it holds no replay)."""
+  import os  # pylint: disable=g-import-not-at-top
+  from deepcrl_core import checkpoint as ckpt  # pylint: disable=g-import-not-at-top
+  from deepcrl_core import config as config_lib  # pylint: disable=g-import-not-at-top
+  from deepcrl_core import train as train_lib  # pylint: disable=g-import-not-at-top
+  directory = os.path.join(run, "checkpoints")
+  step = ckpt.latest_complete_step(directory)
+  if step is None:
+    raise ValueError(f"--replay: no complete checkpoint in {directory!r}")
+  checkpointer = ckpt.RunCheckpointer(directory)
+  meta = checkpointer.metadata(step)
+  if not int(meta.get("replay_shards", 0)):
+    raise ValueError(f"--replay: checkpoint {ckpt.step_dir(directory, step)} holds no replay "
+                     "buffer (checkpoint.include_replay was false)")
+  c = train_lib.build(config_lib.from_resolved_dict(meta["config"]))
+  state_t, replay_t = train_lib.checkpoint_templates(c, True)
+  state, arrays, meta = checkpointer.restore(step, state_t, replay_t)
+  buf = ckpt.join_sharded(c.shapes.replay, arrays, state["replay_pos"])
+  t = analysis.stored_trajectories(buf, c.env.goal_indices, c.env.state_size)
+  length, travel = t["length"], t["travel"]
+  if not len(length):
+    raise ValueError(f"--replay: the buffer of {run!r} holds no complete episode")
+  return [run, meta.get("epoch", ""), f"{int(meta.get('env_steps', 0)):,}", len(length),
+          f"{np.median(length):.0f}", f"{length.mean():.0f}", f"{np.percentile(length, 90):.0f}",
+          f"{length[length <= 100].sum() / length.sum():.2f}", f"{np.median(travel):.2f}",
+          f"{np.percentile(travel, 90):.2f}", f"{np.median(t['goal_distance']):.2f}"]
+
+
 def parse_args(argv):
   p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
   p.add_argument("--tasks", default="ant", help="comma-separated registered env names")
@@ -124,10 +162,13 @@ def parse_args(argv):
   p.add_argument("--episode_length", type=int, default=0,
                  help="control steps per episode (0 = the task's own limit)")
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--replay", default="",
+                 help="comma-separated run directories: their stored training episodes")
   p.add_argument("--out", default=None, help="also write the tables here (markdown)")
   args = p.parse_args(argv)
-  problems = [names_problem("tasks", args.tasks, envs.registered_names()),
-              names_problem("policies", args.policies, POLICIES)]
+  problems = [names_problem("policies", args.policies, POLICIES)]
+  if args.tasks or not args.replay:
+    problems.append(names_problem("tasks", args.tasks, envs.registered_names()))
   if args.episodes <= 0:
     problems.append(f"--episodes must be positive, got {args.episodes}")
   if args.episode_length < 0:
@@ -142,6 +183,13 @@ def main(argv=None) -> int:
   args = parse_args(sys.argv[1:] if argv is None else argv)
   tasks = [t for t in args.tasks.split(",") if t]
   policies = [q for q in args.policies.split(",") if q]
+  replay_rows = []
+  for run in [r for r in args.replay.split(",") if r]:
+    try:
+      replay_rows.append(replay_row(run))
+    except ValueError as e:
+      print(f"episode_ends.py: {e}", file=sys.stderr)
+      return 2
   end_rows, reset_rows = [], []
   for task in tasks:
     env = envs.make(task)
@@ -156,10 +204,20 @@ def main(argv=None) -> int:
       p50, p90, p99 = np.percentile(depth, [50, 90, 99])
       reset_rows.append([task, len(depth), f"{p50:.3f}", f"{p90:.3f}", f"{p99:.3f}",
                          f"{depth.max():.3f}", f"{(depth > DEEP).mean():.2f}"])
-  text = [device_header(), "",
-          f"How {args.episodes} episodes end per task and fixed policy (seed {args.seed})", "",
-          markdown_table(["task", "policy", "episode ended by", "episodes", "share", "success",
-                          "mean length", "median length"], end_rows)]
+  text = [device_header()]
+  if end_rows:
+    text += ["", f"How {args.episodes} episodes end per task and fixed policy (seed "
+             f"{args.seed})", "",
+             markdown_table(["task", "policy", "episode ended by", "episodes", "share",
+                             "success", "mean length", "median length"], end_rows)]
+  if replay_rows:
+    text += ["", "Complete episodes stored in the replay buffer of each run's newest "
+             "checkpoint (length in steps; travel = start-to-end distance of the goal "
+             "coordinates, m)", "",
+             markdown_table(["run", "epoch", "env steps", "episodes", "median length",
+                             "mean length", "p90 length", "share of steps in episodes <= 100",
+                             "median travel", "p90 travel", "median distance to the goal"],
+                            replay_rows)]
   if reset_rows:
     text += ["", "Deepest contact penetration of the reset states (m)", "",
              markdown_table(["task", "resets", "median", "p90", "p99", "max",

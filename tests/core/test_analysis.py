@@ -381,3 +381,21 @@ def test_episode_ends_groups_by_cause_and_rejects_unknown_codes():
   assert [r["end"] for r in analysis.episode_ends(_Env(), only_limit)] == [analysis.TIME_LIMIT]
   with pytest.raises(ValueError, match="end_cause codes must lie in 0..2"):
     analysis.episode_ends(_Env(), dict(episodes, end_cause=np.array([0, 3, 1, 1, 0])))
+
+
+def test_stored_trajectories_reads_a_wrapped_ring_buffer():
+  from deepcrl_core import replay
+  cap, oldest = 10, 3
+  ids = np.array([[5, 5, 6, 6, 6, 7, 7, 7, 7, 8], [0] * 10]).T            # chronological
+  x = np.stack([np.arange(10.0), np.zeros(10)], axis=1)                   # env 0 moves along x
+  obs = np.stack([x, np.zeros((10, 2)), np.full((10, 2), 10.0)], axis=-1)  # [x, y, goal x]
+  ring = (oldest + np.arange(cap)) % cap
+  buf = replay.ReplayState(obs=np.zeros_like(obs), action=np.zeros((cap, 2, 1)),
+                           traj_id=np.zeros_like(ids), insert_pos=np.int32(oldest),
+                           size=np.int32(cap))
+  buf.obs[ring], buf.traj_id[ring] = obs, ids
+  t = analysis.stored_trajectories(buf, goal_indices=(0,), state_size=2)
+  # env 0: episodes 6 and 7 are complete (5 may have begun earlier, 8 is running); env 1: none
+  np.testing.assert_array_equal(t["length"], [3, 4])
+  np.testing.assert_allclose(t["travel"], [2.0, 3.0])
+  np.testing.assert_allclose(t["goal_distance"], [8.0, 5.0])

@@ -52,3 +52,24 @@ def test_the_ant_terminates_under_random_actions(tmp_path):
   ended = episodes["terminated"] > 0
   assert np.all(episodes["episode_length"][ended] < 200)
   assert np.all(episodes["episode_length"][~ended] == 200)
+
+
+def test_replay_of_a_directory_without_checkpoints_is_named(tmp_path, capsys):
+  assert episode_ends.main(["--tasks=", f"--replay={tmp_path}"]) == 2
+  assert "--replay: no complete checkpoint in" in capsys.readouterr().err
+
+
+def test_replay_table_of_a_tiny_run(tmp_path, capsys):
+  from deepcrl_core import train as train_lib
+  from tests.conftest import TINY_RUN, load_config
+  run = str(tmp_path / "run")
+  # 16 envs x (20 prefill + 6 epochs x 2 x 10) steps of 50-step point-mass episodes in a
+  # 100-step buffer (steps 40-139): each env's episode of steps 50-99 is the one complete
+  train_lib.train(load_config("pointmass", TINY_RUN + ",epochs=6"), run, log_fn=lambda s: None)
+  assert episode_ends.main(["--tasks=", f"--replay={run}"]) == 0
+  out = capsys.readouterr().out
+  assert "How " not in out  # no fixed-policy rollouts with --tasks=
+  row = [line for line in out.splitlines() if line.startswith(f"| {run} |")]
+  assert len(row) == 1
+  cells = [c.strip() for c in row[0].strip("|").split("|")]
+  assert cells[1] == "6" and cells[3:8] == ["16", "50", "50", "50", "1.00"]
