@@ -79,4 +79,11 @@ def format_progress(row: Dict[str, float], num_epochs: int) -> str:
           f"sps {g('sps', '{:,.0f}')} | critic {g('critic_loss')} acc {g('critic_accuracy', '{:.2f}')}"
           f" | actor {g('actor_loss')} | alpha {g('alpha', '{:.4f}')} | eval success "
           f"{g('eval/success', '{:.2f}')} time@goal {g('eval/time_at_goal', '{:.1f}')} dist "
-          f"{g('eval/final_dist')} | {g('wall_s', '{:.0f}')}s")
+          f"{g('eval/final_dist')}{_terminated(row)} | {g('wall_s', '{:.0f}')}s")
+
+
+def _terminated(row: Dict[str, float]) -> str:
+  """`` ended early 0.42`` when the env ended some evaluation episodes before the time limit
+  (e.g. the ant's torso left its healthy height range), else nothing."""
+  v = row.get("eval/terminated")
+  return f" ended early {v:.2f}" if isinstance(v, (int, float)) and v > 0 else ""

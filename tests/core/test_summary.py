@@ -63,3 +63,13 @@ def test_a_training_run_writes_summary_json(tmp_path):
   assert s["eval/episode_success_any"] == pytest.approx(
       sum(r["eval/success"] for r in rows) / 3, rel=1e-6)
   assert s["env"] == "pointmass"
+
+
+def test_progress_line_shows_early_ends_only_where_episodes_ended_early():
+  row = {"epoch": 3, "env_steps": 1000, "sps": 50.0, "critic_loss": 1.0, "critic_accuracy": 0.5,
+         "actor_loss": 2.0, "alpha": 0.1, "eval/success": 0.25, "eval/time_at_goal": 30.0,
+         "eval/final_dist": 1.5, "wall_s": 12.0}
+  line = log_lib.format_progress({**row, "eval/terminated": 0.0}, 10)
+  assert "ended early" not in line and line.endswith("dist 1.500 | 12s")
+  line = log_lib.format_progress({**row, "eval/terminated": 0.42}, 10)
+  assert line.endswith("dist 1.500 ended early 0.42 | 12s")
