@@ -40,7 +40,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from deepcrl_core import analysis, envs  # noqa: E402
+from deepcrl_core import agents, analysis, envs  # noqa: E402
 from profiling_common import device_header, markdown_table, names_problem  # noqa: E402
 
 POLICIES = ("zero", "random")
@@ -48,47 +48,28 @@ DEEP = 0.05  # m: a reset whose deepest contact penetration exceeds this counts 
 
 
 def rollout(env, policy: str, num_episodes: int, episode_length: int, seed: int = 0):
-  """Per-episode ``terminated``, ``end_cause``, ``episode_length``, ``success`` and
-  ``time_at_goal`` (as :func:`deepcrl_core.agents.evaluate_episodes` reports them) of
-  ``num_episodes`` episodes under a fixed ``policy`` (:data:`POLICIES`), and the reset
-  ``qpos`` ``[num_episodes, nq]`` (None for envs without ``qpos``)."""
+  """:func:`deepcrl_core.agents.run_episodes`' per-episode numbers (``terminated``,
+  ``end_cause``, ``episode_length``, ``success``, ...) of ``num_episodes`` episodes under a
+  fixed ``policy`` (:data:`POLICIES`), and the start states' ``qpos`` ``[num_episodes, nq]``
+  (None for envs without ``qpos``)."""
   if policy not in POLICIES:
     raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
   eval_env = envs.wrap_for_eval(env, episode_length)
-  n = num_episodes
+
+  def act(obs, key):
+    shape = obs.shape[:-1] + (env.action_size,)
+    if policy == "zero":
+      return jnp.zeros(shape)
+    return jax.random.uniform(key, shape, minval=-1.0, maxval=1.0)
 
   @jax.jit
   def run(key):
     reset_key, act_key = jax.random.split(key)
-    state = eval_env.reset(jax.random.split(reset_key, n))
-    qpos = getattr(state.data, "qpos", None)  # the start states
+    start = eval_env.reset(jax.random.split(reset_key, num_episodes))
+    episodes = agents.run_episodes(eval_env, act, start, act_key, episode_length)
+    return episodes, getattr(start.data, "qpos", None)
 
-    def body(carry, k):
-      state, active, at_goal, reached, length, terminated, cause = carry
-      if policy == "zero":
-        action = jnp.zeros((n, env.action_size))
-      else:
-        action = jax.random.uniform(k, (n, env.action_size), minval=-1.0, maxval=1.0)
-      state = eval_env.step(state, action)
-      success = state.metrics["success"]
-      at_goal = at_goal + active * success
-      reached = jnp.maximum(reached, active * success)
-      length = length + active
-      ends_here = active * state.done * (1.0 - state.info["truncation"])
-      terminated = jnp.maximum(terminated, ends_here)
-      cause = jnp.where(ends_here > 0, eval_env.termination_cause(state), cause)
-      active = active * (1.0 - state.done)
-      return (state, active, at_goal, reached, length, terminated, cause), None
-
-    zeros = jnp.zeros(n)
-    carry = (state, jnp.ones(n), zeros, zeros, zeros, zeros, jnp.zeros(n, jnp.int32))
-    (_, _, at_goal, reached, length, terminated, cause), _ = jax.lax.scan(
-        body, carry, jax.random.split(act_key, episode_length))
-    return {"success": reached, "time_at_goal": at_goal, "episode_length": length,
-            "terminated": terminated, "end_cause": cause}, qpos
-
-  episodes, qpos = jax.device_get(run(jax.random.PRNGKey(seed)))
-  return episodes, qpos
+  return jax.device_get(run(jax.random.PRNGKey(seed)))
 
 
 def reset_penetration(mj_model, qpos: np.ndarray) -> np.ndarray:

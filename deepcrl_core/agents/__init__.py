@@ -18,7 +18,7 @@ from typing import Callable, Dict
 
 from deepcrl_core.agents import bc, crl, sac, td3
 from deepcrl_core.agents.base import (  # noqa: F401
-    Agent, TDBatch, collect, evaluate, evaluate_episodes)
+    Agent, TDBatch, collect, evaluate, evaluate_episodes, run_episodes)
 
 REGISTRY: Dict[str, Callable] = {
     "crl": crl.build,

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 
 from deepcrl_core import networks as nets
 from deepcrl_core import replay
-from deepcrl_core.envs import Env
+from deepcrl_core.envs import Env, State
 from deepcrl_core.envs.base import achieved_goal
 
 
@@ -215,13 +215,23 @@ def evaluate_episodes(agent: Agent, eval_env: Env, policy_params, key, num_envs:
   breakdown by maze goal cell (:func:`deepcrl_core.analysis.by_goal_cell`). ``constrain``
   may place the batched env state (e.g. shard it over devices).
   """
-  state = constrain(eval_env.reset(jax.random.split(key, num_envs)))
-  goal = state.info["goal"]
+  start = constrain(eval_env.reset(jax.random.split(key, num_envs)))
+  return run_episodes(eval_env, lambda obs, _: agent.policy(policy_params, obs), start,
+                      jax.random.fold_in(key, 1), episode_length)
+
+
+def run_episodes(eval_env: Env, act: Callable, start: State, key,
+                 episode_length: int) -> Dict[str, jax.Array]:
+  """:func:`evaluate_episodes`' numbers for the episodes that begin at the batched ``start``
+  state (of ``eval_env``, wrapped by :func:`deepcrl_core.envs.wrap_for_eval`), acting with
+  ``act(obs [num_envs, obs_size], key) -> action [num_envs, action_size]`` (a fresh key each
+  step), e.g. a fixed policy (``profiling/episode_ends.py``)."""
+  num_envs = start.done.shape[0]
   goal_idx = jnp.asarray(eval_env.goal_indices)
 
-  def body(carry, _):
+  def body(carry, k):
     state, active, at_goal, reached, final_dist, final_pos, length, terminated, cause = carry
-    state = eval_env.step(state, agent.policy(policy_params, state.obs))
+    state = eval_env.step(state, act(state.obs, k))
     success = state.metrics["success"]
     at_goal = at_goal + active * success
     reached = jnp.maximum(reached, active * success)
@@ -237,13 +247,13 @@ def evaluate_episodes(agent: Agent, eval_env: Env, policy_params, key, num_envs:
             cause), None
 
   zeros = jnp.zeros(num_envs)
-  carry = (state, jnp.ones(num_envs), zeros, zeros, state.metrics["dist"],
-           state.obs[:, goal_idx], zeros, zeros, jnp.zeros(num_envs, jnp.int32))
+  carry = (start, jnp.ones(num_envs), zeros, zeros, start.metrics["dist"],
+           start.obs[:, goal_idx], zeros, zeros, jnp.zeros(num_envs, jnp.int32))
   (_, _, at_goal, reached, final_dist, final_pos, length, terminated, cause), _ = jax.lax.scan(
-      body, carry, None, length=episode_length)
+      body, carry, jax.random.split(key, episode_length))
   return {"success": reached, "time_at_goal": at_goal, "final_dist": final_dist,
-          "episode_length": length, "terminated": terminated, "end_cause": cause, "goal": goal,
-          "final_position": final_pos}
+          "episode_length": length, "terminated": terminated, "end_cause": cause,
+          "goal": start.info["goal"], "final_position": final_pos}
 
 
 def evaluate(agent: Agent, eval_env: Env, policy_params, key, num_envs: int,
