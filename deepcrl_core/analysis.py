@@ -335,7 +335,8 @@ def goal_table(rows: Sequence[Dict[str, Any]]) -> str:
 # --- how evaluation episodes end ------------------------------------------------------------
 
 
-END_COLUMNS = ("end", "episodes", "share", "success", "time_at_goal", "episode_length")
+END_COLUMNS = ("end", "episodes", "share", "success", "time_at_goal", "episode_length",
+               "median_length")
 TIME_LIMIT = "time limit"
 UNNAMED_CAUSE = "terminated (cause not named)"
 
@@ -344,8 +345,9 @@ def episode_ends(env, episodes: Dict[str, Any]) -> List[Dict[str, Any]]:
   """Evaluation episodes grouped by how they ended: one row per way, with the columns
   :data:`END_COLUMNS`: ``end`` (:data:`TIME_LIMIT`, one of ``env.termination_causes``, e.g.
   the ant's ``torso_low``/``torso_high``, or :data:`UNNAMED_CAUSE`), the number and share of
-  episodes that ended that way and their mean ``success``, ``time_at_goal`` and
-  ``episode_length``. Ways no episode took are left out, so the shares add up to 1.
+  episodes that ended that way, their mean ``success``, ``time_at_goal`` and
+  ``episode_length``, and their ``median_length``. Ways no episode took are left out, so the
+  shares add up to 1.
 
   ``episodes``: :func:`deepcrl_core.agents.evaluate_episodes`' output (``terminated`` and
   ``end_cause`` per episode).
@@ -365,19 +367,21 @@ def episode_ends(env, episodes: Dict[str, Any]) -> List[Dict[str, Any]]:
     if not mine.any():
       continue
     row = {"end": name, "episodes": int(mine.sum()), "share": float(mine.sum()) / total}
-    for key in END_COLUMNS[3:]:
+    for key in END_COLUMNS[3:6]:
       row[key] = float(np.asarray(episodes[key], np.float64)[mine].mean())
+    row["median_length"] = float(np.median(np.asarray(episodes["episode_length"])[mine]))
     rows.append(row)
   return rows
 
 
 def ends_table(rows: Sequence[Dict[str, Any]]) -> str:
   """:func:`episode_ends`' rows as a markdown table."""
-  lines = ["| episode ended by | episodes | share | success | time at goal | episode length |",
-           "|---|---|---|---|---|---|"]
+  lines = ["| episode ended by | episodes | share | success | time at goal | mean length | "
+           "median length |", "|---|---|---|---|---|---|---|"]
   for r in rows:
     lines.append(f"| {r['end']} | {r['episodes']} | {r['share']:.2f} | {r['success']:.2f} | "
-                 f"{r['time_at_goal']:.1f} | {r['episode_length']:.0f} |")
+                 f"{r['time_at_goal']:.1f} | {r['episode_length']:.0f} | "
+                 f"{r['median_length']:.0f} |")
   return "\n".join(lines)
 
 

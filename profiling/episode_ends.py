@@ -87,22 +87,9 @@ def reset_penetration(mj_model, qpos: np.ndarray) -> np.ndarray:
 
 
 def ends_rows(task: str, policy: str, episodes) -> list:
-  rows = []
-  lengths = np.asarray(episodes["episode_length"])
-  terminated = np.asarray(episodes["terminated"]) > 0.5
-  cause = np.asarray(episodes["end_cause"])
-  env = envs.make(task)
-  for r in analysis.episode_ends(env, episodes):
-    if r["end"] == analysis.TIME_LIMIT:
-      mine = ~terminated
-    elif r["end"] == analysis.UNNAMED_CAUSE:
-      mine = terminated & (cause == 0)
-    else:
-      mine = terminated & (cause == 1 + env.termination_causes.index(r["end"]))
-    rows.append([task, policy, r["end"], r["episodes"], f"{r['share']:.2f}",
-                 f"{r['success']:.2f}", f"{r['episode_length']:.0f}",
-                 f"{np.median(lengths[mine]):.0f}"])
-  return rows
+  return [[task, policy, r["end"], r["episodes"], f"{r['share']:.2f}", f"{r['success']:.2f}",
+           f"{r['episode_length']:.0f}", f"{r['median_length']:.0f}"]
+          for r in analysis.episode_ends(envs.make(task), episodes)]
 
 
 def replay_row(run: str) -> list:

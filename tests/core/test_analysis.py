@@ -374,8 +374,10 @@ def test_episode_ends_groups_by_cause_and_rejects_unknown_codes():
   assert sum(r["share"] for r in rows) == pytest.approx(1.0)
   high = rows[2]
   assert high["success"] == 0.5 and high["time_at_goal"] == 5.0
-  assert high["episode_length"] == 200.0
-  assert analysis.ends_table(rows).splitlines()[4] == "| torso_high | 2 | 0.40 | 0.50 | 5.0 | 200 |"
+  assert high["episode_length"] == 200.0 and high["median_length"] == 200.0
+  assert rows[0]["median_length"] == 1000.0
+  assert (analysis.ends_table(rows).splitlines()[4]
+          == "| torso_high | 2 | 0.40 | 0.50 | 5.0 | 200 | 200 |")
   # ways no episode took are left out
   only_limit = dict(episodes, terminated=np.zeros(5), end_cause=np.zeros(5, np.int32))
   assert [r["end"] for r in analysis.episode_ends(_Env(), only_limit)] == [analysis.TIME_LIMIT]

@@ -173,6 +173,7 @@ def test_evaluation_records_how_each_episode_ended():
     assert rows[name]["episodes"] == mine.sum()
     assert rows[name]["share"] == pytest.approx(mine.mean())
     assert rows[name]["episode_length"] == pytest.approx(np.minimum(life, limit)[mine].mean())
+    assert rows[name]["median_length"] == np.median(np.minimum(life, limit)[mine])
     assert rows[name]["success"] == pytest.approx((life[mine] >= 2).mean())
   table = analysis.ends_table(analysis.episode_ends(eval_env, episodes))
   assert table.splitlines()[0].startswith("| episode ended by |") and "| odd |" in table
