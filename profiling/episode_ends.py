@@ -17,7 +17,10 @@ For MuJoCo envs it also reports how deep the start states put robot geoms into w
 stored in the replay buffer of each run's newest complete checkpoint
 (:func:`deepcrl_core.analysis.stored_trajectories`): how many steps they last, and how far
 their goal coordinates travel from start to end -- the farthest a relabelled goal of that
-episode can lie from where it began -- next to the distance to the goals the task commands.
+episode can lie from where it began -- next to the distance to the goals the task commands,
+and for the ant and the humanoid the share of all stored steps whose torso height is outside
+the healthy range (nonzero only for runs with ``env.kwargs.terminate_when_unhealthy=false`` or
+a wider ``env.kwargs.healthy_z``: e.g. an ant lying on its back).
 ``--tasks=`` (empty) skips the fixed-policy rollouts.
 
   python profiling/episode_ends.py --tasks=ant --episodes=256
@@ -116,10 +119,16 @@ def replay_row(run: str) -> list:
   length, travel = t["length"], t["travel"]
   if not len(length):
     raise ValueError(f"--replay: the buffer of {run!r} holds no complete episode")
+  unhealthy = "-"
+  if hasattr(c.env, "healthy_z"):  # ant, humanoid: the torso height is state entry 2 (qpos[2])
+    lo, hi = c.env.healthy_z
+    size = int(buf.size)
+    z = np.asarray(buf.obs)[:size, :, 2]  # the stored steps (order does not matter here)
+    unhealthy = f"{np.mean((z < lo) | (z > hi)):.2f}"
   return [run, meta.get("epoch", ""), f"{int(meta.get('env_steps', 0)):,}", len(length),
           f"{np.median(length):.0f}", f"{length.mean():.0f}", f"{np.percentile(length, 90):.0f}",
           f"{length[length <= 100].sum() / length.sum():.2f}", f"{np.median(travel):.2f}",
-          f"{np.percentile(travel, 90):.2f}", f"{np.median(t['goal_distance']):.2f}"]
+          f"{np.percentile(travel, 90):.2f}", f"{np.median(t['goal_distance']):.2f}", unhealthy]
 
 
 def parse_args(argv):
@@ -184,7 +193,8 @@ def main(argv=None) -> int:
              "coordinates, m)", "",
              markdown_table(["run", "epoch", "env steps", "episodes", "median length",
                              "mean length", "p90 length", "share of steps in episodes <= 100",
-                             "median travel", "p90 travel", "median distance to the goal"],
+                             "median travel", "p90 travel", "median distance to the goal",
+                             "share of stored steps outside the healthy height"],
                             replay_rows)]
   if reset_rows:
     text += ["", "Deepest contact penetration of the reset states (m)", "",

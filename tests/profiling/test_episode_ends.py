@@ -73,3 +73,4 @@ def test_replay_table_of_a_tiny_run(tmp_path, capsys):
   assert len(row) == 1
   cells = [c.strip() for c in row[0].strip("|").split("|")]
   assert cells[1] == "6" and cells[3:8] == ["16", "50", "50", "50", "1.00"]
+  assert cells[-1] == "-"  # the point mass has no healthy height range
