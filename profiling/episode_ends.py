@@ -95,6 +95,14 @@ def ends_rows(task: str, policy: str, episodes) -> list:
           for r in analysis.episode_ends(envs.make(task), episodes)]
 
 
+def unhealthy_share(buf, healthy_z) -> float:
+  """The share of the steps stored in replay buffer ``buf`` whose torso height (state entry 2,
+  ``qpos[2]`` of the ant and the humanoid) lies outside ``healthy_z``."""
+  lo, hi = healthy_z
+  z = np.asarray(buf.obs)[:int(buf.size), :, 2]  # the stored rows; their order does not matter
+  return float(np.mean((z < lo) | (z > hi)))
+
+
 def replay_row(run: str) -> list:
   """One table row on the complete episodes in the replay buffer of ``run``'s newest complete
   checkpoint (ValueError naming the problem when there is none, or it holds no replay)."""
@@ -120,11 +128,8 @@ def replay_row(run: str) -> list:
   if not len(length):
     raise ValueError(f"--replay: the buffer of {run!r} holds no complete episode")
   unhealthy = "-"
-  if hasattr(c.env, "healthy_z"):  # ant, humanoid: the torso height is state entry 2 (qpos[2])
-    lo, hi = c.env.healthy_z
-    size = int(buf.size)
-    z = np.asarray(buf.obs)[:size, :, 2]  # the stored steps (order does not matter here)
-    unhealthy = f"{np.mean((z < lo) | (z > hi)):.2f}"
+  if hasattr(c.env, "healthy_z"):
+    unhealthy = f"{unhealthy_share(buf, c.env.healthy_z):.2f}"
   return [run, meta.get("epoch", ""), f"{int(meta.get('env_steps', 0)):,}", len(length),
           f"{np.median(length):.0f}", f"{length.mean():.0f}", f"{np.percentile(length, 90):.0f}",
           f"{length[length <= 100].sum() / length.sum():.2f}", f"{np.median(travel):.2f}",

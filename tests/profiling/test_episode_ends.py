@@ -74,3 +74,12 @@ def test_replay_table_of_a_tiny_run(tmp_path, capsys):
   cells = [c.strip() for c in row[0].strip("|").split("|")]
   assert cells[1] == "6" and cells[3:8] == ["16", "50", "50", "50", "1.00"]
   assert cells[-1] == "-"  # the point mass has no healthy height range
+
+
+def test_unhealthy_share_counts_the_stored_rows_only():
+  from deepcrl_core import replay
+  obs = np.zeros((4, 2, 31))
+  obs[:, :, 2] = [[0.5, 0.1], [1.5, 0.5], [0.5, 0.5], [9.0, 9.0]]  # the last row is not stored
+  buf = replay.ReplayState(obs=obs, action=np.zeros((4, 2, 8)), traj_id=np.zeros((4, 2)),
+                           insert_pos=np.int32(3), size=np.int32(3))
+  assert episode_ends.unhealthy_share(buf, (0.2, 1.0)) == pytest.approx(2 / 6)
