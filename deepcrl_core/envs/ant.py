@@ -104,4 +104,4 @@ class Ant(LocomotionEnv):
     goal = state.info["goal"]
     metrics = self.metrics(data.qpos[:2], goal)
     return state.replace(data=data, obs=self._obs(data, goal), reward=-metrics["dist"],
-                         done=self.termination(data.qpos[2]), metrics=metrics)
+                         done=self.termination(data), metrics=metrics)

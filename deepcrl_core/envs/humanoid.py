@@ -175,4 +175,4 @@ class Humanoid(LocomotionEnv):
     goal = state.info["goal"]
     metrics = self.metrics(data.qpos[:3], goal)
     return state.replace(data=data, obs=self._obs(data, goal), reward=-metrics["dist"],
-                         done=self.termination(data.qpos[2]), metrics=metrics)
+                         done=self.termination(data), metrics=metrics)

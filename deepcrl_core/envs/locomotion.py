@@ -109,25 +109,38 @@ class LocomotionEnv(MjxEnv):
     return radius * jnp.stack([jnp.cos(angle), jnp.sin(angle)])
 
   # termination_cause: 1 = the torso fell below healthy_z[0] (e.g. the robot flipped or
-  # collapsed), 2 = it rose above healthy_z[1] (e.g. a jump).
-  termination_causes = ("torso_low", "torso_high")
+  # collapsed), 2 = it rose above healthy_z[1] (e.g. a jump), 3 = the physics state is no
+  # longer finite (a simulation blow-up, e.g. landing from a high jump when healthy_z allows
+  # one): that always ends the episode, so the auto-reset replaces the state before a NaN
+  # reaches the replay buffer.
+  termination_causes = ("torso_low", "torso_high", "non_finite")
 
   def unhealthy(self, torso_z: jax.Array) -> jax.Array:
     """1.0 when the torso height leaves ``healthy_z`` (the published termination rule)."""
     lo, hi = self.healthy_z
     return ((torso_z < lo) | (torso_z > hi)).astype(jnp.float32)
 
-  def termination(self, torso_z: jax.Array) -> jax.Array:
-    """The step's ``done``: :meth:`unhealthy` under the published rule, else always 0."""
+  @staticmethod
+  def non_finite(data) -> jax.Array:
+    """True when ``qpos`` or ``qvel`` holds a NaN or an infinity."""
+    return ~(jnp.all(jnp.isfinite(data.qpos)) & jnp.all(jnp.isfinite(data.qvel)))
+
+  def termination(self, data) -> jax.Array:
+    """The step's ``done`` after physics ``data``: :meth:`unhealthy` of the torso height
+    (``qpos[2]``) under the published rule (not with ``terminate_when_unhealthy=False``), and
+    always a non-finite state (which the published code would carry on with)."""
+    done = self.non_finite(data)
     if self.terminate_when_unhealthy:
-      return self.unhealthy(torso_z)
-    return jnp.zeros_like(torso_z, jnp.float32)
+      done = done | (self.unhealthy(data.qpos[2]) > 0)
+    return done.astype(jnp.float32)
 
   def termination_cause(self, state) -> jax.Array:
-    """1 when the torso height (``qpos[2]``) is below ``healthy_z``, 2 when above, else 0."""
+    """3 for a non-finite state, else 1 when the torso height (``qpos[2]``) is below
+    ``healthy_z``, 2 when above, else 0."""
     z = state.data.qpos[2]
     lo, hi = self.healthy_z
-    return jnp.where(z < lo, 1, jnp.where(z > hi, 2, 0)).astype(jnp.int32)
+    cause = jnp.where(z < lo, 1, jnp.where(z > hi, 2, 0))
+    return jnp.where(self.non_finite(state.data), 3, cause).astype(jnp.int32)
 
   def metrics(self, achieved: jax.Array, goal: jax.Array) -> Dict[str, jax.Array]:
     m = self.goal_metrics(achieved, goal)

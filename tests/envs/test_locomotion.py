@@ -244,6 +244,16 @@ def test_unhealthy_height_terminates_and_auto_resets(name, compiled_env):
 
 class _Data(NamedTuple):
   qpos: jax.Array
+  qvel: jax.Array
+
+
+def _data(env, z, nan_row=None):
+  """Batched physics stand-ins with torso heights ``z`` (a NaN in ``qvel`` of ``nan_row``)."""
+  qpos = jnp.zeros((len(z), env.mj_model.nq)).at[:, 2].set(z)
+  qvel = jnp.zeros((len(z), env.mj_model.nv))
+  if nan_row is not None:
+    qvel = qvel.at[nan_row, 0].set(jnp.nan)
+  return _Data(qpos, qvel)
 
 
 @pytest.mark.parametrize("name", ["ant", "ant_big_maze_eval", "humanoid", "humanoid_u_maze"])
@@ -254,16 +264,18 @@ def test_termination_cause_names_the_height_bound_that_was_left(name):
   lo, hi = env.healthy_z
   assert (lo, hi) == ((0.2, 1.0) if _is_ant(name) else (1.0, 2.0))
   wrapped = envs.wrap_for_eval(env, 10)
-  assert wrapped.termination_causes == env.termination_causes == ("torso_low", "torso_high")
-  z = jnp.array([lo - 0.05, lo + 0.01, 0.5 * (lo + hi), hi - 0.01, hi + 0.05])
-  qpos = jnp.zeros((len(z), env.mj_model.nq)).at[:, 2].set(z)
-  state = envs.State(data=_Data(qpos), obs=jnp.zeros((len(z), env.observation_size)),
+  assert (wrapped.termination_causes == env.termination_causes
+          == ("torso_low", "torso_high", "non_finite"))
+  z = jnp.array([lo - 0.05, lo + 0.01, 0.5 * (lo + hi), hi - 0.01, hi + 0.05, 0.5 * (lo + hi)])
+  data = _data(env, z, nan_row=5)
+  state = envs.State(data=data, obs=jnp.zeros((len(z), env.observation_size)),
                      reward=jnp.zeros(len(z)), done=jnp.zeros(len(z)), metrics={}, info={})
   cause = wrapped.termination_cause(state)
   assert cause.dtype == jnp.int32
-  np.testing.assert_array_equal(np.asarray(cause), [1, 0, 0, 0, 2])
-  # the cause is named exactly when the published rule terminates
-  np.testing.assert_array_equal(np.asarray(cause) > 0, np.asarray(env.unhealthy(z)) > 0.5)
+  np.testing.assert_array_equal(np.asarray(cause), [1, 0, 0, 0, 2, 3])
+  # the cause is named exactly when the step terminates (the published rule, or a blow-up)
+  done = jax.vmap(env.termination)(data)
+  np.testing.assert_array_equal(np.asarray(cause) > 0, np.asarray(done) > 0.5)
 
 
 @pytest.mark.parametrize("name", ["ant", "humanoid_u_maze"])
@@ -272,9 +284,13 @@ def test_terminate_when_unhealthy_false_keeps_episodes_running(name):
   assert published.terminate_when_unhealthy
   env = envs.make(name, terminate_when_unhealthy=False)
   lo, hi = env.healthy_z
-  z = jnp.array([lo - 0.05, 0.5 * (lo + hi), hi + 0.05])
-  np.testing.assert_array_equal(np.asarray(published.termination(z)), [1.0, 0.0, 1.0])
-  np.testing.assert_array_equal(np.asarray(env.termination(z)), 0.0)
+  data = _data(env, jnp.array([lo - 0.05, 0.5 * (lo + hi), hi + 0.05, 0.5 * (lo + hi)]),
+               nan_row=3)
+  np.testing.assert_array_equal(np.asarray(jax.vmap(published.termination)(data)),
+                                [1.0, 0.0, 1.0, 1.0])
+  # without the rule only a non-finite state (a simulation blow-up) still ends the episode
+  np.testing.assert_array_equal(np.asarray(jax.vmap(env.termination)(data)),
+                                [0.0, 0.0, 0.0, 1.0])
   with pytest.raises(ValueError, match="terminate_when_unhealthy must be true or false"):
     envs.make(name, terminate_when_unhealthy="no")
   with pytest.raises(ValueError, match="low < high"):
