@@ -11,7 +11,8 @@ are rebuilt from the config stored in the checkpoint, so no ``--config`` is need
 anyway must describe the same networks (e.g. to evaluate on another env layout). When an
 env ended any episode before the time limit (the ant's and the humanoid's healthy torso
 height range), a table says how the episodes ended: the time limit or which termination
-cause (``torso_low``, ``torso_high``), with each group's success, time at goal and length.
+cause (``torso_low``, ``torso_high``, ``non_finite``), with each group's success, time at goal
+and mean and median length.
 ``--sweep`` is a ``launch/sweep.py`` directory: the newest complete checkpoint of each of its
 runs is evaluated (runs without one are listed as skipped), each with the config it stored;
 the seeds of a cell share one compiled evaluation. It prints a table per run and one per cell,

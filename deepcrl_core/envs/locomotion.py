@@ -26,7 +26,8 @@ class LocomotionEnv(MjxEnv):
 
   healthy_z: Tuple[float, float]
   # The published rule ends an episode when the torso height leaves healthy_z; False keeps
-  # every episode to the time limit (termination_cause still names the bound that was left).
+  # every episode with a finite state to the time limit (termination_cause still names the
+  # bound that was left).
   terminate_when_unhealthy: bool = True
 
   def _set_health(self, healthy_z, terminate_when_unhealthy: bool) -> None:
