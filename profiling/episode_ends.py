@@ -89,10 +89,10 @@ def reset_penetration(mj_model, qpos: np.ndarray) -> np.ndarray:
   return out
 
 
-def ends_rows(task: str, policy: str, episodes) -> list:
+def ends_rows(task: str, env, policy: str, episodes) -> list:
   return [[task, policy, r["end"], r["episodes"], f"{r['share']:.2f}", f"{r['success']:.2f}",
            f"{r['episode_length']:.0f}", f"{r['median_length']:.0f}"]
-          for r in analysis.episode_ends(envs.make(task), episodes)]
+          for r in analysis.episode_ends(env, episodes)]
 
 
 def unhealthy_share(buf, healthy_z) -> float:
@@ -119,7 +119,11 @@ def replay_row(run: str) -> list:
   if not int(meta.get("replay_shards", 0)):
     raise ValueError(f"--replay: checkpoint {ckpt.step_dir(directory, step)} holds no replay "
                      "buffer (checkpoint.include_replay was false)")
-  c = train_lib.build(config_lib.from_resolved_dict(meta["config"]))
+  config = config_lib.from_resolved_dict(meta["config"])
+  config.unlock()
+  config.distributed.num_devices = 1  # a run trained on several devices, read on this one
+  config.lock()
+  c = train_lib.build(config)
   state_t, replay_t = train_lib.checkpoint_templates(c, True)
   state, arrays, meta = checkpointer.restore(step, state_t, replay_t)
   buf = ckpt.join_sharded(c.shapes.replay, arrays, state["replay_pos"])
@@ -179,7 +183,7 @@ def main(argv=None) -> int:
     qpos = None
     for policy in policies:
       episodes, qpos = rollout(env, policy, args.episodes, length, args.seed)
-      end_rows += ends_rows(task, policy, episodes)
+      end_rows += ends_rows(task, env, policy, episodes)
       print(f"{task} / {policy}: done", flush=True)
     if qpos is not None and hasattr(env, "mj_model"):
       depth = reset_penetration(env.mj_model, qpos)
