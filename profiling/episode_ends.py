@@ -21,10 +21,13 @@ episode can lie from where it began -- next to the distance to the goals the tas
 and for the ant and the humanoid the share of all stored steps whose torso height is outside
 the healthy range (nonzero only for runs with ``env.kwargs.terminate_when_unhealthy=false`` or
 a wider ``env.kwargs.healthy_z``: e.g. an ant lying on its back).
-``--tasks=`` (empty) skips the fixed-policy rollouts.
+``--tasks=`` (empty) skips the fixed-policy rollouts. ``--env_kwargs=KEY=VALUE,...`` builds every
+task with those constructor arguments (the run config's ``env.kwargs``), e.g. the ant's
+``mass=published`` (the paper's 1 kg links) or ``start_height=0.75``.
 
   python profiling/episode_ends.py --tasks=ant --episodes=256
   python profiling/episode_ends.py --tasks=ant,humanoid --policies=zero,random --out=ends.md
+  python profiling/episode_ends.py --tasks=ant --env_kwargs=mass=published,start_height=0.75
   python profiling/episode_ends.py --tasks= --replay=runs/ant/runs/depth-4/seed_0
 
 Prints markdown tables (also written to ``--out`` when given). Bad flags exit with status 2
@@ -44,6 +47,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from deepcrl_core import agents, analysis, envs  # noqa: E402
+from deepcrl_core import config as config_lib  # noqa: E402
 from profiling_common import device_header, markdown_table, names_problem  # noqa: E402
 
 POLICIES = ("zero", "random")
@@ -108,7 +112,6 @@ def replay_row(run: str) -> list:
   checkpoint (ValueError naming the problem when there is none, or it holds no replay)."""
   import os  # pylint: disable=g-import-not-at-top
   from deepcrl_core import checkpoint as ckpt  # pylint: disable=g-import-not-at-top
-  from deepcrl_core import config as config_lib  # pylint: disable=g-import-not-at-top
   from deepcrl_core import train as train_lib  # pylint: disable=g-import-not-at-top
   directory = os.path.join(run, "checkpoints")
   step = ckpt.latest_complete_step(directory)
@@ -150,6 +153,8 @@ def parse_args(argv):
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--replay", default="",
                  help="comma-separated run directories: their stored training episodes")
+  p.add_argument("--env_kwargs", default="",
+                 help="constructor arguments of every task, KEY=VALUE,... (as env.kwargs.KEY)")
   p.add_argument("--out", default=None, help="also write the tables here (markdown)")
   args = p.parse_args(argv)
   problems = [names_problem("policies", args.policies, POLICIES)]
@@ -159,10 +164,26 @@ def parse_args(argv):
     problems.append(f"--episodes must be positive, got {args.episodes}")
   if args.episode_length < 0:
     problems.append(f"--episode_length must be >= 0, got {args.episode_length}")
+  try:
+    args.env_kwargs = dict(config_lib.parse_overrides(args.env_kwargs))
+  except config_lib.ConfigError as e:
+    problems.append(f"--env_kwargs: {'; '.join(e.problems)}")
   problems = [m for m in problems if m]
   if problems:
     p.error("; ".join(problems))
   return args
+
+
+def make_envs(tasks, env_kwargs) -> dict:
+  """``{task: env}`` built with ``env_kwargs`` (no compilation); ValueError naming the task and
+  the problem when a task rejects them."""
+  built = {}
+  for task in tasks:
+    try:
+      built[task] = envs.make(task, **env_kwargs)
+    except (TypeError, ValueError) as e:
+      raise ValueError(f"--env_kwargs: task {task!r} rejects {env_kwargs}: {e}") from e
+  return built
 
 
 def main(argv=None) -> int:
@@ -176,19 +197,25 @@ def main(argv=None) -> int:
     except ValueError as e:
       print(f"episode_ends.py: {e}", file=sys.stderr)
       return 2
+  try:
+    built = make_envs(tasks, args.env_kwargs)
+  except ValueError as e:
+    print(f"episode_ends.py: {e}", file=sys.stderr)
+    return 2
+  label = "".join(f", {k}={v}" for k, v in args.env_kwargs.items())
   end_rows, reset_rows = [], []
-  for task in tasks:
-    env = envs.make(task)
+  for task, env in built.items():
+    name = f"{task} ({label[2:]})" if label else task
     length = args.episode_length or env.episode_length
     qpos = None
     for policy in policies:
       episodes, qpos = rollout(env, policy, args.episodes, length, args.seed)
-      end_rows += ends_rows(task, env, policy, episodes)
-      print(f"{task} / {policy}: done", flush=True)
+      end_rows += ends_rows(name, env, policy, episodes)
+      print(f"{name} / {policy}: done", flush=True)
     if qpos is not None and hasattr(env, "mj_model"):
       depth = reset_penetration(env.mj_model, qpos)
       p50, p90, p99 = np.percentile(depth, [50, 90, 99])
-      reset_rows.append([task, len(depth), f"{p50:.3f}", f"{p90:.3f}", f"{p99:.3f}",
+      reset_rows.append([name, len(depth), f"{p50:.3f}", f"{p90:.3f}", f"{p99:.3f}",
                          f"{depth.max():.3f}", f"{(depth > DEEP).mean():.2f}"])
   text = [device_header()]
   if end_rows:

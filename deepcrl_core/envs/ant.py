@@ -4,8 +4,13 @@ Model (``assets/ant.xml``, authored here, primitives only, after the classic MuJ
 sphere torso (r 0.25) on a free joint and four legs, each a hip hinge about z (+-30 deg) and
 an ankle hinge (30..70 deg), capsules of radius 0.08 and lengths 0.2*sqrt(2) (hip link) and 0.4*sqrt(2)
 (ankle link), density 5, joint armature 1 and damping 1, 8 motors of gear 150 with
-``ctrl = action`` in [-1, 1]. Physics: 0.01 s x 5 substeps = 0.05 s per control step, Newton
-solver with 1 iteration and 4 line-search steps (as MJX locomotion tasks use).
+``ctrl = action`` in [-1, 1]. Masses (``mass``): ``"mjcf"`` (default) the geoms' density-5
+masses and inertias, 0.91 kg in all; ``"published"`` every one of the 9 links 1 kg with unit
+inertia, 9 kg in all -- what the paper's brax spring engine simulates (``spring_mass_scale =
+spring_inertia_scale = 1`` in its ant.xml turn each link's mass into ``m ** 0 = 1`` and each
+principal inertia into 1), kept at the MJCF's centres of mass. Physics: 0.01 s x 5 substeps =
+0.05 s per control step, Newton solver with 1 iteration and 4 line-search steps (as MJX
+locomotion tasks use).
 
 Contacts: only four massless foot spheres touch the floor (4 contact slots). In a maze the
 torso and the feet also touch the walls (frictionless, see :mod:`deepcrl_core.envs.mjcf`);
@@ -16,10 +21,11 @@ the 8 deepest of those 20 sphere-box contacts.
 State (29): qpos (torso xyz, torso quat wxyz, 8 joint angles in the order hip_1, ankle_1, ...,
 hip_4, ankle_4) then qvel (6 + 8); goal = torso xy (``goal_indices = (0, 1)``); obs (31) =
 state + goal xy. Start: ``init_q + U(-0.1, 0.1)`` on every qpos entry (quaternion
-renormalised), ``qvel = 0.1 N(0, 1)``; in a maze the start is offset to the ``R`` cell. Goal:
-10 m from the origin at a uniform angle (open) or a uniform ``G`` cell centre (maze). Episodes
-terminate when the torso height leaves [0.2, 1.0] (never with
-``terminate_when_unhealthy=False``); success = torso xy within 0.5 of the goal.
+renormalised; ``init_q`` holds the torso at ``start_height``, 0.55 m as published, where the
+noise puts a foot a median 12 cm into the floor), ``qvel = 0.1 N(0, 1)``; in a maze the start
+is offset to the ``R`` cell. Goal: 10 m from the origin at a uniform angle (open) or a uniform
+``G`` cell centre (maze). Episodes terminate when the torso height leaves [0.2, 1.0] (never
+with ``terminate_when_unhealthy=False``); success = torso xy within 0.5 of the goal.
 """
 
 from __future__ import annotations
@@ -37,8 +43,20 @@ from deepcrl_core.envs.locomotion import LocomotionEnv
 
 # torso xyz, quat, then (hip, ankle) per leg.
 INIT_QPOS = np.array([0, 0, 0.55, 1, 0, 0, 0, 0, 1, 0, -1, 0, -1, 0, 1], np.float32)
+MASSES = ("mjcf", "published")
 # Geoms that touch maze walls.
 WALL_GEOMS = ("torso", "foot_1", "foot_2", "foot_3", "foot_4")
+
+
+def set_published_masses(mj_model: mujoco.MjModel) -> None:
+  """Every body of the robot (the torso's subtree) 1 kg with unit principal inertias, in place;
+  the centres of mass stay where the geoms put them, and the derived constants (subtree masses,
+  inverse weights used by the constraint solver) are recomputed."""
+  torso = mj_model.body("torso").id
+  robot = np.flatnonzero(mj_model.body_rootid == torso)
+  mj_model.body_mass[robot] = 1.0
+  mj_model.body_inertia[robot] = 1.0
+  mujoco.mj_setConst(mj_model, mujoco.MjData(mj_model))
 
 
 def ant_spec(in_maze: bool = False) -> mujoco.MjSpec:
@@ -62,7 +80,14 @@ class Ant(LocomotionEnv):
                episode_length: int = 1000, timestep: float = 0.01, n_substeps: int = 5,
                reset_noise: float = 0.1, healthy_z=(0.2, 1.0),
                terminate_when_unhealthy: bool = True,
-               max_contact_points: int = 8):
+               max_contact_points: int = 8, mass: str = "mjcf",
+               start_height: float = 0.55):
+    if mass not in MASSES:
+      raise ValueError(f"unknown ant mass {mass!r}; choose from {MASSES}")
+    self.mass = mass
+    self.start_height = float(start_height)
+    if not 0.0 < self.start_height < 10.0:
+      raise ValueError(f"start_height must be in (0, 10) m, got {start_height!r}")
     self.success_radius = float(success_radius)
     self.episode_length = int(episode_length)
     self.goal_distance = float(goal_distance)
@@ -74,12 +99,15 @@ class Ant(LocomotionEnv):
     self._build_world(spec, max_contact_points=max_contact_points)
     spec.compiler.fusestatic = True
     mj_model = spec.compile()
+    if mass == "published":
+      set_published_masses(mj_model)
     super().__init__(mj_model, n_substeps)
     self._find_wall_colliders(mj_model)
     # numpy constants: building an env never starts a JAX backend (config validation builds
     # envs before multi-host initialisation).
     self.init_qpos = np.array(INIT_QPOS, np.float32)
     self.init_qpos[:2] = self.start_xy
+    self.init_qpos[2] = self.start_height
 
   def _obs(self, data, goal):
     return jnp.concatenate([data.qpos[:15], data.qvel[:14], goal])

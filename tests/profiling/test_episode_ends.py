@@ -13,6 +13,7 @@ from deepcrl_core.envs import ant
     (["--tasks=ant,antt"], "--tasks=ant,antt: expected a comma-separated subset"),
     (["--policies=zero,greedy"], "--policies=zero,greedy: expected a comma-separated subset"),
     (["--episodes=0"], "--episodes must be positive"),
+    (["--env_kwargs=mass"], "--env_kwargs: malformed override 'mass': expected key=value"),
 ])
 def test_bad_arguments_are_named(argv, message, capsys):
   with pytest.raises(SystemExit) as e:
@@ -39,6 +40,31 @@ def test_a_never_terminating_env_runs_every_episode_to_the_limit(tmp_path, capsy
   assert text == capsys.readouterr().out.split("random: done\n", 1)[1]
   for policy in ("zero", "random"):
     assert f"| pointmass | {policy} | time limit | 6 | 1.00 | 0.00 | 5 | 5 |" in text
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ("mass=heavy", "--env_kwargs: task 'ant' rejects {'mass': 'heavy'}: unknown ant mass"),
+    ("gear=3", "--env_kwargs: task 'ant' rejects {'gear': 3}"),
+])
+def test_env_kwargs_a_task_rejects_are_named_before_any_rollout(kwargs, message, capsys):
+  assert episode_ends.main(["--tasks=ant", f"--env_kwargs={kwargs}"]) == 2
+  assert message in capsys.readouterr().err
+
+
+def test_env_kwargs_reach_the_env_and_label_the_rows(capsys):
+  assert episode_ends.main(["--tasks=pointmass", "--episodes=4", "--episode_length=3",
+                            "--policies=zero", "--env_kwargs=episode_length=3"]) == 0
+  out = capsys.readouterr().out
+  assert "| pointmass (episode_length=3) | zero | time limit | 4 | 1.00 |" in out
+
+
+@pytest.mark.slow
+def test_the_published_mass_ant_started_clear_of_the_floor_mostly_stays_upright():
+  env = envs.make("ant", mass="published", start_height=0.75)
+  episodes, qpos = episode_ends.rollout(env, "random", 16, 200)
+  assert np.all(np.abs(qpos[:, 2] - 0.75) <= 0.1 + 1e-6)
+  # the 9 kg ant survives uniform random actions where the 0.91 kg one jumps or flips (below)
+  assert episodes["terminated"].mean() < 0.25
 
 
 @pytest.mark.slow
