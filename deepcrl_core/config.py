@@ -14,6 +14,7 @@ where ``key`` is a dotted field (``network.width``) or a shortcut (:data:`SHORTC
 from __future__ import annotations
 
 import ast
+import json
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import ml_collections
@@ -421,7 +422,11 @@ def make_config(overrides: str = "", **task_settings) -> ml_collections.ConfigDi
   """
   config = base_config()
   for key, value in task_settings.items():
-    parent, leaf = _lookup(config, key.replace("__", "."))
+    path = key.replace("__", ".")
+    if path.startswith("env.kwargs.") and path.count(".") == 2:
+      config.env.kwargs[path.rsplit(".", 1)[1]] = value  # open-ended, as in overrides
+      continue
+    parent, leaf = _lookup(config, path)
     if parent is None:
       raise KeyError(f"task setting {key!r} is not a config field")
     parent[leaf] = value
@@ -627,6 +632,28 @@ def from_resolved_dict(d: Dict[str, Any]) -> ml_collections.ConfigDict:
   if unknown:
     raise ConfigError([f"stored config field {k!r} is unknown to this version" for k in unknown])
   return config
+
+
+def stored_differences(stored: Dict, config, ignore: Sequence[str] = ()) -> List[Tuple[str, Any, Any]]:
+  """``(field, stored value, config's value)`` for every field of ``stored`` (a run's
+  ``config.json``: :func:`resolved_dict` when the run began) whose value ``config`` resolves
+  differently, dotted field names in ``ignore`` aside. ``env.kwargs`` compares as one value: an
+  env argument the run did not set and ``config`` does (e.g. a task default added since) counts."""
+  now = json.loads(json.dumps(resolved_dict(config)))
+  out = []
+
+  def walk(a, b, prefix):
+    for k in sorted(set(a) & set(b)):
+      name = prefix + k
+      if name in ignore:
+        continue
+      if isinstance(a[k], dict) and isinstance(b[k], dict) and k != "kwargs":
+        walk(a[k], b[k], name + ".")
+      elif a[k] != b[k]:
+        out.append((name, a[k], b[k]))
+
+  walk(stored, now, "")
+  return out
 
 
 def resolved_dict(config) -> Dict[str, Any]:

@@ -363,21 +363,8 @@ def stored_config_mismatch(workdir: str, config) -> List[str]:
     return []
   with open(path) as f:
     stored = json.load(f)
-  planned = json.loads(json.dumps(config_lib.resolved_dict(config)))
-  out = []
-
-  def walk(a, b, prefix):
-    for k in sorted(set(a) & set(b)):
-      name = prefix + k
-      if name == "train.max_seconds":
-        continue
-      if isinstance(a[k], dict) and isinstance(b[k], dict) and k != "kwargs":
-        walk(a[k], b[k], name + ".")
-      elif a[k] != b[k]:
-        out.append(f"{name}: run has {a[k]!r}, sweep plans {b[k]!r}")
-
-  walk(stored, planned, "")
-  return out
+  return [f"{name}: run has {a!r}, sweep plans {b!r}" for name, a, b in
+          config_lib.stored_differences(stored, config, ignore=("train.max_seconds",))]
 
 
 # --- manifest ----------------------------------------------------------------------------------

@@ -42,13 +42,24 @@ class Task:
 PUBLISHED_SIZES = {"ant": (29, 2, 8), "humanoid": (268, 3, 17), "arm": (17, 3, 5)}
 
 
+# The published ant's links: brax's spring engine with spring_mass_scale = spring_inertia_scale
+# = 1 makes every link 1 kg with unit inertia (9 kg in all; the MJCF's own masses, mass="mjcf",
+# total 0.91 kg). The class default stays "mjcf" so that runs begun before this entry resume
+# and evaluate on the physics they trained on.
+ANT_KWARGS = {"mass": "published"}
+
+
+def _kwargs(family):
+  return dict(ANT_KWARGS) if family == "ant" else {}
+
+
 def _maze(name, family, steps, depth4, depth64):
-  return Task(name, family, steps, eval_env=f"{name}_eval",
+  return Task(name, family, steps, eval_env=f"{name}_eval", env_kwargs=_kwargs(family),
               published_time_at_goal={4: depth4, 64: depth64})
 
 
 TASKS: Dict[str, Task] = {t.name: t for t in (
-    Task("ant", "ant", 100_000_000),
+    Task("ant", "ant", 100_000_000, env_kwargs=_kwargs("ant")),
     _maze("ant_u4_maze", "ant", 100_000_000, 11, 286),
     _maze("ant_u5_maze", "ant", 400_000_000, 1, 61),    # depth 64: 61-98 across the paper's runs
     _maze("ant_big_maze", "ant", 100_000_000, 61, 441),

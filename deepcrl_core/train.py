@@ -320,6 +320,19 @@ def _restore(c: Components, checkpointer, step: int) -> tuple:
   return RunState(training, env_state, buf), meta
 
 
+def _config_changes(workdir: str, cfg) -> List[str]:
+  """Lines naming each setting a resumed run now uses that differs from its ``config.json``
+  (written when the run began; it is left as it was); [] when none differs or it is missing.
+  E.g. a longer budget, or an env argument a task default added since the run began."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    stored = json.load(f)
+  return [f"note: resuming with {name} = {now!r}; the run began with {was!r} (config.json)"
+          for name, was, now in config_lib.stored_differences(stored, cfg)]
+
+
 def _run_wall_s_at(workdir: str, epoch: int) -> float:
   """The ``run_wall_s`` (else ``wall_s``, for runs logged before that column) of ``epoch``'s
   row in ``workdir/metrics.csv``: the wall-clock the run had spent when that epoch's checkpoint
@@ -408,6 +421,8 @@ def _train(config, workdir, ckpt_dir, resume, log_fn, stop_after_epochs, callbac
     start_epoch = int(meta["epoch"])
     wall_before = _run_wall_s_at(workdir, start_epoch)
     log_fn(f"resumed from {ckpt.step_dir(ckpt_dir, last)} (epoch {start_epoch}) in {s:.1f}s")
+    for line in _config_changes(workdir, cfg):
+      log_fn(line)
     if not cfg.checkpoint.include_replay:
       run, s = _timed(log_fn, "prefilling replay (the checkpoint holds none)",
                       lambda: prefill(c, run))

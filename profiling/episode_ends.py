@@ -21,13 +21,15 @@ episode can lie from where it began -- next to the distance to the goals the tas
 and for the ant and the humanoid the share of all stored steps whose torso height is outside
 the healthy range (nonzero only for runs with ``env.kwargs.terminate_when_unhealthy=false`` or
 a wider ``env.kwargs.healthy_z``: e.g. an ant lying on its back).
-``--tasks=`` (empty) skips the fixed-policy rollouts. ``--env_kwargs=KEY=VALUE,...`` builds every
-task with those constructor arguments (the run config's ``env.kwargs``), e.g. the ant's
-``mass=published`` (the paper's 1 kg links) or ``start_height=0.75``.
+``--tasks=`` (empty) skips the fixed-policy rollouts. A paper task is built as its config
+builds it (the task catalogue's env kwargs: the ant's ``mass=published``, the paper's 1 kg
+links); ``--env_kwargs=KEY=VALUE,...`` adds or replaces constructor arguments of every task
+(as a run's ``env.kwargs.KEY=VALUE``), e.g. ``mass=mjcf`` or ``start_height=0.75`` for the
+ant. Rows name the task with the arguments it was built with.
 
   python profiling/episode_ends.py --tasks=ant --episodes=256
   python profiling/episode_ends.py --tasks=ant,humanoid --policies=zero,random --out=ends.md
-  python profiling/episode_ends.py --tasks=ant --env_kwargs=mass=published,start_height=0.75
+  python profiling/episode_ends.py --tasks=ant --env_kwargs=mass=mjcf,start_height=0.75
   python profiling/episode_ends.py --tasks= --replay=runs/ant/runs/depth-4/seed_0
 
 Prints markdown tables (also written to ``--out`` when given). Bad flags exit with status 2
@@ -48,6 +50,7 @@ import numpy as np  # noqa: E402
 
 from deepcrl_core import agents, analysis, envs  # noqa: E402
 from deepcrl_core import config as config_lib  # noqa: E402
+from deepcrl_core import tasks as tasks_lib  # noqa: E402
 from profiling_common import device_header, markdown_table, names_problem  # noqa: E402
 
 POLICIES = ("zero", "random")
@@ -174,15 +177,26 @@ def parse_args(argv):
   return args
 
 
+def task_kwargs(task: str, env_kwargs) -> dict:
+  """The constructor arguments ``task`` is built with: a paper task's catalogue kwargs (what
+  its config passes), updated by ``env_kwargs``."""
+  paper = tasks_lib.find(task)
+  return {**(dict(paper.env_kwargs) if paper else {}), **env_kwargs}
+
+
 def make_envs(tasks, env_kwargs) -> dict:
-  """``{task: env}`` built with ``env_kwargs`` (no compilation); ValueError naming the task and
-  the problem when a task rejects them."""
+  """``{label: env}`` for each task, built with :func:`task_kwargs` (no compilation); the label
+  is the task's name followed by those arguments. ValueError naming the task and the problem
+  when a task rejects them."""
   built = {}
   for task in tasks:
+    kwargs = task_kwargs(task, env_kwargs)
     try:
-      built[task] = envs.make(task, **env_kwargs)
+      env = envs.make(task, **kwargs)
     except (TypeError, ValueError) as e:
-      raise ValueError(f"--env_kwargs: task {task!r} rejects {env_kwargs}: {e}") from e
+      raise ValueError(f"--env_kwargs: task {task!r} rejects {kwargs}: {e}") from e
+    label = ", ".join(f"{k}={v}" for k, v in kwargs.items())
+    built[f"{task} ({label})" if label else task] = env
   return built
 
 
@@ -202,10 +216,8 @@ def main(argv=None) -> int:
   except ValueError as e:
     print(f"episode_ends.py: {e}", file=sys.stderr)
     return 2
-  label = "".join(f", {k}={v}" for k, v in args.env_kwargs.items())
   end_rows, reset_rows = [], []
-  for task, env in built.items():
-    name = f"{task} ({label[2:]})" if label else task
+  for name, env in built.items():
     length = args.episode_length or env.episode_length
     qpos = None
     for policy in policies:

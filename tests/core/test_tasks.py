@@ -36,3 +36,29 @@ def test_each_task_is_registered_with_a_thin_config(name):
   c = load(name)
   assert c.train.total_env_steps == t.env_steps and c.env.eval_name == t.eval_env
   assert c.env.episode_length == t.episode_length
+
+
+@pytest.mark.parametrize("name", tasks.PAPER_TASKS)
+def test_ant_tasks_default_to_the_published_links_and_others_to_no_env_kwargs(name):
+  c = load(name)
+  if tasks.get(name).family == "ant":
+    assert c.env.kwargs.to_dict() == {"mass": "published"}
+    env = envs.make(c.env.name, **c.env.kwargs.to_dict())
+    assert env.mj_model.body_subtreemass[env.mj_model.body("torso").id] == pytest.approx(9.0)
+  else:
+    assert c.env.kwargs.to_dict() == {}
+  # an override replaces the catalogue's value; the others stay
+  if tasks.get(name).family == "ant":
+    c = load(name, "env.kwargs.mass=mjcf,env.kwargs.goal_distance=3")
+    assert c.env.kwargs.to_dict() == {"mass": "mjcf", "goal_distance": 3}
+    assert config_lib.validation_problems(c) == []
+
+
+def test_an_ant_built_without_the_catalogue_keeps_the_mjcf_masses():
+  """Runs begun before the catalogue named the published masses stored no ``mass`` in their
+  config.json; they resume and evaluate on the MJCF masses they trained on."""
+  stored = config_lib.from_resolved_dict(
+      {**config_lib.resolved_dict(load("ant")), "env": {
+          **config_lib.resolved_dict(load("ant"))["env"], "kwargs": {"goal_distance": 3}}})
+  env = envs.make(stored.env.name, **stored.env.kwargs.to_dict())
+  assert env.mass == "mjcf"

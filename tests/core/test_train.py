@@ -57,8 +57,10 @@ def test_killed_and_resumed_run_matches_uninterrupted_run(tmp_path):
             "wb") as f:
     f.write(b"truncated")
   assert [int(r["epoch"]) for r in _rows(parts)] == [1, 2, 3]
-  rows_resumed = train_lib.train(config, parts, resume=True, log_fn=lambda s: None)
+  lines = []
+  rows_resumed = train_lib.train(config, parts, resume=True, log_fn=lines.append)
   assert [r["epoch"] for r in rows_resumed] == [3, 4]
+  assert not [l for l in lines if l.startswith("note: resuming with")]  # the same config
   step_a, a = _final_state(full)
   step_b, b = _final_state(parts)
   assert step_a == step_b == 4 and a.keys() == b.keys()
@@ -68,6 +70,25 @@ def test_killed_and_resumed_run_matches_uninterrupted_run(tmp_path):
     assert rows_full[-1][key] == rows_resumed[-1][key]
   assert [int(r["epoch"]) for r in _rows(parts)] == [1, 2, 3, 4]
   assert float(_rows(parts)[2]["critic_loss"]) != 999  # the junk row was replaced
+
+
+def test_resume_names_settings_that_differ_from_the_runs_config_json(tmp_path):
+  import json
+  from deepcrl_core import config as config_lib
+  began = load("ant", "env.kwargs.goal_distance=3")
+  stored = config_lib.resolved_dict(began)
+  stored["env"]["kwargs"] = {"goal_distance": 3}  # a run begun before the ant's mass default
+  with open(tmp_path / "config.json", "w") as f:
+    json.dump(stored, f)
+  assert train_lib._config_changes(str(tmp_path), began) == [
+      "note: resuming with env.kwargs = {'goal_distance': 3, 'mass': 'published'}; the run "
+      "began with {'goal_distance': 3} (config.json)"]
+  assert train_lib._config_changes(str(tmp_path), load("ant", "env.kwargs.goal_distance=3,"
+                                                             "env.kwargs.mass=mjcf,seed=4")) == [
+      "note: resuming with env.kwargs = {'goal_distance': 3, 'mass': 'mjcf'}; the run began "
+      "with {'goal_distance': 3} (config.json)",
+      "note: resuming with seed = 4; the run began with 0 (config.json)"]
+  assert train_lib._config_changes(str(tmp_path / "missing"), began) == []
 
 
 def test_a_fresh_run_refuses_a_run_directory_with_checkpoints(tmp_path):

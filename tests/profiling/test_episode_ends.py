@@ -44,11 +44,23 @@ def test_a_never_terminating_env_runs_every_episode_to_the_limit(tmp_path, capsy
 
 @pytest.mark.parametrize("kwargs, message", [
     ("mass=heavy", "--env_kwargs: task 'ant' rejects {'mass': 'heavy'}: unknown ant mass"),
-    ("gear=3", "--env_kwargs: task 'ant' rejects {'gear': 3}"),
+    ("gear=3", "--env_kwargs: task 'ant' rejects {'mass': 'published', 'gear': 3}"),
 ])
 def test_env_kwargs_a_task_rejects_are_named_before_any_rollout(kwargs, message, capsys):
   assert episode_ends.main(["--tasks=ant", f"--env_kwargs={kwargs}"]) == 2
   assert message in capsys.readouterr().err
+
+
+def test_paper_tasks_are_built_as_their_configs_build_them():
+  assert episode_ends.task_kwargs("ant", {}) == {"mass": "published"}
+  assert episode_ends.task_kwargs("ant_u4_maze_eval", {}) == {"mass": "published"}
+  assert episode_ends.task_kwargs("ant", {"mass": "mjcf", "start_height": 0.75}) == {
+      "mass": "mjcf", "start_height": 0.75}
+  assert episode_ends.task_kwargs("humanoid", {}) == {}
+  assert episode_ends.task_kwargs("pointmass", {"episode_length": 3}) == {"episode_length": 3}
+  built = episode_ends.make_envs(["ant", "humanoid"], {})
+  assert list(built) == ["ant (mass=published)", "humanoid"]
+  assert built["ant (mass=published)"].mass == "published"
 
 
 def test_env_kwargs_reach_the_env_and_label_the_rows(capsys):
