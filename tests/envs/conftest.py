@@ -1,7 +1,7 @@
 """Shared, cached compiled env functions for the env tests.
 
 MJX compiles cost 5-20 s each on a small CPU, so each env is compiled at most once per test
-session: ``compiled_env(name)`` returns the env with a jitted batched ``reset`` and a jitted
+session: ``compiled_env(name, **env_kwargs)`` returns the env with a jitted batched ``reset`` and a jitted
 ``run(state, key, n, action_scale, action_offset)`` that takes ``n`` (a traced count, so any
 ``n`` reuses one compile) training steps (episode limit + auto-reset + vmap) with actions
 ``action_offset + action_scale * U(-1, 1)`` and returns the final state and per-run checks.
@@ -76,8 +76,8 @@ def _make_run(env, train_env):
 
 
 @functools.lru_cache(maxsize=None)
-def _compile(name: str) -> CompiledEnv:
-  env = envs.make(name)
+def _compile(name: str, **kwargs) -> CompiledEnv:
+  env = envs.make(name, **kwargs)
   train_env = envs.wrap_for_training(env, env.episode_length)
   return CompiledEnv(name, env, train_env, jax.jit(train_env.reset), _make_run(env, train_env))
 

@@ -183,9 +183,11 @@ def test_reset_and_step_shapes_determinism_and_goals(name, compiled_env):
     assert np.abs(goals[:, None] - cells[None]).max(-1).min(-1).max() < 1e-5
 
 
-@pytest.mark.parametrize("name", ALL)
-def test_random_actions_1000_steps_no_nan(name, compiled_env):
-  c = compiled_env(name)
+@pytest.mark.parametrize("name, kwargs", [pytest.param(n, {}) for n in FAST] + [
+    pytest.param(n, {}, marks=pytest.mark.slow) for n in SLOW] + [
+        pytest.param("ant_big_maze", {"mass": "published"})])
+def test_random_actions_1000_steps_no_nan(name, kwargs, compiled_env):
+  c = compiled_env(name, **kwargs)
   env = c.env
   state, checks = c.run(c.reset(_keys(5)), jax.random.PRNGKey(6), 1000, 1.0)
   assert bool(checks["finite"])
@@ -315,13 +317,14 @@ def test_envs_that_never_terminate_name_no_cause(name):
   assert int(env.termination_cause(None)) == 0
 
 
-@pytest.mark.parametrize("name", [pytest.param("ant_big_maze"),
-                                  pytest.param("humanoid_u_maze", marks=pytest.mark.slow)])
-def test_walls_stop_the_robot(name, compiled_env):
+@pytest.mark.parametrize("name, kwargs", [
+    pytest.param("ant_big_maze", {}), pytest.param("ant_big_maze", {"mass": "published"}),
+    pytest.param("humanoid_u_maze", {}, marks=pytest.mark.slow)])
+def test_walls_stop_the_robot(name, kwargs, compiled_env):
   """Shoved towards the wall cell at (0, 1) from the start cell (1, 1), the robot's
   wall-colliding spheres below the wall top stay out of the wall (the humanoid's torso may
-  lean over its 1 m walls, as in the published maze)."""
-  c = compiled_env(name)
+  lean over its 1 m walls, as in the published maze); the 9 kg ant of the paper's configs too."""
+  c = compiled_env(name, **kwargs)
   env = c.env
   m = env.mj_model
   scale = env.maze_scale
