@@ -388,6 +388,39 @@ def plot_run(run_dir: str, out_dir: Optional[str] = None) -> List[str]:
   return written
 
 
+def plot_runs(run_dirs: Sequence[str], labels: Optional[Sequence[str]] = None,
+              out_dir: Optional[str] = None) -> List[str]:
+  """Several runs on one figure: each run's evaluation metrics (``run_dir/metrics.csv``)
+  against env steps, one curve per run labelled by ``labels`` (default: the run directories
+  as given); written to ``out_dir/compare_env_steps.png`` (default: the current directory).
+  Env steps, not wall-clock, because runs compared this way rarely had the machine to
+  themselves. ValueError naming the problem when a directory holds no metrics.csv rows or the
+  labels do not match the runs."""
+  if len(run_dirs) < 2:
+    raise ValueError(f"comparing runs needs at least two run directories, got {len(run_dirs)}")
+  labels = list(labels) if labels else [str(d).rstrip("/") for d in run_dirs]
+  if len(labels) != len(run_dirs):
+    raise ValueError(f"{len(labels)} labels for {len(run_dirs)} runs")
+  if len(set(labels)) != len(labels):
+    raise ValueError(f"labels must differ, got {labels}")
+  rows = []
+  for run_dir, label in zip(run_dirs, labels):
+    path = os.path.join(run_dir, "metrics.csv")
+    if not os.path.exists(path):
+      raise ValueError(f"{run_dir!r} is not a run directory (no metrics.csv)")
+    _, run_rows = read_csv(path)
+    evals = [r for r in run_rows if any(_num(r.get(k)) is not None for k, _ in EVAL_METRICS)]
+    if not evals:
+      raise ValueError(f"{path} has no evaluated rows")
+    for r in evals:
+      r["cell"], r["seed"] = label, "0"
+    rows += evals
+  metrics = _metrics_present(rows)
+  path = os.path.join(out_dir or ".", "compare_env_steps.png")
+  return [_curves_figure(rows, metrics, "env_steps", "env steps", "", path,
+                         legend_title="run")]
+
+
 def pick_epochs(epochs: Sequence[int], k: int = 4) -> List[int]:
   """Up to ``k`` of the sorted distinct ``epochs``: the first, the last and evenly spaced ones
   between."""

@@ -2,26 +2,39 @@
 
     python launch/plot.py runs/pm_depth            # a sweep: sweep.csv -> figures/*.png
     python launch/plot.py runs/pm_depth/runs/depth-4/seed_0   # a run: metrics.csv (+ norms)
+    python launch/plot.py RUN_A RUN_B --labels=a,b --out=figs  # runs on one figure
 
 A sweep directory's figures are redrawn from its sweep.csv alone; a run directory's from its
-metrics.csv (and residual_norms.csv when present). See deepcrl_core/plots.py.
+metrics.csv (and residual_norms.csv when present); several run directories share one figure
+of their evaluation metrics against env steps (figs/compare_env_steps.png). See
+deepcrl_core/plots.py.
 """
 
 import sys
 
 from absl import app, flags
 
-_OUT = flags.DEFINE_string("out", None, "Folder for the PNGs (default: DIR/figures).")
+_OUT = flags.DEFINE_string("out", None, "Folder for the PNGs (default: DIR/figures; the "
+                           "current directory when comparing runs).")
 _LAST = flags.DEFINE_integer("last", 5, "Evaluations per run averaged into 'final' values.")
+_LABELS = flags.DEFINE_list("labels", None, "With several run directories: one legend label "
+                            "each (default: the directories).")
 
 
 def main(argv):
-  if len(argv) != 2:
-    raise app.UsageError("usage: python launch/plot.py DIR  (a sweep or a run directory)")
+  if len(argv) < 2:
+    raise app.UsageError("usage: python launch/plot.py DIR  (a sweep or a run directory), or "
+                         "RUN_DIR RUN_DIR ... [--labels=a,b,...]")
   from deepcrl_core import plots  # pylint: disable=g-import-not-at-top
   path = argv[1]
   try:
-    if _LAST.value != plots.FINAL_EVALUATIONS:
+    if len(argv) > 2:
+      if _LAST.value != plots.FINAL_EVALUATIONS:
+        raise ValueError("--last applies to a sweep directory")
+      written = plots.plot_runs(argv[1:], _LABELS.value, _OUT.value)
+    elif _LABELS.value:
+      raise ValueError("--labels applies to several run directories")
+    elif _LAST.value != plots.FINAL_EVALUATIONS:
       import os  # pylint: disable=g-import-not-at-top
       if not os.path.exists(os.path.join(path, "sweep.csv")):
         raise ValueError("--last applies to a sweep directory")

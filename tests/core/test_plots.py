@@ -147,6 +147,32 @@ def test_plot_run_draws_curves_and_residual_norms(tmp_path):
   assert all(_is_png(p) for p in written)
 
 
+def _run_rows(scale):
+  return [{"epoch": e, "env_steps": 100 * e, "eval/success": scale * e, "eval/time_at_goal": e,
+           "eval/final_dist": 1 / e, "critic_loss": 1} for e in range(1, 5)]
+
+
+def test_plot_runs_draws_several_runs_on_one_figure(tmp_path):
+  for name, scale in (("a", 0.1), ("b", 0.2)):
+    (tmp_path / name).mkdir()
+    _write_csv(tmp_path / name / "metrics.csv", _run_rows(scale))
+  runs = [str(tmp_path / "a"), str(tmp_path / "b")]
+  written = plots.plot_runs(runs, ["light", "heavy"], str(tmp_path / "figs"))
+  assert written == [str(tmp_path / "figs" / "compare_env_steps.png")] and _is_png(written[0])
+  with pytest.raises(ValueError, match="1 labels for 2 runs"):
+    plots.plot_runs(runs, ["light"])
+  with pytest.raises(ValueError, match="labels must differ"):
+    plots.plot_runs(runs, ["x", "x"])
+  with pytest.raises(ValueError, match="at least two run directories"):
+    plots.plot_runs(runs[:1])
+  with pytest.raises(ValueError, match="is not a run directory"):
+    plots.plot_runs([runs[0], str(tmp_path)])
+  (tmp_path / "c").mkdir()
+  _write_csv(tmp_path / "c" / "metrics.csv", [{"epoch": 1, "env_steps": 10, "critic_loss": 1}])
+  with pytest.raises(ValueError, match="has no evaluated rows"):
+    plots.plot_runs([runs[0], str(tmp_path / "c")])
+
+
 def test_residual_norms_fixture_checks_and_epoch_choice(tmp_path):
   _write_csv(tmp_path / "n.csv", _norm_rows(blocks=2))
   rows = plots.read_residual_norms(str(tmp_path / "n.csv"))
@@ -190,3 +216,20 @@ def test_plot_launcher_redraws_from_sweep_csv_without_jax_from_any_directory(tmp
   out = subprocess.run(_plot_cmd(str(elsewhere)), capture_output=True, text=True, timeout=120,
                        cwd=str(elsewhere))
   assert out.returncode == 2 and "neither sweep.csv" in out.stderr
+
+
+def test_plot_launcher_compares_runs_and_names_bad_labels(tmp_path):
+  for name in ("a", "b"):
+    (tmp_path / name).mkdir()
+    _write_csv(tmp_path / name / "metrics.csv", _run_rows(0.1))
+  runs = [str(tmp_path / "a"), str(tmp_path / "b")]
+  out = subprocess.run(_plot_cmd(*runs, "--labels=x,y", f"--out={tmp_path}"),
+                       capture_output=True, text=True, timeout=120)
+  assert out.returncode == 0, out.stderr
+  assert out.stdout.split() == [str(tmp_path / "compare_env_steps.png")]
+  out = subprocess.run(_plot_cmd(*runs, "--labels=x"), capture_output=True, text=True,
+                       timeout=120)
+  assert out.returncode == 2 and "1 labels for 2 runs" in out.stderr
+  out = subprocess.run(_plot_cmd(runs[0], "--labels=x"), capture_output=True, text=True,
+                       timeout=120)
+  assert out.returncode == 2 and "--labels applies to several run directories" in out.stderr
