@@ -1,5 +1,7 @@
 """Humanoid gears on MuJoCo physics: the MJCF's (``actuation=gymnasium``) vs the paper's
-spring-engine gears (``actuation=published``: 350 x11, 100 x6), no learning.
+spring-engine gears (``actuation=published``: 350 x11, 100 x6), each with MuJoCo's link
+inertias (``inertia=mjcf``) and the spring engine's unit ones (``inertia=published``); no
+learning.
 
 Runs the env's own compiled model (same options as the MJX env: 0.003 s x 10 substeps, Newton,
 1 iteration, 4 line-search steps) in C MuJoCo, which steps the same equations as MJX on CPU
@@ -17,6 +19,7 @@ Reported per script: episodes still finite, mean control steps until the torso l
 past a hinge's range), peak constraint force on the limits, and the torso's peak height.
 
     python profiling/humanoid_actuation.py --episodes=16 --steps=300
+    python profiling/humanoid_actuation.py --inertias=mjcf   # the gears alone
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import deepcrl_core  # noqa: F401
 from deepcrl_core.envs import humanoid as humanoid_lib
 
 HIP_KNEE = ("right_hip_y", "right_knee", "left_hip_y", "left_knee")
+SCRIPTS = ("random", "zero", "squat")
 
 
 def _script(name, model, rng, t, dt):
@@ -47,8 +51,9 @@ def _script(name, model, rng, t, dt):
   return a
 
 
-def run(actuation: str, script: str, episodes: int, steps: int, seed: int = 0) -> dict:
-  env = humanoid_lib.Humanoid(actuation=actuation)
+def run(actuation: str, script: str, episodes: int, steps: int, seed: int = 0,
+        inertia: str = "mjcf") -> dict:
+  env = humanoid_lib.Humanoid(actuation=actuation, inertia=inertia)
   model = env.mj_model
   data = mujoco.MjData(model)
   rng = np.random.default_rng(seed)
@@ -85,7 +90,7 @@ def run(actuation: str, script: str, episodes: int, steps: int, seed: int = 0) -
         peak_limit_force = max(peak_limit_force, float(np.max(np.abs(data.efc_force[lim]))))
     finite += ok
     fall_steps.append(fell)
-  return {"actuation": actuation, "script": script, "finite": f"{finite}/{episodes}",
+  return {"actuation": actuation, "inertia": inertia, "script": script, "finite": f"{finite}/{episodes}",
           "fall": float(np.mean(fall_steps)), "fell": int(np.sum(np.array(fall_steps) < steps)),
           "speed": peak_speed, "violation": peak_violation, "limit_force": peak_limit_force,
           "zmax": peak_zmax}
@@ -96,20 +101,35 @@ def main(argv=None) -> int:
   p.add_argument("--episodes", type=int, default=16)
   p.add_argument("--steps", type=int, default=300)
   p.add_argument("--scripts", default="random,zero,squat")
+  p.add_argument("--inertias", default=",".join(humanoid_lib.INERTIAS),
+                 help=f"comma-separated of {humanoid_lib.INERTIAS}")
   args = p.parse_args(argv)
+  scripts = [x for x in args.scripts.split(",") if x]
+  inertias = [x for x in args.inertias.split(",") if x]
+  problems = []
+  if not scripts or any(x not in SCRIPTS for x in scripts):
+    problems.append(f"--scripts={args.scripts}: expected a comma-separated subset of {SCRIPTS}")
+  if not inertias or any(x not in humanoid_lib.INERTIAS for x in inertias):
+    problems.append(f"--inertias={args.inertias}: expected a comma-separated subset of "
+                    f"{humanoid_lib.INERTIAS}")
+  if args.episodes <= 0 or args.steps <= 0:
+    problems.append("--episodes and --steps must be positive")
+  if problems:
+    p.error("; ".join(problems))
   print(f"mujoco {mujoco.__version__}, python {platform.python_version()}, "
         f"{datetime.date.today().isoformat()}; {args.episodes} episodes x <= {args.steps} "
         f"control steps (0.03 s) per script, C MuJoCo on the env's model\n")
-  print("| script | actuation | finite | mean steps to fall (of " f"{args.steps}) | episodes fallen "
-        "| peak joint speed (rad/s) | peak limit violation (deg) | peak limit force (N m) "
-        "| peak torso z (m) |")
-  print("|---|---|---|---|---|---|---|---|---|")
-  for script in args.scripts.split(","):
-    for actuation in humanoid_lib.ACTUATIONS:
-      r = run(actuation, script, args.episodes, args.steps)
-      print(f"| {script} | {actuation} | {r['finite']} | {r['fall']:.0f} | {r['fell']} "
-            f"| {r['speed']:.1f} | {r['violation']:.1f} | {r['limit_force']:.0f} "
-            f"| {r['zmax']:.2f} |", flush=True)
+  print("| script | actuation | inertia | finite | mean steps to fall (of " f"{args.steps}) "
+        "| episodes fallen | peak joint speed (rad/s) | peak limit violation (deg) "
+        "| peak limit force (N m) | peak torso z (m) |")
+  print("|---|---|---|---|---|---|---|---|---|---|")
+  for script in scripts:
+    for inertia in inertias:
+      for actuation in humanoid_lib.ACTUATIONS:
+        r = run(actuation, script, args.episodes, args.steps, inertia=inertia)
+        print(f"| {script} | {actuation} | {inertia} | {r['finite']} | {r['fall']:.0f} "
+              f"| {r['fell']} | {r['speed']:.1f} | {r['violation']:.1f} "
+              f"| {r['limit_force']:.0f} | {r['zmax']:.2f} |", flush=True)
   return 0
 
 

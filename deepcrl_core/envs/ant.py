@@ -48,17 +48,6 @@ MASSES = ("mjcf", "published")
 WALL_GEOMS = ("torso", "foot_1", "foot_2", "foot_3", "foot_4")
 
 
-def set_published_masses(mj_model: mujoco.MjModel) -> None:
-  """Every body of the robot (the torso's subtree) 1 kg with unit principal inertias, in place;
-  the centres of mass stay where the geoms put them, and the derived constants (subtree masses,
-  inverse weights used by the constraint solver) are recomputed."""
-  torso = mj_model.body("torso").id
-  robot = np.flatnonzero(mj_model.body_rootid == torso)
-  mj_model.body_mass[robot] = 1.0
-  mj_model.body_inertia[robot] = 1.0
-  mujoco.mj_setConst(mj_model, mujoco.MjData(mj_model))
-
-
 def ant_spec(in_maze: bool = False) -> mujoco.MjSpec:
   """``assets/ant.xml``; ``in_maze`` lets the torso and feet collide with maze walls."""
   spec = mjcf.load_spec("ant.xml")
@@ -100,7 +89,7 @@ class Ant(LocomotionEnv):
     spec.compiler.fusestatic = True
     mj_model = spec.compile()
     if mass == "published":
-      set_published_masses(mj_model)
+      mjcf.spring_links(mj_model, "torso", unit_mass=True)
     super().__init__(mj_model, n_substeps)
     self._find_wall_colliders(mj_model)
     # numpy constants: building an env never starts a JAX backend (config validation builds

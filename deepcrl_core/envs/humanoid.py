@@ -15,6 +15,12 @@ x/y slide joints at z 1.25 holds the goal, as in the published model. 17 motors,
   armature that the spring engine ignores (FIDELITY.md; ``profiling/RESULTS.md``, "Humanoid
   actuation", measures how they behave).
 
+Link inertias (``inertia``): ``"mjcf"`` (default) MuJoCo's, from the geoms; ``"published"`` unit
+principal inertias for every robot link with the MJCF's masses and centres of mass -- what the
+paper's spring engine simulates (``spring_inertia_scale = 1``, ``spring_mass_scale = 0`` in its
+humanoid.xml); the ``cinert`` block of the state then carries them, as the published
+observation's com inertias do.
+
 Physics: MuJoCo through MJX (the paper's code runs brax's spring engine), 0.003 s steps, 10
 per control step in the open (0.03 s, the published control period) and 5 in mazes (0.015 s,
 the published control period, which the published maze reaches with 10 spring steps of
@@ -51,6 +57,7 @@ from deepcrl_core.envs.locomotion import LocomotionEnv
 
 GOAL_Z = 1.25
 ACTUATIONS = ("gymnasium", "published")
+INERTIAS = ("mjcf", "published")
 # The paper's code replaces the humanoid's gears for brax's spring engine: 350 on the 11
 # abdomen/hip/knee motors, 100 on the 6 shoulder/elbow motors (MJCF actuator order).
 PUBLISHED_GEARS = (350.0,) * 11 + (100.0,) * 6
@@ -122,7 +129,10 @@ class Humanoid(LocomotionEnv):
                n_substeps: Optional[int] = None, healthy_z=(1.0, 2.0),
                terminate_when_unhealthy: bool = True,
                max_contact_points: int = 8, action_scale: float = 0.4,
-               actuation: str = "gymnasium"):
+               actuation: str = "gymnasium", inertia: str = "mjcf"):
+    if inertia not in INERTIAS:
+      raise ValueError(f"unknown humanoid inertia {inertia!r}; choose from {INERTIAS}")
+    self.inertia = inertia
     self.success_radius = float(success_radius)
     self.episode_length = int(episode_length)
     self.goal_radius = tuple(goal_radius)
@@ -136,6 +146,8 @@ class Humanoid(LocomotionEnv):
       mjcf.add_contact_caps(spec, max_contact_points=max_contact_points)
     self._build_world(spec, max_contact_points=max_contact_points)
     mj_model = spec.compile()
+    if inertia == "published":
+      mjcf.spring_links(mj_model, "torso", unit_mass=False)
     if n_substeps is None:
       n_substeps = 10 if self.maze is None else 5
     super().__init__(mj_model, n_substeps)

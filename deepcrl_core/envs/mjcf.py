@@ -151,6 +151,19 @@ def nearest_boxes(point_xy, centres, half_xy, count: int, valid=None):
   return jnp.asarray(centres)[nearest]
 
 
+def spring_links(mj_model: mujoco.MjModel, root: str, *, unit_mass: bool) -> None:
+  """The links of brax's spring engine at ``spring_inertia_scale = 1`` (and, with
+  ``unit_mass``, ``spring_mass_scale = 1``), on ``mj_model`` in place: every body of ``root``'s
+  subtree gets unit principal inertias (``i ** 0``) and, with ``unit_mass``, a mass of 1 kg
+  (``m ** 0``); the centres of mass stay where the geoms put them. MuJoCo's derived constants
+  (subtree masses, the inverse weights the constraint solver scales with) are recomputed."""
+  robot = np.flatnonzero(mj_model.body_rootid == mj_model.body(root).id)
+  mj_model.body_inertia[robot] = 1.0
+  if unit_mass:
+    mj_model.body_mass[robot] = 1.0
+  mujoco.mj_setConst(mj_model, mujoco.MjData(mj_model))
+
+
 def count_contact_slots(mj_model: mujoco.MjModel) -> int:
   """Number of contact slots MJX allocates for the model (after caps)."""
   from mujoco.mjx._src import collision_driver  # pylint: disable=g-import-not-at-top

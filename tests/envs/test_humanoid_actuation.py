@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from deepcrl_core import config as config_lib
+from deepcrl_core import envs
 from deepcrl_core.envs import humanoid
 
 
@@ -28,3 +29,23 @@ def test_unknown_actuation_is_named_by_the_validator():
   assert any("unknown humanoid actuation 'strong'" in p for p in problems), problems
   with pytest.raises(ValueError, match="unknown humanoid actuation"):
     humanoid.humanoid_spec(actuation="strong")
+
+
+def test_published_inertias_are_unit_on_every_robot_link_with_the_mjcf_masses():
+  light = envs.make("humanoid").mj_model
+  unit = envs.make("humanoid", inertia="published").mj_model
+  robot = np.flatnonzero(unit.body_rootid == unit.body("torso").id)
+  assert len(robot) == 11  # the fused links, torso to left_lower_arm
+  np.testing.assert_array_equal(unit.body_inertia[robot], 1.0)
+  assert not np.allclose(light.body_inertia[robot], 1.0)
+  target = unit.body("target").id
+  np.testing.assert_array_equal(unit.body_inertia[target], light.body_inertia[target])
+  for attr in ("body_mass", "body_ipos", "actuator_gear", "dof_armature"):
+    np.testing.assert_array_equal(getattr(unit, attr), getattr(light, attr), err_msg=attr)
+  assert not np.allclose(unit.dof_invweight0, light.dof_invweight0)  # constants recomputed
+
+
+def test_unknown_inertia_is_named_by_the_validator():
+  problems = config_lib.validation_problems(
+      config_lib.paper_task_config("humanoid", "env.kwargs.inertia=heavy"))
+  assert any("unknown humanoid inertia 'heavy'" in p for p in problems), problems
