@@ -634,7 +634,8 @@ def from_resolved_dict(d: Dict[str, Any]) -> ml_collections.ConfigDict:
   return config
 
 
-def stored_differences(stored: Dict, config, ignore: Sequence[str] = ()) -> List[Tuple[str, Any, Any]]:
+def stored_differences(stored: Dict, config,
+                       ignore: Sequence[str] = ()) -> List[Tuple[str, Any, Any]]:
   """``(field, stored value, config's value)`` for every field of ``stored`` (a run's
   ``config.json``: :func:`resolved_dict` when the run began) whose value ``config`` resolves
   differently, dotted field names in ``ignore`` aside. ``env.kwargs`` compares as one value: an

@@ -8,7 +8,8 @@ an ankle hinge (30..70 deg), capsules of radius 0.08 and lengths 0.2*sqrt(2) (hi
 masses and inertias, 0.91 kg in all; ``"published"`` every one of the 9 links 1 kg with unit
 inertia, 9 kg in all -- what the paper's brax spring engine simulates (``spring_mass_scale =
 spring_inertia_scale = 1`` in its ant.xml turn each link's mass into ``m ** 0 = 1`` and each
-principal inertia into 1), kept at the MJCF's centres of mass. Physics: 0.01 s x 5 substeps =
+principal inertia into 1), kept at the MJCF's centres of mass; the ant tasks' configs pass
+``"published"`` (:mod:`deepcrl_core.tasks`). Physics: 0.01 s x 5 substeps =
 0.05 s per control step, Newton solver with 1 iteration and 4 line-search steps (as MJX
 locomotion tasks use).
 
