@@ -323,14 +323,16 @@ def _restore(c: Components, checkpointer, step: int) -> tuple:
 def _config_changes(workdir: str, cfg) -> List[str]:
   """Lines naming each setting a resumed run now uses that differs from its ``config.json``
   (written when the run began; it is left as it was); [] when none differs or it is missing.
-  E.g. a longer budget, or an env argument a task default added since the run began."""
+  E.g. a longer run, or an env argument a task default added since the run began.
+  ``train.max_seconds`` is a budget for this call (a sweep sets it on every call), not named."""
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     return []
   with open(path) as f:
     stored = json.load(f)
   return [f"note: resuming with {name} = {now!r}; the run began with {was!r} (config.json)"
-          for name, was, now in config_lib.stored_differences(stored, cfg)]
+          for name, was, now in config_lib.stored_differences(
+              stored, cfg, ignore=("train.max_seconds",))]
 
 
 def _run_wall_s_at(workdir: str, epoch: int) -> float:

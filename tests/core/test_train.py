@@ -89,6 +89,12 @@ def test_resume_names_settings_that_differ_from_the_runs_config_json(tmp_path):
       "with {'goal_distance': 3} (config.json)",
       "note: resuming with seed = 4; the run began with 0 (config.json)"]
   assert train_lib._config_changes(str(tmp_path / "missing"), began) == []
+  stored["env"]["kwargs"] = {"goal_distance": 3, "mass": "published"}
+  with open(tmp_path / "config.json", "w") as f:
+    json.dump(stored, f)
+  # a sweep's per-call budget is not a change of the run
+  assert train_lib._config_changes(str(tmp_path), load(
+      "ant", "env.kwargs.goal_distance=3,train.max_seconds=60")) == []
 
 
 def test_a_fresh_run_refuses_a_run_directory_with_checkpoints(tmp_path):
