@@ -34,6 +34,7 @@ import numpy as np
 
 import deepcrl_core  # noqa: F401
 from deepcrl_core.envs import humanoid as humanoid_lib
+from profiling_common import names_problem
 
 HIP_KNEE = ("right_hip_y", "right_knee", "left_hip_y", "left_knee")
 SCRIPTS = ("random", "zero", "squat")
@@ -106,12 +107,8 @@ def main(argv=None) -> int:
   args = p.parse_args(argv)
   scripts = [x for x in args.scripts.split(",") if x]
   inertias = [x for x in args.inertias.split(",") if x]
-  problems = []
-  if not scripts or any(x not in SCRIPTS for x in scripts):
-    problems.append(f"--scripts={args.scripts}: expected a comma-separated subset of {SCRIPTS}")
-  if not inertias or any(x not in humanoid_lib.INERTIAS for x in inertias):
-    problems.append(f"--inertias={args.inertias}: expected a comma-separated subset of "
-                    f"{humanoid_lib.INERTIAS}")
+  problems = [m for m in (names_problem("scripts", args.scripts, SCRIPTS),
+                           names_problem("inertias", args.inertias, humanoid_lib.INERTIAS)) if m]
   if args.episodes <= 0 or args.steps <= 0:
     problems.append("--episodes and --steps must be positive")
   if problems:
