@@ -421,6 +421,95 @@ def plot_runs(run_dirs: Sequence[str], labels: Optional[Sequence[str]] = None,
                          legend_title="run")]
 
 
+# Columns of window_table: (metrics.csv column, header, statistics, digits).
+WINDOW_COLUMNS = (("eval/success", "success (mean / max)", ("mean", "max"), 3),
+                  ("eval/time_at_goal", "time at goal (mean)", ("mean",), 1),
+                  ("eval/final_dist", "final distance (mean)", ("mean",), 2),
+                  ("eval/episode_length", "eval episode length", ("mean",), 0),
+                  ("eval/terminated", "ended early", ("mean",), 2),
+                  ("critic_accuracy", "critic accuracy", ("mean",), 2))
+FIRST_SUCCESS = (0.1, 0.5)
+
+
+def _steps(n: float) -> str:
+  """Env steps for a table: 0, 620, 39.7k, 1M, 1.5M, 3.004M."""
+  if n < 1e3:
+    return f"{n:g}"
+  if n >= 1e6:
+    return f"{round(n / 1e6, 3):g}M"
+  return f"{round(n / 1e3, 1):g}k"
+
+
+def _eval_rows(run_dir: str) -> List[Dict[str, str]]:
+  path = os.path.join(run_dir, "metrics.csv")
+  if not os.path.exists(path):
+    raise ValueError(f"{run_dir!r} is not a run directory (no metrics.csv)")
+  _, rows = read_csv(path)
+  evals = [r for r in rows if _num(r.get("eval/success")) is not None
+           and _num(r.get("env_steps")) is not None]
+  if not evals:
+    raise ValueError(f"{path} has no evaluated rows")
+  return sorted(evals, key=lambda r: _num(r["env_steps"]))
+
+
+def window_table(run_dirs: Sequence[str], window: int, labels: Optional[Sequence[str]] = None,
+                 last: int = FINAL_EVALUATIONS) -> str:
+  """The evaluations of one or more runs averaged over windows of ``window`` env steps, as
+  markdown: per run and window ``[k·window, (k+1)·window)`` the number of evaluations, mean and
+  max success, and the means of time at goal, final distance, evaluation episode length, the
+  share of evaluation episodes that ended early and critic accuracy (columns a run lacks are
+  left out; a window without evaluations is skipped; the last window ends at the last
+  evaluation). A second table gives per run the env steps of its first evaluation reaching
+  each success level of :data:`FIRST_SUCCESS` ("-" when none did) and the mean of its last
+  ``last`` evaluations. These are the numbers profiling/RESULTS.md quotes for learning runs,
+  so they come from one command (``launch/plot.py RUN ... --windows=1000000``). ValueError
+  naming the problem for a bad window, bad labels or a directory without evaluations."""
+  if window <= 0:
+    raise ValueError(f"the window must be a positive number of env steps, got {window}")
+  if last < 1:
+    raise ValueError(f"last must be at least 1, got {last}")
+  labels = list(labels) if labels else [str(d).rstrip("/") for d in run_dirs]
+  if len(labels) != len(run_dirs):
+    raise ValueError(f"{len(labels)} labels for {len(run_dirs)} runs")
+  runs = [(label, _eval_rows(d)) for d, label in zip(run_dirs, labels)]
+  columns = [c for c in WINDOW_COLUMNS
+             if any(_num(r.get(c[0])) is not None for _, rows in runs for r in rows)]
+  head = ["run", "env steps", "evaluations"] + [c[1] for c in columns]
+  lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  for label, rows in runs:
+    by_window: Dict[int, List[Dict[str, str]]] = {}
+    for r in rows:
+      by_window.setdefault(int(_num(r["env_steps"]) // window), []).append(r)
+    end = _num(rows[-1]["env_steps"])
+    for k in sorted(by_window):
+      group = by_window[k]
+      hi = min((k + 1) * window, end) if k == max(by_window) else (k + 1) * window
+      cells = [label, f"{_steps(k * window)}-{_steps(hi)}", str(len(group))]
+      for key, _, stats, digits in columns:
+        values = [v for v in (_num(r.get(key)) for r in group) if v is not None]
+        if not values:
+          cells.append("-")
+          continue
+        parts = [float(np.mean(values)) if s == "mean" else max(values) for s in stats]
+        cells.append(" / ".join(f"{v:.{digits}f}" if digits else f"{v:.0f}" for v in parts))
+      lines.append("| " + " | ".join(cells) + " |")
+  head = (["run", "env steps", "evaluations"]
+          + [f"first success >= {lvl:g}" for lvl in FIRST_SUCCESS]
+          + [f"last {last}: success", f"last {last}: time at goal"])
+  lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  for label, rows in runs:
+    cells = [label, _steps(_num(rows[-1]["env_steps"])), str(len(rows))]
+    for lvl in FIRST_SUCCESS:
+      hit = next((r for r in rows if _num(r["eval/success"]) >= lvl), None)
+      cells.append(_steps(_num(hit["env_steps"])) if hit else "-")
+    tail = rows[-last:]
+    cells.append(f"{np.mean([_num(r['eval/success']) for r in tail]):.3f}")
+    tag = [v for v in (_num(r.get("eval/time_at_goal")) for r in tail) if v is not None]
+    cells.append(f"{np.mean(tag):.1f}" if tag else "-")
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
 def pick_epochs(epochs: Sequence[int], k: int = 4) -> List[int]:
   """Up to ``k`` of the sorted distinct ``epochs``: the first, the last and evenly spaced ones
   between."""

@@ -173,6 +173,38 @@ def test_plot_runs_draws_several_runs_on_one_figure(tmp_path):
     plots.plot_runs([runs[0], str(tmp_path / "c")])
 
 
+def test_window_table_averages_evaluations_per_window_by_hand(tmp_path):
+  # 7 evaluations 0.4M apart; windows of 1M: {0.4, 0.8}, {1.2, 1.6}, {2.0, 2.4, 2.8}
+  rows = [{"epoch": e, "env_steps": 400_000 * e, "eval/success": s, "eval/time_at_goal": 10 * e,
+           "eval/final_dist": 3 - 0.1 * e, "critic_loss": 1}
+          for e, s in enumerate((0.0, 0.2, 0.1, 0.6, 0.5, 0.7, 0.9), start=1)]
+  rows.insert(3, {"epoch": 35, "env_steps": 1_400_000, "critic_loss": 1})  # not evaluated
+  (tmp_path / "a").mkdir()
+  _write_csv(tmp_path / "a" / "metrics.csv", rows)
+  text = plots.window_table([str(tmp_path / "a")], 1_000_000, ["run a"], last=2)
+  table, first = text.strip().split("\n\n")
+  lines = table.splitlines()
+  assert lines[0] == ("| run | env steps | evaluations | success (mean / max) | "
+                      "time at goal (mean) | final distance (mean) |")
+  assert lines[2:] == [
+      "| run a | 0-1M | 2 | 0.100 / 0.200 | 15.0 | 2.85 |",
+      "| run a | 1M-2M | 2 | 0.350 / 0.600 | 35.0 | 2.65 |",
+      "| run a | 2M-2.8M | 3 | 0.700 / 0.900 | 60.0 | 2.40 |"]
+  assert first.splitlines()[2] == "| run a | 2.8M | 7 | 800k | 1.6M | 0.800 | 65.0 |"
+  # a run that never reaches a level says so; columns a run lacks are left out
+  _write_csv(tmp_path / "a" / "metrics.csv", [{"epoch": 1, "env_steps": 39_680,
+                                               "eval/success": 0.05}])
+  text = plots.window_table([str(tmp_path / "a")], 1_000_000)
+  assert f"| {tmp_path / 'a'} | 0-39.7k | 1 | 0.050 / 0.050 |" in text
+  assert text.strip().endswith("| 39.7k | 1 | - | - | 0.050 | - |")
+  with pytest.raises(ValueError, match="positive number of env steps"):
+    plots.window_table([str(tmp_path / "a")], 0)
+  with pytest.raises(ValueError, match="1 labels for 2 runs"):
+    plots.window_table([str(tmp_path / "a")] * 2, 10, ["x"])
+  with pytest.raises(ValueError, match="is not a run directory"):
+    plots.window_table([str(tmp_path)], 10)
+
+
 def test_residual_norms_fixture_checks_and_epoch_choice(tmp_path):
   _write_csv(tmp_path / "n.csv", _norm_rows(blocks=2))
   rows = plots.read_residual_norms(str(tmp_path / "n.csv"))
@@ -233,3 +265,11 @@ def test_plot_launcher_compares_runs_and_names_bad_labels(tmp_path):
   out = subprocess.run(_plot_cmd(runs[0], "--labels=x"), capture_output=True, text=True,
                        timeout=120)
   assert out.returncode == 2 and "--labels applies to several run directories" in out.stderr
+  out = subprocess.run(_plot_cmd(*runs, "--labels=x,y", "--windows=200"), capture_output=True,
+                       text=True, timeout=120)
+  assert out.returncode == 0, out.stderr
+  assert "| x | 0-200 | 1 | 0.100 / 0.100 | 1.0 | 1.00 |" in out.stdout
+  assert "| y | 400-400 | 1 | 0.400 / 0.400 | 4.0 | 0.25 |" in out.stdout
+  out = subprocess.run(_plot_cmd(*runs, "--windows=200", f"--out={tmp_path}"),
+                       capture_output=True, text=True, timeout=120)
+  assert out.returncode == 2 and "--out applies to figures" in out.stderr
