@@ -443,7 +443,10 @@ def _steps(n: float) -> str:
 def _eval_rows(run_dir: str) -> List[Dict[str, str]]:
   path = os.path.join(run_dir, "metrics.csv")
   if not os.path.exists(path):
-    raise ValueError(f"{run_dir!r} is not a run directory (no metrics.csv)")
+    runs = os.path.join(run_dir, "runs", "*", "seed_*")
+    hint = (f"; it is a sweep directory: pass its runs, e.g. {runs}"
+            if os.path.exists(os.path.join(run_dir, "sweep.csv")) else "")
+    raise ValueError(f"{run_dir!r} is not a run directory (no metrics.csv){hint}")
   _, rows = read_csv(path)
   evals = [r for r in rows if _num(r.get("eval/success")) is not None
            and _num(r.get("env_steps")) is not None]

@@ -203,6 +203,9 @@ def test_window_table_averages_evaluations_per_window_by_hand(tmp_path):
     plots.window_table([str(tmp_path / "a")] * 2, 10, ["x"])
   with pytest.raises(ValueError, match="is not a run directory"):
     plots.window_table([str(tmp_path)], 10)
+  (tmp_path / "sweep.csv").write_text("cell,seed\n")
+  with pytest.raises(ValueError, match="it is a sweep directory: pass its runs"):
+    plots.window_table([str(tmp_path)], 10)
 
 
 def test_residual_norms_fixture_checks_and_epoch_choice(tmp_path):
