@@ -388,6 +388,28 @@ def plot_run(run_dir: str, out_dir: Optional[str] = None) -> List[str]:
   return written
 
 
+def _run_labels(run_dirs: Sequence[str], labels: Optional[Sequence[str]]) -> List[str]:
+  labels = list(labels) if labels else [str(d).rstrip("/") for d in run_dirs]
+  if len(labels) != len(run_dirs):
+    raise ValueError(f"{len(labels)} labels for {len(run_dirs)} runs")
+  return labels
+
+
+def _eval_rows(run_dir: str) -> List[Dict[str, str]]:
+  path = os.path.join(run_dir, "metrics.csv")
+  if not os.path.exists(path):
+    runs = os.path.join(run_dir, "runs", "*", "seed_*")
+    hint = (f"; it is a sweep directory: pass its runs, e.g. {runs}"
+            if os.path.exists(os.path.join(run_dir, "sweep.csv")) else "")
+    raise ValueError(f"{run_dir!r} is not a run directory (no metrics.csv){hint}")
+  _, rows = read_csv(path)
+  evals = [r for r in rows if _num(r.get("env_steps")) is not None
+           and any(_num(r.get(k)) is not None for k, _ in EVAL_METRICS)]
+  if not evals:
+    raise ValueError(f"{path} has no evaluated rows")
+  return sorted(evals, key=lambda r: _num(r["env_steps"]))
+
+
 def plot_runs(run_dirs: Sequence[str], labels: Optional[Sequence[str]] = None,
               out_dir: Optional[str] = None) -> List[str]:
   """Several runs on one figure: each run's evaluation metrics (``run_dir/metrics.csv``)
@@ -398,20 +420,12 @@ def plot_runs(run_dirs: Sequence[str], labels: Optional[Sequence[str]] = None,
   labels do not match the runs."""
   if len(run_dirs) < 2:
     raise ValueError(f"comparing runs needs at least two run directories, got {len(run_dirs)}")
-  labels = list(labels) if labels else [str(d).rstrip("/") for d in run_dirs]
-  if len(labels) != len(run_dirs):
-    raise ValueError(f"{len(labels)} labels for {len(run_dirs)} runs")
+  labels = _run_labels(run_dirs, labels)
   if len(set(labels)) != len(labels):
     raise ValueError(f"labels must differ, got {labels}")
   rows = []
   for run_dir, label in zip(run_dirs, labels):
-    path = os.path.join(run_dir, "metrics.csv")
-    if not os.path.exists(path):
-      raise ValueError(f"{run_dir!r} is not a run directory (no metrics.csv)")
-    _, run_rows = read_csv(path)
-    evals = [r for r in run_rows if any(_num(r.get(k)) is not None for k, _ in EVAL_METRICS)]
-    if not evals:
-      raise ValueError(f"{path} has no evaluated rows")
+    evals = _eval_rows(run_dir)
     for r in evals:
       r["cell"], r["seed"] = label, "0"
     rows += evals
@@ -440,21 +454,6 @@ def _steps(n: float) -> str:
   return f"{round(n / 1e3, 1):g}k"
 
 
-def _eval_rows(run_dir: str) -> List[Dict[str, str]]:
-  path = os.path.join(run_dir, "metrics.csv")
-  if not os.path.exists(path):
-    runs = os.path.join(run_dir, "runs", "*", "seed_*")
-    hint = (f"; it is a sweep directory: pass its runs, e.g. {runs}"
-            if os.path.exists(os.path.join(run_dir, "sweep.csv")) else "")
-    raise ValueError(f"{run_dir!r} is not a run directory (no metrics.csv){hint}")
-  _, rows = read_csv(path)
-  evals = [r for r in rows if _num(r.get("eval/success")) is not None
-           and _num(r.get("env_steps")) is not None]
-  if not evals:
-    raise ValueError(f"{path} has no evaluated rows")
-  return sorted(evals, key=lambda r: _num(r["env_steps"]))
-
-
 def window_table(run_dirs: Sequence[str], window: int, labels: Optional[Sequence[str]] = None,
                  last: int = FINAL_EVALUATIONS) -> str:
   """The evaluations of one or more runs averaged over windows of ``window`` env steps, as
@@ -471,10 +470,7 @@ def window_table(run_dirs: Sequence[str], window: int, labels: Optional[Sequence
     raise ValueError(f"the window must be a positive number of env steps, got {window}")
   if last < 1:
     raise ValueError(f"last must be at least 1, got {last}")
-  labels = list(labels) if labels else [str(d).rstrip("/") for d in run_dirs]
-  if len(labels) != len(run_dirs):
-    raise ValueError(f"{len(labels)} labels for {len(run_dirs)} runs")
-  runs = [(label, _eval_rows(d)) for d, label in zip(run_dirs, labels)]
+  runs = [(label, _eval_rows(d)) for d, label in zip(run_dirs, _run_labels(run_dirs, labels))]
   columns = [c for c in WINDOW_COLUMNS
              if any(_num(r.get(c[0])) is not None for _, rows in runs for r in rows)]
   head = ["run", "env steps", "evaluations"] + [c[1] for c in columns]
@@ -503,12 +499,12 @@ def window_table(run_dirs: Sequence[str], window: int, labels: Optional[Sequence
   for label, rows in runs:
     cells = [label, _steps(_num(rows[-1]["env_steps"])), str(len(rows))]
     for lvl in FIRST_SUCCESS:
-      hit = next((r for r in rows if _num(r["eval/success"]) >= lvl), None)
+      hit = next((r for r in rows if (_num(r.get("eval/success")) or 0.0) >= lvl), None)
       cells.append(_steps(_num(hit["env_steps"])) if hit else "-")
     tail = rows[-last:]
-    cells.append(f"{np.mean([_num(r['eval/success']) for r in tail]):.3f}")
-    tag = [v for v in (_num(r.get("eval/time_at_goal")) for r in tail) if v is not None]
-    cells.append(f"{np.mean(tag):.1f}" if tag else "-")
+    for key, digits in (("eval/success", 3), ("eval/time_at_goal", 1)):
+      values = [v for v in (_num(r.get(key)) for r in tail) if v is not None]
+      cells.append(f"{np.mean(values):.{digits}f}" if values else "-")
     lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
 
