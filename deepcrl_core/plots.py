@@ -392,7 +392,42 @@ def _run_labels(run_dirs: Sequence[str], labels: Optional[Sequence[str]]) -> Lis
   labels = list(labels) if labels else [str(d).rstrip("/") for d in run_dirs]
   if len(labels) != len(run_dirs):
     raise ValueError(f"{len(labels)} labels for {len(run_dirs)} runs")
+  if any(not str(label).strip() for label in labels):
+    raise ValueError(f"labels must not be empty, got {labels}")
+  real = [os.path.realpath(d) for d in run_dirs]
+  twice = sorted({d for d, r in zip(run_dirs, real) if real.count(r) > 1})
+  if twice:
+    raise ValueError(f"run directory given more than once: {', '.join(map(str, twice))}")
   return labels
+
+
+def _run_names(labels: Sequence[str]) -> List[str]:
+  """One name per run: its label, or ``label (i/n)`` where n runs share the label."""
+  count = {label: labels.count(label) for label in labels}
+  seen: Dict[str, int] = {}
+  names = []
+  for label in labels:
+    seen[label] = seen.get(label, 0) + 1
+    names.append(label if count[label] == 1 else f"{label} ({seen[label]}/{count[label]})")
+  return names
+
+
+def _check_schedules(label: str, runs: Sequence[Tuple[str, List[Dict[str, str]]]]) -> None:
+  """Runs sharing a label are averaged per evaluation epoch, so each epoch must be the same
+  number of env steps in all of them; ValueError naming the first epoch that is not."""
+  steps: Dict[int, Tuple[str, float]] = {}
+  for run_dir, rows in runs:
+    for r in rows:
+      e, x = _num(r.get("epoch")), _num(r["env_steps"])
+      if e is None:
+        raise ValueError(f"{run_dir}: an evaluated row without an epoch; runs sharing the "
+                         f"label {label!r} are averaged per epoch")
+      other = steps.setdefault(int(e), (run_dir, x))
+      if other[1] != x:
+        raise ValueError(
+            f"runs labelled {label!r} are averaged as seeds of one setting, but their "
+            f"evaluations differ: epoch {int(e)} is {_steps(other[1])} env steps in "
+            f"{other[0]} and {_steps(x)} in {run_dir}; give them different labels")
 
 
 def _eval_rows(run_dir: str) -> List[Dict[str, str]]:
@@ -413,22 +448,26 @@ def _eval_rows(run_dir: str) -> List[Dict[str, str]]:
 def plot_runs(run_dirs: Sequence[str], labels: Optional[Sequence[str]] = None,
               out_dir: Optional[str] = None) -> List[str]:
   """Several runs on one figure: each run's evaluation metrics (``run_dir/metrics.csv``)
-  against env steps, one curve per run labelled by ``labels`` (default: the run directories
-  as given); written to ``out_dir/compare_env_steps.png`` (default: the current directory).
-  Env steps, not wall-clock, because runs compared this way rarely had the machine to
-  themselves. ValueError naming the problem when a directory holds no metrics.csv rows or the
-  labels do not match the runs."""
+  against env steps, one curve per label (default: the run directories as given); written to
+  ``out_dir/compare_env_steps.png`` (default: the current directory). Runs sharing a label
+  are seeds of one setting: their curve is the mean per evaluation epoch with a 95% t
+  interval over the runs (the legend gives n), and their evaluations must fall at the same
+  env steps. Env steps, not wall-clock, because runs compared this way rarely had the machine
+  to themselves. ValueError naming the problem when a directory holds no metrics.csv rows,
+  the labels do not match the runs, or runs sharing a label evaluated at different env
+  steps."""
   if len(run_dirs) < 2:
     raise ValueError(f"comparing runs needs at least two run directories, got {len(run_dirs)}")
   labels = _run_labels(run_dirs, labels)
-  if len(set(labels)) != len(labels):
-    raise ValueError(f"labels must differ, got {labels}")
+  runs = [(d, label, _eval_rows(d)) for d, label in zip(run_dirs, labels)]
   rows = []
-  for run_dir, label in zip(run_dirs, labels):
-    evals = _eval_rows(run_dir)
-    for r in evals:
-      r["cell"], r["seed"] = label, "0"
-    rows += evals
+  for label in dict.fromkeys(labels):
+    group = [(d, evals) for d, lab, evals in runs if lab == label]
+    _check_schedules(label, group)
+    for i, (_, evals) in enumerate(group):
+      for r in evals:
+        r["cell"], r["seed"] = label, str(i)
+      rows += evals
   metrics = _metrics_present(rows)
   path = os.path.join(out_dir or ".", "compare_env_steps.png")
   return [_curves_figure(rows, metrics, "env_steps", "env steps", "", path,
@@ -454,6 +493,27 @@ def _steps(n: float) -> str:
   return f"{round(n / 1e3, 1):g}k"
 
 
+def _windows(rows: Sequence[Dict[str, str]], window: int
+             ) -> List[Tuple[int, float, List[Dict[str, str]]]]:
+  """A run's evaluations by window: ``(k, end, rows)`` for each window ``[k·window,
+  (k+1)·window)`` holding evaluations, the last one ending at the last evaluation."""
+  by_window: Dict[int, List[Dict[str, str]]] = {}
+  for r in rows:
+    by_window.setdefault(int(_num(r["env_steps"]) // window), []).append(r)
+  last, end = max(by_window), _num(rows[-1]["env_steps"])
+  return [(k, min((k + 1) * window, end) if k == last else (k + 1) * window, by_window[k])
+          for k in sorted(by_window)]
+
+
+def _mean_of(rows: Sequence[Dict[str, str]], key: str) -> Optional[float]:
+  values = [v for v in (_num(r.get(key)) for r in rows) if v is not None]
+  return float(np.mean(values)) if values else None
+
+
+def _fmt(v: float, digits: int) -> str:
+  return f"{v:.{digits}f}" if digits else f"{v:.0f}"
+
+
 def window_table(run_dirs: Sequence[str], window: int, labels: Optional[Sequence[str]] = None,
                  last: int = FINAL_EVALUATIONS) -> str:
   """The evaluations of one or more runs averaged over windows of ``window`` env steps, as
@@ -463,50 +523,88 @@ def window_table(run_dirs: Sequence[str], window: int, labels: Optional[Sequence
   left out; a window without evaluations is skipped; the last window ends at the last
   evaluation). A second table gives per run the env steps of its first evaluation reaching
   each success level of :data:`FIRST_SUCCESS` ("-" when none did) and the mean of its last
-  ``last`` evaluations. These are the numbers profiling/RESULTS.md quotes for learning runs,
-  so they come from one command (``launch/plot.py RUN ... --windows=1000000``). ValueError
-  naming the problem for a bad window, bad labels or a directory without evaluations."""
+  ``last`` evaluations. Runs sharing a label are seeds of one setting (named ``label (i/n)``
+  in those tables); a third table then gives per setting and window the mean over its runs of
+  their window means of success, time at goal and final distance, with the smallest and
+  largest run, and the same for the means of their last ``last`` evaluations. These are the
+  numbers profiling/RESULTS.md quotes for learning runs, so they come from one command
+  (``launch/plot.py RUN ... --windows=1000000``). ValueError naming the problem for a bad
+  window, bad labels or a directory without evaluations."""
   if window <= 0:
     raise ValueError(f"the window must be a positive number of env steps, got {window}")
   if last < 1:
     raise ValueError(f"last must be at least 1, got {last}")
-  runs = [(label, _eval_rows(d)) for d, label in zip(run_dirs, _run_labels(run_dirs, labels))]
+  labels = _run_labels(run_dirs, labels)
+  runs = [(name, _eval_rows(d)) for d, name in zip(run_dirs, _run_names(labels))]
   columns = [c for c in WINDOW_COLUMNS
              if any(_num(r.get(c[0])) is not None for _, rows in runs for r in rows)]
   head = ["run", "env steps", "evaluations"] + [c[1] for c in columns]
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-  for label, rows in runs:
-    by_window: Dict[int, List[Dict[str, str]]] = {}
-    for r in rows:
-      by_window.setdefault(int(_num(r["env_steps"]) // window), []).append(r)
-    end = _num(rows[-1]["env_steps"])
-    for k in sorted(by_window):
-      group = by_window[k]
-      hi = min((k + 1) * window, end) if k == max(by_window) else (k + 1) * window
-      cells = [label, f"{_steps(k * window)}-{_steps(hi)}", str(len(group))]
+  for name, rows in runs:
+    for k, hi, group in _windows(rows, window):
+      cells = [name, f"{_steps(k * window)}-{_steps(hi)}", str(len(group))]
       for key, _, stats, digits in columns:
         values = [v for v in (_num(r.get(key)) for r in group) if v is not None]
         if not values:
           cells.append("-")
           continue
         parts = [float(np.mean(values)) if s == "mean" else max(values) for s in stats]
-        cells.append(" / ".join(f"{v:.{digits}f}" if digits else f"{v:.0f}" for v in parts))
+        cells.append(" / ".join(_fmt(v, digits) for v in parts))
       lines.append("| " + " | ".join(cells) + " |")
   head = (["run", "env steps", "evaluations"]
           + [f"first success >= {lvl:g}" for lvl in FIRST_SUCCESS]
           + [f"last {last}: success", f"last {last}: time at goal"])
   lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-  for label, rows in runs:
-    cells = [label, _steps(_num(rows[-1]["env_steps"])), str(len(rows))]
+  for name, rows in runs:
+    cells = [name, _steps(_num(rows[-1]["env_steps"])), str(len(rows))]
     for lvl in FIRST_SUCCESS:
       hit = next((r for r in rows if (_num(r.get("eval/success")) or 0.0) >= lvl), None)
       cells.append(_steps(_num(hit["env_steps"])) if hit else "-")
-    tail = rows[-last:]
     for key, digits in (("eval/success", 3), ("eval/time_at_goal", 1)):
-      values = [v for v in (_num(r.get(key)) for r in tail) if v is not None]
-      cells.append(f"{np.mean(values):.{digits}f}" if values else "-")
+      value = _mean_of(rows[-last:], key)
+      cells.append("-" if value is None else f"{value:.{digits}f}")
     lines.append("| " + " | ".join(cells) + " |")
+  if len(set(labels)) < len(labels):
+    lines += ["", _settings_table(labels, [rows for _, rows in runs], window, last)]
   return "\n".join(lines) + "\n"
+
+
+# Columns of the per-setting table: (metrics.csv column, header, digits).
+SETTING_COLUMNS = (("eval/success", "success", 3), ("eval/time_at_goal", "time at goal", 1),
+                   ("eval/final_dist", "final distance", 2))
+
+
+def _settings_table(labels: Sequence[str], runs: Sequence[List[Dict[str, str]]], window: int,
+                    last: int) -> str:
+  """window_table's third table: per label, each run's window means (and the means of its
+  last ``last`` evaluations) averaged over the label's runs, as ``mean (min-max)`` (the
+  value alone for one run)."""
+  columns = [c for c in SETTING_COLUMNS
+             if any(_num(r.get(c[0])) is not None for rows in runs for r in rows)]
+  head = (["setting", "env steps", "runs"]
+          + [f"{header}: mean over runs (min-max)" for _, header, _ in columns])
+  lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+  def row(label, span, groups):
+    cells = [label, span, str(len(groups))]
+    for key, _, digits in columns:
+      values = [v for v in (_mean_of(g, key) for g in groups) if v is not None]
+      spread = (f" ({_fmt(min(values), digits)}-{_fmt(max(values), digits)})"
+                if len(values) > 1 else "")
+      cells.append(f"{_fmt(float(np.mean(values)), digits)}{spread}" if values else "-")
+    return "| " + " | ".join(cells) + " |"
+
+  for label in dict.fromkeys(labels):
+    members = [rows for lab, rows in zip(labels, runs) if lab == label]
+    by_k: Dict[int, List[Tuple[float, List[Dict[str, str]]]]] = {}
+    for rows in members:
+      for k, hi, group in _windows(rows, window):
+        by_k.setdefault(k, []).append((hi, group))
+    for k in sorted(by_k):
+      hi = max(h for h, _ in by_k[k])
+      lines.append(row(label, f"{_steps(k * window)}-{_steps(hi)}", [g for _, g in by_k[k]]))
+    lines.append(row(label, f"last {last} evaluations", [rows[-last:] for rows in members]))
+  return "\n".join(lines)
 
 
 def pick_epochs(epochs: Sequence[int], k: int = 4) -> List[int]:

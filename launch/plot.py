@@ -10,7 +10,9 @@ metrics.csv (and residual_norms.csv when present); several run directories share
 of their evaluation metrics against env steps (figs/compare_env_steps.png). With --windows=N,
 one or more run directories are printed as a markdown table of their evaluations averaged over
 windows of N env steps, with the first evaluation reaching 0.1 and 0.5 success and the mean of
-the last --last evaluations (plots.window_table). See deepcrl_core/plots.py.
+the last --last evaluations (plots.window_table). Runs sharing a label are seeds of one
+setting: one curve (their mean, with a 95% band), and with --windows a table of the setting's
+mean over its runs (smallest and largest run in brackets). See deepcrl_core/plots.py.
 """
 
 import sys
@@ -25,7 +27,8 @@ _WINDOWS = flags.DEFINE_integer("windows", None, "Print the run directories' eva
                                 "averaged over windows of this many env steps (markdown) "
                                 "instead of drawing.")
 _LABELS = flags.DEFINE_list("labels", None, "With several run directories: one legend label "
-                            "each (default: the directories).")
+                            "each (default: the directories); runs sharing a label are "
+                            "averaged as seeds of one setting.")
 
 
 def main(argv):

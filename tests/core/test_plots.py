@@ -161,8 +161,20 @@ def test_plot_runs_draws_several_runs_on_one_figure(tmp_path):
   assert written == [str(tmp_path / "figs" / "compare_env_steps.png")] and _is_png(written[0])
   with pytest.raises(ValueError, match="1 labels for 2 runs"):
     plots.plot_runs(runs, ["light"])
-  with pytest.raises(ValueError, match="labels must differ"):
-    plots.plot_runs(runs, ["x", "x"])
+  # runs sharing a label are seeds of one setting: one curve, their mean
+  written = plots.plot_runs(runs, ["x", "x"], str(tmp_path / "seeds"))
+  assert _is_png(written[0])
+  with pytest.raises(ValueError, match="must not be empty"):
+    plots.plot_runs(runs, ["x", " "])
+  with pytest.raises(ValueError, match="run directory given more than once: .*a"):
+    plots.plot_runs([runs[0], runs[0] + "/"], ["x", "x"])
+  (tmp_path / "d").mkdir()
+  _write_csv(tmp_path / "d" / "metrics.csv",
+             [dict(r, env_steps=r["env_steps"] * 2) for r in _run_rows(0.1)])
+  with pytest.raises(ValueError, match=r"labelled 'x' .* epoch 1 is 100 env steps in .*a and "
+                     r"200 in .*d; give them different labels"):
+    plots.plot_runs([runs[0], str(tmp_path / "d")], ["x", "x"])
+  plots.plot_runs([runs[0], str(tmp_path / "d")], ["x", "y"], str(tmp_path / "seeds"))
   with pytest.raises(ValueError, match="at least two run directories"):
     plots.plot_runs(runs[:1])
   with pytest.raises(ValueError, match="is not a run directory"):
@@ -206,6 +218,36 @@ def test_window_table_averages_evaluations_per_window_by_hand(tmp_path):
   (tmp_path / "sweep.csv").write_text("cell,seed\n")
   with pytest.raises(ValueError, match="it is a sweep directory: pass its runs"):
     plots.window_table([str(tmp_path)], 10)
+
+
+def test_window_table_averages_runs_sharing_a_label_by_hand(tmp_path):
+  # two seeds of one setting evaluated at 0.5M, 1M, 1.5M; a third run alone
+  success = {"s0": (0.1, 0.3, 0.5), "s1": (0.2, 0.2, 0.9), "other": (0.0, 0.1, 0.2)}
+  for name, values in success.items():
+    (tmp_path / name).mkdir()
+    _write_csv(tmp_path / name / "metrics.csv",
+               [{"epoch": e, "env_steps": 500_000 * e, "eval/success": s,
+                 "eval/time_at_goal": 100 * s} for e, s in enumerate(values, start=1)])
+  runs = [str(tmp_path / n) for n in ("s0", "other", "s1")]
+  text = plots.window_table(runs, 1_000_000, ["deep", "shallow", "deep"], last=2)
+  per_run, first, settings = text.strip().split("\n\n")
+  assert "| deep (1/2) | 0-1M | 1 | 0.100 / 0.100 | 10.0 |" in per_run
+  assert "| shallow | 0-1M | 1 | 0.000 / 0.000 | 0.0 |" in per_run
+  assert "| deep (2/2) | 1M-1.5M | 2 | 0.550 / 0.900 | 55.0 |" in per_run
+  assert "| deep (2/2) | 1.5M | 3 | 500k | 1.5M | 0.550 | 55.0 |" in first
+  lines = settings.splitlines()
+  assert lines[0] == ("| setting | env steps | runs | success: mean over runs (min-max) | "
+                      "time at goal: mean over runs (min-max) |")
+  # window 1M-1.5M: s0 (0.3 + 0.5) / 2 = 0.4, s1 (0.2 + 0.9) / 2 = 0.55 -> 0.475 (0.4-0.55)
+  assert lines[2:] == [
+      "| deep | 0-1M | 2 | 0.150 (0.100-0.200) | 15.0 (10.0-20.0) |",
+      "| deep | 1M-1.5M | 2 | 0.475 (0.400-0.550) | 47.5 (40.0-55.0) |",
+      "| deep | last 2 evaluations | 2 | 0.475 (0.400-0.550) | 47.5 (40.0-55.0) |",
+      "| shallow | 0-1M | 1 | 0.000 | 0.0 |",
+      "| shallow | 1M-1.5M | 1 | 0.150 | 15.0 |",
+      "| shallow | last 2 evaluations | 1 | 0.150 | 15.0 |"]
+  # distinct labels: no per-setting table
+  assert len(plots.window_table(runs, 1_000_000).strip().split("\n\n")) == 2
 
 
 def test_residual_norms_fixture_checks_and_epoch_choice(tmp_path):
