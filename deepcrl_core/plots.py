@@ -78,14 +78,7 @@ def t_interval(values: Sequence[float], level: float = 0.95,
   return mean, low, high
 
 
-def _num(v) -> Optional[float]:
-  if v is None or v == "":
-    return None
-  try:
-    x = float(v)
-  except (TypeError, ValueError):
-    return None
-  return x if math.isfinite(x) else None
+_num = sweep_lib.finite_number
 
 
 def read_csv(path: str) -> Tuple[List[str], List[Dict[str, str]]]:

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 import tempfile
 from typing import Dict, List, Mapping, Optional, Sequence
+
+from deepcrl_core import sweep
 
 # published name -> deepcrl's metrics.csv column
 PUBLISHED_NAMES = {
@@ -45,27 +46,17 @@ def published_eval_metrics(metrics: Mapping[str, float]) -> Dict[str, float]:
   return out
 
 
-def _number(v) -> Optional[float]:
-  if v is None or v == "":
-    return None
-  try:
-    x = float(v)
-  except (TypeError, ValueError):
-    return None
-  return x if math.isfinite(x) else None
-
-
 def headline_metrics(rows: Sequence[Mapping], last: int = LAST_EVALUATIONS) -> Dict:
   """Means over the last ``last`` evaluated rows (fewer if the run has fewer), the env steps
   and epochs those evaluations were made at, and each evaluation's values."""
-  evaluated = [r for r in rows if _number(r.get(PUBLISHED_NAMES["eval/episode_success"]))
-               is not None]
+  key = PUBLISHED_NAMES["eval/episode_success"]
+  evaluated = [r for r in rows if sweep.finite_number(r.get(key)) is not None]
   used = evaluated[-last:] if last > 0 else []
   out: Dict = {"num_evaluations": len(used), "of_last": last,
                "env_steps": [int(float(r["env_steps"])) for r in used],
                "epochs": [int(float(r["epoch"])) for r in used]}
   for published, ours in PUBLISHED_NAMES.items():
-    values = [_number(r.get(ours)) for r in used]
+    values = [sweep.finite_number(r.get(ours)) for r in used]
     values = [v for v in values if v is not None]
     out[published] = sum(values) / len(values) if values else None
     out[f"{published}/per_evaluation"] = values

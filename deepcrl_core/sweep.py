@@ -272,6 +272,12 @@ def _number(v) -> Optional[float]:
     return None
 
 
+def finite_number(v) -> Optional[float]:
+  """A CSV cell as a float, or None when it is empty, not a number, or not finite."""
+  x = _number(v)
+  return x if x is not None and math.isfinite(x) else None
+
+
 def read_rows(path: str) -> List[Dict[str, str]]:
   if not os.path.exists(path):
     return []
