@@ -851,8 +851,8 @@ def write_results(workdir: str, runs: Sequence[Run], axes: Sequence[Axis], *,
          f"{len({(r['cell'], r['seed']) for r in rows})} run(s)")
   if not figures or not rows:
     return 0
-  from deepcrl_core import plots  # pylint: disable=g-import-not-at-top  (matplotlib)
   try:
+    from deepcrl_core import plots  # pylint: disable=g-import-not-at-top  (matplotlib)
     written = plots.plot_sweep(workdir)
   except Exception as e:  # pylint: disable=broad-except  (the runs and the CSV are kept)
     log_fn(f"[sweep] figures failed: {type(e).__name__}: {e}")

@@ -465,6 +465,30 @@ def test_aggregate_rows_per_run_and_evaluation(tmp_path):
   assert back[0]["eval/extra"] == "" and back[2]["eval/extra"] == "3"
 
 
+def test_results_keep_the_csv_when_the_figures_fail(tmp_path, monkeypatch):
+  axes = sweep.parse_grid("depth=4")
+  runs = sweep.plan_runs(sweep.grid_cells(axes), [0], str(tmp_path))
+  _write_metrics(runs[0].workdir, [{"epoch": 1, "env_steps": 10, "wall_s": 5,
+                                    "eval/success": 0.5}])
+  logged = []
+  from deepcrl_core import plots  # pylint: disable=g-import-not-at-top
+
+  def broken(workdir):
+    raise ValueError(f"cannot draw {workdir}")
+
+  monkeypatch.setattr(plots, "plot_sweep", broken)
+  assert sweep.write_results(str(tmp_path), runs, axes, log_fn=logged.append) == 1
+  assert logged[-1] == f"[sweep] figures failed: ValueError: cannot draw {tmp_path}"
+  # plotting that cannot even be imported (a broken matplotlib) fails the same way
+  import deepcrl_core  # pylint: disable=g-import-not-at-top
+  monkeypatch.delattr(deepcrl_core, "plots")
+  monkeypatch.setitem(sys.modules, "deepcrl_core.plots", None)
+  assert sweep.write_results(str(tmp_path), runs, axes, log_fn=logged.append) == 1
+  assert logged[-1] == ("[sweep] figures failed: ModuleNotFoundError: import of "
+                        "deepcrl_core.plots halted; None in sys.modules")
+  assert len(_read(tmp_path / "sweep.csv")) == 1
+
+
 # --- real sweeps (launch/train.py children) ----------------------------------------------------
 
 TINY_SWEEP = TINY_RUN + ",epochs=2,log.tensorboard=false,log.progress_every_s=0"
