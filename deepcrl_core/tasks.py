@@ -47,10 +47,14 @@ PUBLISHED_SIZES = {"ant": (29, 2, 8), "humanoid": (268, 3, 17), "arm": (17, 3, 5
 # total 0.91 kg). The class default stays "mjcf" so that runs begun before this entry resume
 # and evaluate on the physics they trained on.
 ANT_KWARGS = {"mass": "published"}
+# The published humanoid observation's com blocks: brax's link inertias and velocities about the
+# centre of mass (envs/humanoid.py); the class default stays MuJoCo's cinert/cvel for the same
+# reason.
+HUMANOID_KWARGS = {"observation": "published"}
 
 
 def _kwargs(family):
-  return dict(ANT_KWARGS) if family == "ant" else {}
+  return dict({"ant": ANT_KWARGS, "humanoid": HUMANOID_KWARGS}.get(family, {}))
 
 
 def _maze(name, family, steps, depth4, depth64):
@@ -64,7 +68,8 @@ TASKS: Dict[str, Task] = {t.name: t for t in (
     _maze("ant_u5_maze", "ant", 400_000_000, 1, 61),    # depth 64: 61-98 across the paper's runs
     _maze("ant_big_maze", "ant", 100_000_000, 61, 441),
     _maze("ant_hardest_maze", "ant", 200_000_000, 215, 387),
-    Task("humanoid", "humanoid", 100_000_000, published_time_at_goal={4: 13, 64: 649}),
+    Task("humanoid", "humanoid", 100_000_000, env_kwargs=_kwargs("humanoid"),
+         published_time_at_goal={4: 13, 64: 649}),
     _maze("humanoid_u_maze", "humanoid", 400_000_000, 3, 159),
     _maze("humanoid_big_maze", "humanoid", 400_000_000, 0.06, 59),
     Task("arm_push_easy", "arm", 100_000_000, published_time_at_goal={4: 308, 64: 762}),

@@ -9,6 +9,11 @@ separately; then ``--repeats`` timed calls are made and the best is reported.
   python profiling/env_throughput.py --num_envs=2048 --tasks=ant,humanoid --out=$OUT/envs.md
   python profiling/env_throughput.py --tasks=ant,humanoid,arm_push_easy --reset_mode=first,fresh
 
+Paper tasks are built as their configs build them (the task catalogue's constructor
+arguments: the ant's published links, the humanoid's published observation);
+``--env_kwargs=KEY=VALUE,...`` adds or replaces constructor arguments of every task (as
+``env.kwargs.KEY``), e.g. ``--tasks=humanoid --env_kwargs=observation=mujoco``.
+
 ``--reset_mode`` (comma-separated: ``first``, ``fresh``) picks the auto-reset of
 :func:`deepcrl_core.envs.wrap_for_training`; with several, each task is measured in each mode
 and the table adds the cost of ``fresh`` relative to ``first`` and the CPU time of the
@@ -34,7 +39,8 @@ import jax.numpy as jnp
 from deepcrl_core import envs
 from deepcrl_core import tasks
 from deepcrl_core.envs import mjcf
-from profiling_common import device_header, names_problem  # noqa: E402  (this folder)
+from deepcrl_core import config as config_lib
+from profiling_common import device_header, names_problem, task_kwargs  # noqa: E402  (this folder)
 
 DEFAULT_TASKS = tasks.PAPER_TASKS
 
@@ -100,9 +106,15 @@ def parse_args(argv=None):
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--reset_mode", default="fresh",
                       help="comma-separated auto-reset modes to measure: first, fresh")
+  parser.add_argument("--env_kwargs", default="",
+                      help="constructor arguments of every task, KEY=VALUE,... (as env.kwargs.KEY)")
   parser.add_argument("--out", default=None, help="also write the table to this file")
   args = parser.parse_args(argv)
   problems = []
+  try:
+    args.env_kwargs = dict(config_lib.parse_overrides(args.env_kwargs))
+  except config_lib.ConfigError as e:
+    problems.append(f"--env_kwargs: {'; '.join(e.problems)}")
   names = [t for t in args.tasks.split(",") if t]
   if not names:
     problems.append("--tasks: no task named")
@@ -126,6 +138,7 @@ def main(argv=None) -> int:
   for name in tasks:
     for mode in modes:
       r = measure(name, args.num_envs, args.scan_length, args.repeats, reset_mode=mode,
+                  env_kwargs=task_kwargs(name, args.env_kwargs),
                   measure_reset=len(modes) > 1 and mode == "fresh")
       rows.append(r)
       print(f"# {name} ({mode}): {r['steps_per_s']:.0f} env-steps/s "
@@ -138,6 +151,12 @@ def main(argv=None) -> int:
   return 0
 
 
+def kwargs_line(args) -> str:
+  extra = ",".join(f"{k}={v}" for k, v in args.env_kwargs.items())
+  return ("paper tasks built with their configs' env kwargs"
+          + (f", and env kwargs {extra}" if extra else ""))
+
+
 def format_table(rows, args) -> str:
   modes = sorted({r["reset_mode"] for r in rows})
   if len(modes) > 1:
@@ -147,7 +166,7 @@ def format_table(rows, args) -> str:
       device_header(),
       f"num_envs {args.num_envs}, scan of {args.scan_length} control steps, best of "
       f"{args.repeats}; training wrappers (episode limit + auto-reset "
-      f"{rows[0]['reset_mode'] if rows else ''}), random actions",
+      f"{rows[0]['reset_mode'] if rows else ''}), random actions; {kwargs_line(args)}",
       "",
       "| task | env-steps/s | cost vs open robot | CPU us / env-step | control dt (s) "
       "| contact slots | compile (s) |",
@@ -169,7 +188,7 @@ def format_reset_table(rows, args) -> str:
   lines = [
       device_header(),
       f"num_envs {args.num_envs}, scan of {args.scan_length} control steps, best of "
-      f"{args.repeats}; training wrappers, random actions",
+      f"{args.repeats}; training wrappers, random actions; {kwargs_line(args)}",
       "",
       "| task | reset mode | env-steps/s | CPU us / env-step | CPU cost vs first "
       "| env.reset alone, CPU us / env | compile (s) |",

@@ -50,8 +50,7 @@ import numpy as np  # noqa: E402
 
 from deepcrl_core import agents, analysis, envs  # noqa: E402
 from deepcrl_core import config as config_lib  # noqa: E402
-from deepcrl_core import tasks as tasks_lib  # noqa: E402
-from profiling_common import device_header, markdown_table, names_problem  # noqa: E402
+from profiling_common import device_header, markdown_table, names_problem, task_kwargs  # noqa: E402,E501
 
 POLICIES = ("zero", "random")
 DEEP = 0.05  # m: a reset whose deepest contact penetration exceeds this counts as deep
@@ -175,13 +174,6 @@ def parse_args(argv):
   if problems:
     p.error("; ".join(problems))
   return args
-
-
-def task_kwargs(task: str, env_kwargs) -> dict:
-  """The constructor arguments ``task`` is built with: a paper task's catalogue kwargs (what
-  its config passes), updated by ``env_kwargs``."""
-  paper = tasks_lib.find(task)
-  return {**(dict(paper.env_kwargs) if paper else {}), **env_kwargs}
 
 
 def make_envs(tasks, env_kwargs) -> dict:

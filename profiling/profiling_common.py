@@ -1,6 +1,6 @@
 """Shared pieces of the profiling scripts: the device header every results table starts with,
-the machine facts a measurement is quoted with, timing of repeated calls, markdown tables and
-CSV files.
+the machine facts a measurement is quoted with, timing of repeated calls, markdown tables, CSV
+files and the constructor arguments a paper task's env is built with.
 
     from profiling_common import device_header, time_calls, markdown_table   # in profiling/
 """
@@ -131,3 +131,11 @@ def tiled_prologue_config(width: int, batch: int):
   import dataclasses  # pylint: disable=g-import-not-at-top
   import deepcrl_kernels as kernels  # pylint: disable=g-import-not-at-top
   return dataclasses.replace(kernels.default_config(width, batch), activation_prologue=True)
+
+
+def task_kwargs(task: str, env_kwargs: Dict[str, Any]) -> Dict[str, Any]:
+  """The constructor arguments ``task`` is built with: a paper task's catalogue kwargs (what
+  its config passes; also for its ``*_eval`` layout), updated by ``env_kwargs``."""
+  from deepcrl_core import tasks  # pylint: disable=g-import-not-at-top
+  paper = tasks.find(task)
+  return {**(dict(paper.env_kwargs) if paper else {}), **env_kwargs}

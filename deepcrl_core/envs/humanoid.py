@@ -18,8 +18,8 @@ x/y slide joints at z 1.25 holds the goal, as in the published model. 17 motors,
 Link inertias (``inertia``): ``"mjcf"`` (default) MuJoCo's, from the geoms; ``"published"`` unit
 principal inertias for every robot link with the MJCF's masses and centres of mass -- what the
 paper's spring engine simulates (``spring_inertia_scale = 1``, ``spring_mass_scale = 0`` in its
-humanoid.xml); the ``cinert`` block of the state then carries them, as the published
-observation's com inertias do.
+humanoid.xml); with ``observation="mujoco"`` the ``cinert`` block of the state then carries
+them (``observation="published"`` always uses unit inertias, as the published code does).
 
 Physics: MuJoCo through MJX (the paper's code runs brax's spring engine), 0.003 s steps, 10
 per control step in the open (0.03 s, the published control period) and 5 in mazes (0.015 s,
@@ -31,10 +31,19 @@ massless proxies at torso, pelvis, knees and elbows) collide with 4 wall-cell bo
 onto the wall cells nearest the torso every control step (frictionless;
 :mod:`deepcrl_core.envs.mazes`).
 
-State (268) = qpos (26: root 7, 17 joints, target x, y) + qvel (25) + ``cinert`` of the 12
-links (torso ... left_lower_arm, target; 10 each) + ``cvel`` of the 12 links (6 each) +
-``qfrc_actuator`` (25). This is the published layout with MuJoCo's own com-based inertia and
-velocity parametrisation (brax used its own). Goal = torso xyz (``goal_indices = (0, 1, 2)``),
+State (268) = qpos (26: root 7, 17 joints, target x, y) + qvel (25) + a com inertia of each
+of the 12 links (torso ... left_lower_arm, target; 10 each) + a com velocity of each link (6
+each) + ``qfrc_actuator`` (25), the published layout. The two com blocks (``observation``):
+
+* ``"mujoco"`` (the class default): MuJoCo's ``cinert`` (6 inertia entries, mass x offset,
+  mass) and ``cvel`` (angular, then linear velocity at the kinematic tree's centre of mass).
+* ``"published"`` (the task catalogue's default for the paper's humanoid tasks): what the
+  published code computes with brax. With ``com`` the centre of mass of all 12 links (the
+  1 kg target included) and ``p`` a link's centre of mass minus ``com``: the link's unit
+  inertia (brax's spring engine, ``spring_inertia_scale = 1``) moved to ``com``,
+  ``I + m (|p|^2 I - p p^T)`` (9 entries, row-major) and the mass ``m``; then the linear
+  velocity of the link's centre of mass times ``m / total mass`` (3) and the angular velocity
+  (3), world frame. Goal = torso xyz (``goal_indices = (0, 1, 2)``),
 filled as (goal x, goal y, 1.25); obs (271) = state + goal. Start: the model's rest pose
 (torso at z 1.4) with no noise, at the origin or the maze's ``R`` cell; qvel 0. Goal: radius
 U(1, 5) at a uniform angle (open) or a uniform ``G`` cell centre (maze). Episodes terminate
@@ -58,6 +67,7 @@ from deepcrl_core.envs.locomotion import LocomotionEnv
 GOAL_Z = 1.25
 ACTUATIONS = ("gymnasium", "published")
 INERTIAS = ("mjcf", "published")
+OBSERVATIONS = ("mujoco", "published")
 # The paper's code replaces the humanoid's gears for brax's spring engine: 350 on the 11
 # abdomen/hip/knee motors, 100 on the 6 shoulder/elbow motors (MJCF actuator order).
 PUBLISHED_GEARS = (350.0,) * 11 + (100.0,) * 6
@@ -129,10 +139,15 @@ class Humanoid(LocomotionEnv):
                n_substeps: Optional[int] = None, healthy_z=(1.0, 2.0),
                terminate_when_unhealthy: bool = True,
                max_contact_points: int = 8, action_scale: float = 0.4,
-               actuation: str = "gymnasium", inertia: str = "mjcf"):
+               actuation: str = "gymnasium", inertia: str = "mjcf",
+               observation: str = "mujoco"):
     if inertia not in INERTIAS:
       raise ValueError(f"unknown humanoid inertia {inertia!r}; choose from {INERTIAS}")
+    if observation not in OBSERVATIONS:
+      raise ValueError(f"unknown humanoid observation {observation!r}; "
+                       f"choose from {OBSERVATIONS}")
     self.inertia = inertia
+    self.observation = observation
     self.success_radius = float(success_radius)
     self.episode_length = int(episode_length)
     self.goal_radius = tuple(goal_radius)
@@ -153,6 +168,9 @@ class Humanoid(LocomotionEnv):
     super().__init__(mj_model, n_substeps)
     self._find_wall_colliders(mj_model)
     self.nq, self.nv = mj_model.nq, mj_model.nv
+    links = slice(1, _N_LINKS + 1)
+    self._link_mass = np.array(mj_model.body_mass[links], np.float32)
+    self._link_root = np.array(mj_model.body_rootid[links])
     if (self.nq, self.nv) != (26, 25) or mj_model.body(_N_LINKS).name != "target":
       raise ValueError(f"unexpected humanoid model: nq {self.nq}, nv {self.nv}, "
                        f"body {_N_LINKS} {mj_model.body(_N_LINKS).name!r}")
@@ -161,11 +179,29 @@ class Humanoid(LocomotionEnv):
     self.init_qpos[:2] = self.start_xy
 
   def _obs(self, data, goal):
-    state = jnp.concatenate([
-        data.qpos, data.qvel, data.cinert[1:_N_LINKS + 1].ravel(),
-        data.cvel[1:_N_LINKS + 1].ravel(),
-        data.qfrc_actuator])
+    if self.observation == "published":
+      inertia, velocity = self.published_com_blocks(data)
+    else:
+      inertia, velocity = data.cinert[1:_N_LINKS + 1], data.cvel[1:_N_LINKS + 1]
+    state = jnp.concatenate([data.qpos, data.qvel, inertia.ravel(), velocity.ravel(),
+                             data.qfrc_actuator])
     return jnp.concatenate([state, goal])
+
+  def published_com_blocks(self, data):
+    """The published observation's com inertia [12, 10] and com velocity [12, 6] blocks
+    (module docstring), from MJX ``data`` after ``com_pos``/``com_vel``."""
+    mass = jnp.asarray(self._link_mass)
+    total = jnp.sum(mass)
+    pos = data.xipos[1:_N_LINKS + 1]
+    p = pos - jnp.sum(mass[:, None] * pos, axis=0) / total
+    eye = jnp.eye(3, dtype=pos.dtype)
+    inertia = (eye * (1.0 + mass * jnp.sum(p * p, axis=-1))[:, None, None]
+               - mass[:, None, None] * p[:, :, None] * p[:, None, :])
+    # cvel is taken at the centre of mass of each link's kinematic tree: move it to the link's.
+    ang, lin = data.cvel[1:_N_LINKS + 1, :3], data.cvel[1:_N_LINKS + 1, 3:]
+    lin = lin + jnp.cross(ang, pos - data.subtree_com[self._link_root])
+    return (jnp.concatenate([inertia.reshape(_N_LINKS, 9), mass[:, None]], axis=-1),
+            jnp.concatenate([mass[:, None] * lin / total, ang], axis=-1))
 
   def _goal3(self, goal_xy):
     return jnp.concatenate([goal_xy, jnp.full((1,), GOAL_Z, goal_xy.dtype)])
@@ -184,6 +220,10 @@ class Humanoid(LocomotionEnv):
     data = state.data
     data = data.replace(mocap_pos=self.place_wall_colliders(data.mocap_pos, data.qpos[:2]))
     data = self.pipeline_step(data, ctrl)
+    if self.observation == "published":
+      # mjx.step leaves the body positions and velocities of its last substep's start; the
+      # published observation is of the state after the step (the next step recomputes all).
+      data = mjcf.com_quantities(self.mjx_model, data)
     goal = state.info["goal"]
     metrics = self.metrics(data.qpos[:3], goal)
     return state.replace(data=data, obs=self._obs(data, goal), reward=-metrics["dist"],

@@ -184,6 +184,14 @@ def kinematic_init(mjx_model, qpos, qvel, mocap_pos=None):
   data = data.replace(qpos=qpos, qvel=qvel, ctrl=jnp.zeros(mjx_model.nu))
   if mocap_pos is not None:
     data = data.replace(mocap_pos=mocap_pos)
+  return com_quantities(mjx_model, data)
+
+
+def com_quantities(mjx_model, data):
+  """``data`` with body poses (``xpos``, ``xipos``, ...), ``subtree_com``, ``cinert`` and
+  ``cvel`` computed from its ``qpos``/``qvel``/``mocap_pos`` (``mjx.step`` leaves those of its
+  start, before the integration)."""
+  from mujoco import mjx  # pylint: disable=g-import-not-at-top
   data = mjx.kinematics(mjx_model, data)
   data = mjx.com_pos(mjx_model, data)
   return mjx.com_vel(mjx_model, data)

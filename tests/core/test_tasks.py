@@ -39,12 +39,16 @@ def test_each_task_is_registered_with_a_thin_config(name):
 
 
 @pytest.mark.parametrize("name", tasks.PAPER_TASKS)
-def test_ant_tasks_default_to_the_published_links_and_others_to_no_env_kwargs(name):
+def test_ant_and_humanoid_tasks_default_to_published_physics_and_observation(name):
   c = load(name)
-  if tasks.get(name).family == "ant":
+  family = tasks.get(name).family
+  if family == "ant":
     assert c.env.kwargs.to_dict() == {"mass": "published"}
     env = envs.make(c.env.name, **c.env.kwargs.to_dict())
     assert env.mj_model.body_subtreemass[env.mj_model.body("torso").id] == pytest.approx(9.0)
+  elif family == "humanoid":
+    assert c.env.kwargs.to_dict() == {"observation": "published"}
+    assert envs.make(c.env.name, **c.env.kwargs.to_dict()).observation == "published"
   else:
     assert c.env.kwargs.to_dict() == {}
   # an override replaces the catalogue's value; the others stay
@@ -62,3 +66,8 @@ def test_an_ant_built_without_the_catalogue_keeps_the_mjcf_masses():
           **config_lib.resolved_dict(load("ant"))["env"], "kwargs": {"goal_distance": 3}}})
   env = envs.make(stored.env.name, **stored.env.kwargs.to_dict())
   assert env.mass == "mjcf"
+
+
+def test_a_humanoid_built_without_the_catalogue_keeps_the_mujoco_observation():
+  assert envs.make("humanoid").observation == "mujoco"
+  assert envs.make("humanoid_u_maze").observation == "mujoco"

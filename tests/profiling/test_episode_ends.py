@@ -56,10 +56,10 @@ def test_paper_tasks_are_built_as_their_configs_build_them():
   assert episode_ends.task_kwargs("ant_u4_maze_eval", {}) == {"mass": "published"}
   assert episode_ends.task_kwargs("ant", {"mass": "mjcf", "start_height": 0.75}) == {
       "mass": "mjcf", "start_height": 0.75}
-  assert episode_ends.task_kwargs("humanoid", {}) == {}
+  assert episode_ends.task_kwargs("humanoid", {}) == {"observation": "published"}
   assert episode_ends.task_kwargs("pointmass", {"episode_length": 3}) == {"episode_length": 3}
   built = episode_ends.make_envs(["ant", "humanoid"], {})
-  assert list(built) == ["ant (mass=published)", "humanoid"]
+  assert list(built) == ["ant (mass=published)", "humanoid (observation=published)"]
   assert built["ant (mass=published)"].mass == "published"
 
 
