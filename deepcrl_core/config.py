@@ -5,7 +5,7 @@
 (:mod:`deepcrl_core.tasks`) through :func:`paper_task_config`.
 
 Config files under ``configs/`` define ``get_config(overrides: str = "")`` by calling
-:func:`make_config` with their task's settings, so ``configs/humanoid.py:depth=64,batch=1024``
+:func:`make_config` with their task's settings, so ``configs/humanoid.py:depth=64,width=512``
 works with ``ml_collections.config_flags``. Overrides are comma-separated ``key=value`` pairs
 where ``key`` is a dotted field (``network.width``) or a shortcut (:data:`SHORTCUTS`).
 :func:`validate` reports every problem of a config at once, before anything compiles.

@@ -170,7 +170,7 @@ def auto_prefers_xla(x, config=None) -> str | None:
   ``config`` is taken as a request for the kernels.
 
   Above width 256 the Pallas path is the tiled kernels, which the roofline model of
-  ``profiling/kernel_bench.py --model`` puts at 0.6-1.1x of XLA (the layers' GEMMs dominate
+  ``profiling/kernel_bench.py --model`` puts at 0.88-1.26x of XLA (the layers' GEMMs dominate
   and the fused LayerNorm/Swish recompute costs about what the saved memory passes do), so
   ``auto`` keeps XLA there until a GPU measurement says otherwise."""
   if config is None and x.shape[-1] > WHOLE_ROW_MAX_WIDTH:

@@ -1,7 +1,7 @@
 """Draw a sweep's or a run's figures (matplotlib; no JAX).
 
     python launch/plot.py runs/pm_depth            # a sweep: sweep.csv -> figures/*.png
-    python launch/plot.py runs/pm_depth/runs/depth-4/seed_0   # a run: metrics.csv (+ norms)
+    python launch/plot.py runs/pm_depth/runs/depth-4__width-64/seed_0   # a run: metrics.csv (+ norms)
     python launch/plot.py RUN_A RUN_B --labels=a,b --out=figs  # runs on one figure
     python launch/plot.py RUN_A RUN_B --windows=1000000        # markdown table, no figure
 

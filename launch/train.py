@@ -1,8 +1,10 @@
 """Train deep CRL.
 
     python launch/train.py --config=configs/pointmass.py --workdir=runs/pointmass
-    python launch/train.py --config=configs/humanoid.py:depth=64,batch=1024
-    python launch/train.py --config=configs/ant.py --config.train.num_envs=256 --resume
+    python launch/train.py --config=configs/humanoid.py:depth=64,batch=1024,num_envs=1024
+    python launch/train.py --config=configs/ant.py --config.train.num_envs=1024 --workdir=runs/ant
+    python launch/train.py --config=configs/ant.py --config.train.num_envs=1024 --workdir=runs/ant \
+        --resume   # continue it from its newest checkpoint
     python launch/train.py --config=configs/humanoid.py:depth=1024 --dry_run   # check only
 
 The config is validated before anything is compiled or written; problems are listed together
