@@ -541,7 +541,12 @@ def validation_problems(config) -> List[str]:
     problems.append(f"replay.sampling=windows draws one window per env: train.sgd_steps x "
                     f"train.batch_size ({tr.sgd_steps * tr.batch_size}) exceeds the "
                     f"train.num_envs x (replay.window_length - 1) = "
-                    f"{tr.num_envs * (rp.window_length - 1)} transitions of a training step")
+                    f"{tr.num_envs * (rp.window_length - 1)} transitions of a training step; "
+                    f"raise train.num_envs to at least "
+                    f"{-(-tr.sgd_steps * tr.batch_size // (rp.window_length - 1))}, lower "
+                    f"train.sgd_steps to at most "
+                    f"{tr.num_envs * (rp.window_length - 1) // tr.batch_size}, or use "
+                    f"replay.sampling=transitions")
   if (fine("replay.window_length", "train.prefill_steps", "train.unroll_length") and
       rp.window_length > prefill_steps_per_env(config) + tr.unroll_length):
     filled = prefill_steps_per_env(config) + tr.unroll_length

@@ -166,8 +166,16 @@ def test_unknown_pipeline_choices_are_named_before_compiling():
   with pytest.raises(config_lib.ConfigError, match="env.reset_mode"):
     config_lib.validate(load("ant", "env.reset_mode=always"))
   # one window per env must hold a training step's minibatches
-  with pytest.raises(config_lib.ConfigError, match="one window per env"):
+  with pytest.raises(config_lib.ConfigError, match="one window per env") as e:
     config_lib.validate(load("ant", "num_envs=256"))
+  # 800 x 512 = 409,600 > 256 x 999 = 255,744: each way out, at its exact bound
+  assert ("raise train.num_envs to at least 411, lower train.sgd_steps to at most 499, or use "
+          "replay.sampling=transitions") in str(e.value)
+  for fixed in ("num_envs=411", "num_envs=256,train.sgd_steps=499",
+                "num_envs=256,replay.sampling=transitions"):
+    assert config_lib.validation_problems(load("ant", fixed)) == [], fixed
+  assert config_lib.validation_problems(load("ant", "num_envs=410")) != []
+  assert config_lib.validation_problems(load("ant", "num_envs=256,train.sgd_steps=500")) != []
 
 
 def test_paper_epochs_have_the_published_length():
