@@ -95,12 +95,24 @@ def save(directory: str, step: int, tree, metadata: Optional[dict] = None,
   return final
 
 
+def _dtype_kind(dtype) -> str:
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  for kind in (jnp.bool_, jnp.unsignedinteger, jnp.signedinteger, jnp.floating,
+               jnp.complexfloating):
+    if jnp.issubdtype(dtype, kind):
+      return kind.__name__
+  return str(dtype)
+
+
 def load(path: str, template) -> Tuple[Any, dict]:
   """Restores ``template``'s structure from ``path``; returns ``(tree, metadata)``.
 
-  ``template`` leaves may be arrays or ``jax.ShapeDtypeStruct``s; the result holds numpy arrays.
+  ``template`` leaves may be arrays or ``jax.ShapeDtypeStruct``s; the result holds numpy arrays
+  of the template's dtypes. A stored leaf is cast within its kind (float32 <-> float64, int32
+  <-> int64: runs with and without ``jax_enable_x64``), never across kinds.
 
-  Raises ValueError naming every missing leaf or shape/dtype mismatch.
+  Raises ValueError naming every missing leaf, shape mismatch and dtype-kind mismatch (a float
+  stored where an integer is expected, ...).
   """
   with np.load(path, allow_pickle=False) as data:
     stored = {k: data[k] for k in data.files}
@@ -117,6 +129,9 @@ def load(path: str, template) -> Tuple[Any, dict]:
     want = tuple(leaf.shape) if hasattr(leaf, "shape") else np.shape(leaf)
     if value.shape != want:
       problems.append(f"{name}: shape {value.shape} in checkpoint, {want} expected")
+    if hasattr(leaf, "dtype") and _dtype_kind(value.dtype) != _dtype_kind(leaf.dtype):
+      problems.append(f"{name}: dtype {value.dtype} in checkpoint, {np.dtype(leaf.dtype)} "
+                      f"expected")
     restored.append(value.astype(leaf.dtype) if hasattr(leaf, "dtype") else value)
   if problems:
     raise ValueError(f"checkpoint {path} does not match this run's state "

@@ -2,6 +2,7 @@
 
 import os
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -20,8 +21,12 @@ def test_round_trip_and_retention(tmp_path):
   assert ckpt.list_steps(d) == [3, 4]
   tree, meta = ckpt.load(ckpt.path_for(d, 4), _tree())
   assert meta == {"epoch": 4}
-  np.testing.assert_array_equal(tree["a"], _tree(4)["a"])
-  assert tree["b"][0].dtype == np.int32
+  for got, want in zip(jax.tree.leaves(tree), jax.tree.leaves(_tree(4))):
+    np.testing.assert_array_equal(got, want)
+    assert got.dtype == want.dtype
+  with np.load(ckpt.path_for(d, 4)) as raw:  # stored as written, not cast on the way in
+    assert sorted(str(raw[k].dtype) for k in raw.files if k.startswith("['b']")) == [
+        "float32", "int32"]
   assert not [f for f in os.listdir(d) if f.startswith(".tmp")]
 
 
@@ -32,6 +37,13 @@ def test_mismatched_structure_is_reported(tmp_path):
     ckpt.load(ckpt.path_for(d, 1), {"a": jnp.zeros((3, 3)), "b": _tree()["b"]})
   with pytest.raises(ValueError, match="missing"):
     ckpt.load(ckpt.path_for(d, 1), {**_tree(), "c": jnp.zeros(2)})
+  # a float where an integer is expected is refused; a width change within a kind is cast
+  with pytest.raises(ValueError, match=r"\['a'\]: dtype float32 in checkpoint, int32 expected"):
+    ckpt.load(ckpt.path_for(d, 1), {"a": jnp.zeros((2, 3), jnp.int32), "b": _tree()["b"]})
+  wide = {"a": jax.ShapeDtypeStruct((2, 3), np.float64), "b": _tree()["b"]}
+  tree, _ = ckpt.load(ckpt.path_for(d, 1), wide)
+  assert tree["a"].dtype == np.float64
+  np.testing.assert_array_equal(tree["a"], _tree()["a"])
 
 
 def test_failed_write_leaves_previous_checkpoint_intact(tmp_path, monkeypatch):
