@@ -61,7 +61,9 @@ def infonce_from_logits(logits, *, variant: str = "forward", logsumexp_penalty: 
 
   ``forward``: ``-mean_i(logits[i, i] - lse_j logits[i, j]) + penalty * mean_i(lse_row^2)``;
   ``backward``: the same over columns; ``symmetric``: their mean. ``aux``: ``logsumexp``
-  (rows, ``[B]``), ``logsumexp_col`` (``[B]``), ``positive`` (the diagonal) and ``accuracy``.
+  (rows, ``[B]``), ``logsumexp_col`` (``[B]``), ``positive`` (the diagonal) and ``accuracy``;
+  the logsumexp the variant does not use is reported under ``stop_gradient``, as the Pallas
+  path reports it, so that gradients never depend on the implementation.
   """
   if variant not in VARIANTS:
     raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
@@ -73,6 +75,10 @@ def infonce_from_logits(logits, *, variant: str = "forward", logsumexp_penalty: 
   fwd = -jnp.mean(pos - lse_row) + logsumexp_penalty * jnp.mean(jnp.square(lse_row))
   bwd = -jnp.mean(pos - lse_col) + logsumexp_penalty * jnp.mean(jnp.square(lse_col))
   loss = {"forward": fwd, "backward": bwd, "symmetric": 0.5 * (fwd + bwd)}[variant]
+  if variant == "forward":
+    lse_col = jax.lax.stop_gradient(lse_col)
+  elif variant == "backward":
+    lse_row = jax.lax.stop_gradient(lse_row)
   aux = {
       "logsumexp": lse_row,
       "logsumexp_col": lse_col,
@@ -99,8 +105,8 @@ def infonce_loss(phi, psi, *, energy: str = "l2", variant: str = "forward",
 
   ``aux`` holds ``logsumexp`` (per-row, ``[B]``), ``logsumexp_col`` (``[B]``), ``positive``
   (the diagonal logits, ``[B]``) and ``accuracy`` (scalar). The Pallas path never writes the
-  ``B x B`` logits to device memory, forward or backward; there the logsumexp a variant does not
-  use is reported under ``stop_gradient``. ``config`` is a
+  ``B x B`` logits to device memory, forward or backward. On every path the logsumexp a
+  variant does not use is reported under ``stop_gradient``. ``config`` is a
   :class:`kernels.infonce_pallas.InfoNCEConfig` (tiles, matmul precision, warps), ignored by
   ``"xla"``.
 

@@ -113,6 +113,17 @@ def test_unused_logsumexp_carries_no_gradient_and_matches_xla():
   for got, want in zip(f("interpret")(phi, psi), f("xla")(phi, psi)):
     assert_close(got, want, rtol=RTOL, name="grad through aux")
 
+  # The logsumexp a variant does not use is reported with its value but no gradient.
+  for variant, unused in (("forward", "logsumexp_col"), ("backward", "logsumexp")):
+    for impl in ("interpret", "xla"):
+      def h(a, b):
+        return jnp.sum(kernels.infonce_loss(a, b, variant=variant, impl=impl)[1][unused])
+      value, grads = jax.jit(jax.value_and_grad(h, argnums=(0, 1)))(phi, psi)
+      for grad in grads:
+        np.testing.assert_array_equal(np.asarray(grad), 0.0, err_msg=f"{variant} {impl}")
+      want = kernels.infonce_loss(phi, psi, variant="symmetric", impl="xla")[1][unused]
+      assert_close(value, jnp.sum(want), rtol=RTOL, name=f"{variant} {impl} {unused} value")
+
 
 def test_vmap_over_a_leading_axis():
   phi, psi = _inputs(3 * 24, 16, seed=6)
