@@ -136,24 +136,35 @@ def test_published_tanh_correction_is_the_papers_formula_and_bounded():
     nets.tanh_gaussian_log_prob(big, zeros, zeros, "approx")
 
 
-def test_actor_and_alpha_losses():
+@pytest.mark.parametrize("correction", ["published", "exact"])
+def test_actor_and_alpha_losses(correction):
   spec = nets.NetworkSpec(state_size=3, goal_size=2, action_size=2, actor_depth=4,
                           critic_depth=4, width=16, repr_dim=8, kernel_impl="xla")
   networks = nets.make_networks(spec)
   actor_params, critic_params = nets.init_params(networks, jax.random.PRNGKey(0))
+  # Push the first action dimension's mean to ~8, where the two corrections differ by ~1.2.
+  bias = actor_params["actor/output"]["b"]
+  actor_params["actor/output"]["b"] = bias.at[0].add(8.0)
   key = jax.random.PRNGKey(1)
   batch = L.Transitions(state=jax.random.normal(key, (6, 3)), action=jnp.zeros((6, 2)),
                         goal=jax.random.normal(jax.random.PRNGKey(2), (6, 2)))
-  cfg = L.LossConfig(kernel_impl="xla", target_entropy=-1.0)
+  cfg = L.LossConfig(kernel_impl="xla", target_entropy=-1.0, tanh_correction=correction)
   log_alpha = jnp.asarray(0.5)
   loss, aux = L.actor_loss(actor_params, critic_params, log_alpha, networks, batch, key, cfg)
-  # Recompute by hand from the same sample.
+  # Recompute by hand from the same noise: u = mean + std * eps, a = tanh(u), the density of
+  # the configured correction (its formula is tested against float64 above).
   mean, log_std = networks.actor.apply(actor_params, batch.obs)
-  action, log_prob = nets.tanh_gaussian_sample(key, mean, log_std, cfg.tanh_correction)
-  phi, psi = networks.critic.apply(critic_params, batch.state, action, batch.goal)
-  q = -jnp.linalg.norm(phi - psi, axis=-1)
-  np.testing.assert_allclose(loss, jnp.mean(jnp.exp(0.5) * log_prob - q), rtol=1e-5)
-  np.testing.assert_allclose(aux["log_prob"], log_prob, rtol=1e-6)
+  u = mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape)
+  log_prob = nets.tanh_gaussian_log_prob(u, mean, log_std, correction)
+  assert float(u[:, 0].min()) > 7.0  # saturated: the two corrections differ by > 0.3 here
+  other = nets.tanh_gaussian_log_prob(
+      u, mean, log_std, "exact" if correction == "published" else "published")
+  assert float(jnp.abs(other - log_prob).min()) > 0.3
+  phi, psi = networks.critic.apply(critic_params, batch.state, jnp.tanh(u), batch.goal)
+  q = -np.linalg.norm(np.asarray(phi, np.float64) - np.asarray(psi, np.float64), axis=-1)
+  np.testing.assert_allclose(aux["log_prob"], log_prob, rtol=1e-5)
+  np.testing.assert_allclose(loss, np.mean(np.exp(0.5) * np.asarray(log_prob, np.float64) - q),
+                             rtol=1e-5)
   # Alpha loss and its gradient: d/dlog_alpha mean(alpha * (-logp - H)) = alpha * mean(-logp - H).
   a_loss, a_grad = jax.value_and_grad(L.alpha_loss)(log_alpha, log_prob, -1.0)
   np.testing.assert_allclose(a_loss, jnp.exp(0.5) * jnp.mean(-log_prob + 1.0), rtol=1e-5)
