@@ -181,10 +181,24 @@ def test_unknown_pipeline_choices_are_named_before_compiling():
 def test_paper_epochs_have_the_published_length():
   """31 training steps per epoch for 100M env steps (62 for 200M, 125 for 400M): evaluation
   every ~1M env steps, and epochs=100 is exactly the published run."""
-  for task, steps in (("humanoid", 31), ("ant_hardest_maze", 62), ("humanoid_u_maze", 125)):
+  for task, steps, epochs in (("humanoid", 31, 102), ("ant_hardest_maze", 62, 102),
+                              ("humanoid_u_maze", 125, 101)):
     c = load(task)
-    assert c.train.train_steps_per_epoch == steps
-    assert config_lib.num_epochs(load(task, "epochs=100")) * steps == 100 * steps
+    total = c.train.total_env_steps
+    # the published formula, by hand: (total - 1000 x 512) // (100 epochs x 512 envs x 62)
+    assert c.train.train_steps_per_epoch == steps == (total - 512_000) // (100 * 512 * 62)
+    prefill = config_lib.prefill_steps_per_env(c) * c.train.num_envs
+    assert prefill == 17 * 62 * 512
+
+    def env_steps(n):
+      return prefill + n * config_lib.env_steps_per_epoch(c)
+
+    # by default: the fewest epochs that reach total_env_steps
+    assert config_lib.num_epochs(c) == epochs
+    assert env_steps(epochs - 1) < total <= env_steps(epochs)
+    # epochs=100: the published run's 100 x steps training steps, within its budget
+    assert config_lib.num_epochs(load(task, "epochs=100")) == 100
+    assert env_steps(100) <= total
   c = load("humanoid")
   assert 0.98e6 < config_lib.env_steps_per_epoch(c) < 1e6
 
