@@ -228,6 +228,27 @@ def test_truncated_geometric_self_weight():
   np.testing.assert_allclose(np.bincount(d, minlength=L + 1) / len(d), w / w.sum(), atol=3e-3)
 
 
+def _array_sizes(jaxpr):
+  """Element counts of every array a jaxpr computes, inside nested jit/scan/cond bodies too."""
+  sizes = []
+  for eqn in jaxpr.eqns:
+    sizes += [int(np.prod(v.aval.shape)) for v in eqn.outvars if hasattr(v.aval, "shape")]
+    for param in eqn.params.values():
+      for sub in param if isinstance(param, (list, tuple)) else [param]:
+        inner = getattr(sub, "jaxpr", sub)  # a ClosedJaxpr's Jaxpr
+        if hasattr(inner, "eqns"):
+          sizes += _array_sizes(inner)
+  return sizes
+
+
+def test_array_sizes_see_inside_nested_bodies():
+  def f(x):
+    big = jax.jit(lambda v: (v[:, None] < jnp.arange(1000.0)[None, :]).sum(0) * 1.0)(x)
+    return jax.lax.scan(lambda c, _: (c + jnp.zeros((7, 300)).sum(), None), big, None, 2)[0]
+  sizes = _array_sizes(jax.make_jaxpr(f)(jnp.zeros(64)).jaxpr)
+  assert 64 * 1000 in sizes and 7 * 300 in sizes
+
+
 def test_sampling_cost_is_linear_in_batch():
   """No [batch, T] or [T, T] intermediates: the jaxpr's largest array is O(batch) (the buffer
   itself aside)."""
@@ -235,8 +256,7 @@ def test_sampling_cost_is_linear_in_batch():
   state = replay.init(cap, envs, 6, 2)
   jaxpr = jax.make_jaxpr(lambda s, k: replay.sample(s, k, 64, 0.99, (0, 1), 4))(
       state, jax.random.PRNGKey(0))
-  sizes = [int(np.prod(v.aval.shape)) for eqn in jaxpr.eqns for v in eqn.outvars
-           if hasattr(v.aval, "shape")]
+  sizes = _array_sizes(jaxpr.jaxpr)
   assert max(sizes) <= 64 * 6, max(sizes)
 
 
@@ -247,8 +267,7 @@ def test_windows_are_drawn_as_indices_not_copied():
   state = replay.init(cap, envs, obs, 2)
   jaxpr = jax.make_jaxpr(lambda s, k: replay.sample_windows(s, k, 64, w, 0.99))(
       state, jax.random.PRNGKey(0))
-  sizes = [int(np.prod(v.aval.shape)) for eqn in jaxpr.eqns for v in eqn.outvars
-           if hasattr(v.aval, "shape")]
+  sizes = _array_sizes(jaxpr.jaxpr)
   assert max(sizes) <= envs * (w - 1), max(sizes)
   assert max(sizes) < envs * w * obs and max(sizes) < w * w
 
