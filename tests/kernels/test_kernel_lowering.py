@@ -100,14 +100,20 @@ def test_tiled_kernels_take_the_activation_where_the_config_says(prologue):
   assert sum(o.count("256x512xbf16") == 2 for o in operands) == 3
 
 
-def test_residual_stack_with_remat_lowers_for_cuda():
+@pytest.mark.parametrize("remat", [False, True])
+def test_residual_stack_lowers_for_cuda_and_remat_recomputes_the_forward(remat):
   params = block_params(jax.random.PRNGKey(0), 256, blocks=3)
 
   def loss(x, p):
-    return jnp.sum(kernels.fused_residual_stack(x, p, impl="pallas", remat=True))
+    return jnp.sum(kernels.fused_residual_stack(x, p, impl="pallas", remat=remat))
 
   text = _lower_for_cuda(jax.grad(loss, argnums=(0, 1)), jnp.zeros((256, 256)), params)
-  assert _triton_calls(text) >= 3
+  # One scan over the blocks forward, one backward; with remat the backward's body runs the
+  # block's forward kernel again before its two backward kernels.
+  names = sorted(re.search(r'name = "(\w+)"', l)[1] for l in text.splitlines()
+                 if "__gpu$xla.gpu.triton" in l)
+  fwd = ["residual_block_fwd"] * (2 if remat else 1)
+  assert names == sorted(fwd + ["residual_block_bwd_rows", "residual_block_bwd_weights"]), names
 
 
 @pytest.mark.parametrize("batch,dim,energy", [
