@@ -5,7 +5,8 @@ On a GPU the Pallas kernels (and XLA's default float32 matmuls) round matmul inp
 in float32. Interpret mode on a CPU is exact float32, so the rounding is emulated here in a
 float32 jnp trunk (each matmul's operands rounded to nearest-even, forward and backward) and
 compared with float64 over 64 stacked blocks (256 layers). ``kernels/README.md`` quotes these
-bounds as what a user should expect.
+bounds as what a user should expect. The library's own trunk (``fused_residual_stack``, XLA and
+interpret paths, float32 and real bf16 matmul inputs) is held to the same bounds.
 """
 
 from __future__ import annotations
@@ -151,6 +152,29 @@ def test_error_over_64_blocks_is_bounded(precision):
   assert errs[64] <= 4.0 * max(errs[4], 1e-7), (precision, errs)
   if precision != "f32":  # the emulation really rounds: far above float32's error
     assert errs[1] >= 30 * measure_f32_once()[1], (precision, errs)
+
+
+@pytest.mark.parametrize("impl", ["xla", "interpret"])
+@pytest.mark.parametrize("precision", ["f32", "bf16"])
+def test_library_stack_over_64_blocks_stays_within_the_bounds(impl, precision):
+  """The library's own trunk (``fused_residual_stack``: the XLA path, and the Pallas kernels
+  in interpret mode), in float32 and with ``matmul_dtype=bfloat16``, against float64 over the
+  same 64 blocks: within the emulation's bounds, and the bf16 path really rounds."""
+  import deepcrl_kernels as kernels  # pylint: disable=g-import-not-at-top
+  (x, params, ct), (outs64, dx64, dw0_64) = _float64_truth()
+  dtype = jnp.bfloat16 if precision == "bf16" else None
+
+  def trunk(x, p):
+    return kernels.fused_residual_stack(x, p, impl=impl, matmul_dtype=dtype)
+
+  out = jax.jit(trunk)(x, params)
+  dx, dp = jax.jit(jax.grad(lambda x, p: jnp.sum(trunk(x, p) * ct), argnums=(0, 1)))(x, params)
+  bound = BOUNDS[precision]
+  err = _rel(out, outs64[-1])
+  assert err <= bound[64], (impl, precision, err)
+  assert _rel(dx, dx64) <= bound["grad"] and _rel(dp["w"][0], dw0_64) <= bound["grad"]
+  if precision == "bf16":
+    assert err >= 30 * measure_f32_once()[64], (impl, err)
 
 
 @functools.lru_cache(maxsize=1)
