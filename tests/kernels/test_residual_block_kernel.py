@@ -152,6 +152,8 @@ def test_bf16_activations_and_params():
   y64, (dx64, dparams64) = block_value_and_grads(x, params, ct)
   assert_close(y, y64, rtol=3e-2, name="y bf16")
   assert_close(dx, dx64, rtol=5e-2, name="dx bf16")
+  for leaf in ("w", "b", "scale", "offset"):
+    assert_close(dparams[leaf], dparams64[leaf], rtol=5e-2, name=f"d{leaf} bf16")
 
 
 def test_unsupported_inputs_raise_naming_the_constraint():

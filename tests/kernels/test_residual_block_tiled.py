@@ -102,8 +102,12 @@ def test_tiled_stack_under_remat_and_bf16_weights():
     for g, w in zip(jax.tree.leaves(grads("interpret", remat, params)), jax.tree.leaves(want)):
       assert_close(g, w, rtol=1e-3)
   p16 = jax.tree.map(lambda a: a.astype(jnp.bfloat16), params)
-  dx, dp = grads("interpret", False, p16)
-  assert dp["w"].dtype == jnp.bfloat16 and bool(jnp.all(jnp.isfinite(dx)))
+  got = grads("interpret", False, p16)
+  assert got[1]["w"].dtype == jnp.bfloat16
+  with jax.default_matmul_precision("highest"):  # the same bf16 values, in f32 arithmetic
+    want16 = grads("xla", False, jax.tree.map(lambda a: a.astype(jnp.float32), p16))
+  for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want16)):
+    assert_close(g, w, rtol=5e-2)
 
 
 def test_bad_tiled_inputs_raise_naming_the_constraint():
