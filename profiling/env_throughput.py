@@ -123,6 +123,13 @@ def parse_args(argv=None):
   problems.append(names_problem("reset_mode", args.reset_mode, envs.wrappers.RESET_MODES))
   problems += [f"--{flag}={getattr(args, flag)}: expected >= 1"
                for flag in ("num_envs", "scan_length", "repeats") if getattr(args, flag) < 1]
+  if isinstance(args.env_kwargs, dict) and args.env_kwargs and not any(problems):
+    for name in names:  # a task that rejects them is named before anything compiles
+      kwargs = task_kwargs(name, args.env_kwargs)
+      try:
+        envs.make(name, **kwargs)
+      except (TypeError, ValueError) as e:
+        problems.append(f"--env_kwargs: task {name!r} rejects {kwargs}: {e}")
   problems = [p for p in problems if p]
   if problems:
     parser.error("; ".join(problems))

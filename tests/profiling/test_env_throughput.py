@@ -10,6 +10,10 @@ import env_throughput
     (["--tasks=ant,antt"], "--tasks: "),
     (["--env_kwargs=observation"], "--env_kwargs: malformed override 'observation'"),
     (["--num_envs=0"], "--num_envs=0: expected >= 1"),
+    (["--tasks=pointmass,humanoid", "--env_kwargs=observation=brax"],
+     "--env_kwargs: task 'pointmass' rejects {'observation': 'brax'}"),
+    (["--tasks=humanoid", "--env_kwargs=observation=brax"],
+     "task 'humanoid' rejects {'observation': 'brax'}: unknown humanoid observation 'brax'"),
 ])
 def test_bad_arguments_are_named(argv, message, capsys):
   with pytest.raises(SystemExit) as e:
