@@ -40,7 +40,8 @@ from deepcrl_core import envs
 from deepcrl_core import tasks
 from deepcrl_core.envs import mjcf
 from deepcrl_core import config as config_lib
-from profiling_common import device_header, names_problem, task_kwargs  # noqa: E402  (this folder)
+from profiling_common import (device_header, make_task_env, names_problem,  # noqa: E402
+                              task_kwargs)  # (this folder)
 
 DEFAULT_TASKS = tasks.PAPER_TASKS
 
@@ -125,11 +126,10 @@ def parse_args(argv=None):
                for flag in ("num_envs", "scan_length", "repeats") if getattr(args, flag) < 1]
   if isinstance(args.env_kwargs, dict) and args.env_kwargs and not any(problems):
     for name in names:  # a task that rejects them is named before anything compiles
-      kwargs = task_kwargs(name, args.env_kwargs)
       try:
-        envs.make(name, **kwargs)
-      except (TypeError, ValueError) as e:
-        problems.append(f"--env_kwargs: task {name!r} rejects {kwargs}: {e}")
+        make_task_env(name, args.env_kwargs)
+      except ValueError as e:
+        problems.append(str(e))
   problems = [p for p in problems if p]
   if problems:
     parser.error("; ".join(problems))

@@ -50,7 +50,8 @@ import numpy as np  # noqa: E402
 
 from deepcrl_core import agents, analysis, envs  # noqa: E402
 from deepcrl_core import config as config_lib  # noqa: E402
-from profiling_common import device_header, markdown_table, names_problem, task_kwargs  # noqa: E402,E501
+from profiling_common import (device_header, make_task_env, markdown_table,  # noqa: E402
+                              names_problem, task_kwargs)
 
 POLICIES = ("zero", "random")
 DEEP = 0.05  # m: a reset whose deepest contact penetration exceeds this counts as deep
@@ -182,11 +183,7 @@ def make_envs(tasks, env_kwargs) -> dict:
   when a task rejects them."""
   built = {}
   for task in tasks:
-    kwargs = task_kwargs(task, env_kwargs)
-    try:
-      env = envs.make(task, **kwargs)
-    except (TypeError, ValueError) as e:
-      raise ValueError(f"--env_kwargs: task {task!r} rejects {kwargs}: {e}") from e
+    env, kwargs = make_task_env(task, env_kwargs)
     label = ", ".join(f"{k}={v}" for k, v in kwargs.items())
     built[f"{task} ({label})" if label else task] = env
   return built

@@ -139,3 +139,14 @@ def task_kwargs(task: str, env_kwargs: Dict[str, Any]) -> Dict[str, Any]:
   from deepcrl_core import tasks  # pylint: disable=g-import-not-at-top
   paper = tasks.find(task)
   return {**(dict(paper.env_kwargs) if paper else {}), **env_kwargs}
+
+
+def make_task_env(task: str, env_kwargs: Dict[str, Any]):
+  """``(env, kwargs)``: ``task`` built with :func:`task_kwargs` (C MuJoCo only, no compilation).
+  ValueError naming the task, the arguments and the problem when the task rejects them."""
+  from deepcrl_core import envs  # pylint: disable=g-import-not-at-top
+  kwargs = task_kwargs(task, env_kwargs)
+  try:
+    return envs.make(task, **kwargs), kwargs
+  except (TypeError, ValueError) as e:
+    raise ValueError(f"--env_kwargs: task {task!r} rejects {kwargs}: {e}") from e
