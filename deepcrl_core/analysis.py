@@ -19,7 +19,8 @@ covering a maze, for a fixed goal; ``launch/analyze.py`` draws it.
 Goal breakdown: :func:`by_goal_cell` groups evaluation episodes
 (:func:`deepcrl_core.agents.evaluate_episodes`) by the maze goal cell they aimed at, so a
 success rate of 0.67 over three goal cells reads as "two solved, one never" rather than an
-average; ``launch/evaluate.py --by_goal`` prints it.
+average; :func:`by_path_length` pools the cells by their corridor distance from the start;
+``launch/evaluate.py --by_goal`` prints both.
 
 Episode ends: :func:`episode_ends` groups evaluation episodes by how they ended -- the time
 limit, or which of the env's termination causes (the ant's torso below or above its healthy
@@ -287,17 +288,20 @@ def require_maze(env, purpose: str, env_name: Optional[str] = None) -> None:
 # --- evaluation by goal cell ----------------------------------------------------------------
 
 
-GOAL_COLUMNS = ("cell", "x", "y", "episodes", "success", "time_at_goal", "final_dist",
+GOAL_COLUMNS = ("cell", "path", "x", "y", "episodes", "success", "time_at_goal", "final_dist",
                 "final_x", "final_y")
+_GOAL_MEANS = ("success", "time_at_goal", "final_dist")
 
 
 def by_goal_cell(env, episodes: Dict[str, Any],
                  env_name: Optional[str] = None) -> List[Dict[str, Any]]:
   """Evaluation episodes grouped by maze goal cell: one row per goal cell of ``env``'s layout
   (``env.maze_goals``, in layout order), with the columns :data:`GOAL_COLUMNS`: the cell
-  ``(i, j)``, its centre, the number of episodes whose goal lies nearest that cell centre and
-  their mean ``success``, ``time_at_goal``, ``final_dist`` and final position (``final_x``,
-  ``final_y``: where they ended up, e.g. against a wall), NaN for a cell no episode drew.
+  ``(i, j)``, its ``path`` length from the start cell in cells
+  (:meth:`deepcrl_core.envs.mazes.Maze.path_lengths`), its centre, the number of episodes
+  whose goal lies nearest that cell centre and their mean ``success``, ``time_at_goal``,
+  ``final_dist`` and final position (``final_x``, ``final_y``: where they ended up, e.g.
+  against a wall), NaN for a cell no episode drew.
 
   ``episodes``: :func:`deepcrl_core.agents.evaluate_episodes`' output (host or device arrays;
   ``goal``'s first two entries are the goal's xy). ValueError from :func:`require_maze` when
@@ -305,16 +309,18 @@ def by_goal_cell(env, episodes: Dict[str, Any],
   """
   require_maze(env, "a breakdown by goal cell", env_name)
   centres = np.asarray(env.maze_goals, np.float64)
+  paths = env.maze.path_lengths()
   goals = np.asarray(episodes["goal"], np.float64)[:, :2]
   nearest = np.argmin(((goals[:, None, :] - centres[None]) ** 2).sum(-1), axis=1)
   final_xy = np.asarray(episodes["final_position"], np.float64)[:, :2]
-  values = {k: np.asarray(episodes[k], np.float64) for k in GOAL_COLUMNS[4:7]}
+  values = {k: np.asarray(episodes[k], np.float64) for k in _GOAL_MEANS}
   values.update(final_x=final_xy[:, 0], final_y=final_xy[:, 1])
   rows = []
   for k, (x, y) in enumerate(centres):
     mine = nearest == k
     ij = tuple(int(v) for v in np.floor(np.array([x, y]) / env.maze_scale + 0.5))
-    row = {"cell": ij, "x": float(x), "y": float(y), "episodes": int(mine.sum())}
+    row = {"cell": ij, "path": int(paths[ij]), "x": float(x), "y": float(y),
+           "episodes": int(mine.sum())}
     for key, vals in values.items():
       row[key] = float(vals[mine].mean()) if mine.any() else float("nan")
     rows.append(row)
@@ -323,12 +329,43 @@ def by_goal_cell(env, episodes: Dict[str, Any],
 
 def goal_table(rows: Sequence[Dict[str, Any]]) -> str:
   """:func:`by_goal_cell`'s rows as a markdown table."""
-  lines = ["| goal cell | x, y | episodes | success | time at goal | final distance | "
-           "final x, y (mean) |", "|---|---|---|---|---|---|---|"]
+  lines = ["| goal cell | path (cells) | x, y | episodes | success | time at goal | "
+           "final distance | final x, y (mean) |", "|---|---|---|---|---|---|---|---|"]
   for r in rows:
-    lines.append(f"| {r['cell']} | {r['x']:g}, {r['y']:g} | {r['episodes']} | "
+    lines.append(f"| {r['cell']} | {r['path']} | {r['x']:g}, {r['y']:g} | {r['episodes']} | "
                  f"{r['success']:.2f} | {r['time_at_goal']:.1f} | {r['final_dist']:.2f} | "
                  f"{r['final_x']:.2f}, {r['final_y']:.2f} |")
+  return "\n".join(lines)
+
+
+PATH_COLUMNS = ("path", "cells", "episodes", "success", "time_at_goal", "final_dist")
+
+
+def by_path_length(rows: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
+  """:func:`by_goal_cell`'s rows pooled by path length from the start, shortest first: one row
+  per length with the columns :data:`PATH_COLUMNS` (``cells``: goal cells at that length;
+  ``episodes``: episodes that drew one of them; the means are over those episodes, NaN when
+  none did). On a large maze (45 goal cells in ``hardest``) this is the readable summary:
+  how far along the corridors the policy gets."""
+  out = []
+  for length in sorted({r["path"] for r in rows}):
+    mine = [r for r in rows if r["path"] == length]
+    n = sum(r["episodes"] for r in mine)
+    row = {"path": length, "cells": len(mine), "episodes": n}
+    for key in _GOAL_MEANS:
+      row[key] = (sum(r[key] * r["episodes"] for r in mine if r["episodes"]) / n if n
+                  else float("nan"))
+    out.append(row)
+  return out
+
+
+def path_table(rows: Sequence[Dict[str, Any]]) -> str:
+  """:func:`by_path_length`'s rows as a markdown table."""
+  lines = ["| path (cells) | goal cells | episodes | success | time at goal | final distance |",
+           "|---|---|---|---|---|---|"]
+  for r in rows:
+    lines.append(f"| {r['path']} | {r['cells']} | {r['episodes']} | {r['success']:.2f} | "
+                 f"{r['time_at_goal']:.1f} | {r['final_dist']:.2f} |")
   return "\n".join(lines)
 
 

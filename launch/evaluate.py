@@ -2,7 +2,7 @@
 
     python launch/evaluate.py --workdir=runs/pointmass --video=out.mp4
     python launch/evaluate.py --checkpoint=runs/pointmass/checkpoints/step_00000024
-    python launch/evaluate.py --workdir=runs/pm_u_maze --by_goal   # success per maze goal cell
+    python launch/evaluate.py --workdir=runs/pm_u_maze --by_goal   # per goal cell, per path length
     python launch/evaluate.py --sweep=runs/pmu_sweep --by_goal --episodes=384
 
 ``--workdir`` is a run directory (its newest complete checkpoint); ``--checkpoint`` a run
@@ -54,7 +54,8 @@ _EPISODES = flags.DEFINE_integer("episodes", 0, "Evaluation episodes (0 = config
 _SEED = flags.DEFINE_integer("seed", 0, "Evaluation seed.")
 _BY_GOAL = flags.DEFINE_boolean(
     "by_goal", False, "Maze envs: also print success, time at goal, final distance and final "
-    "position per goal cell of the evaluation layout.")
+    "position per goal cell of the evaluation layout, and pooled by the cells' path length "
+    "from the start.")
 _HEIGHT = flags.DEFINE_integer("height", 240, "Video height.")
 _WIDTH = flags.DEFINE_integer("width", 320, "Video width.")
 
@@ -314,6 +315,8 @@ def main(argv):
     from deepcrl_core import analysis
     print(f"by goal cell of {r['eval_name']}:", flush=True)
     print(analysis.goal_table(r["goals"]), flush=True)
+    print(f"by path length from the start (cells) in {r['eval_name']}:", flush=True)
+    print(analysis.path_table(analysis.by_path_length(r["goals"])), flush=True)
 
   if _VIDEO.value:
     import jax

@@ -139,6 +139,27 @@ class Maze:
     """World xy ``[n_goals, 2]`` of the ``G`` cell centres."""
     return self.cells("G").astype(np.float32) * scale
 
+  def path_lengths(self) -> np.ndarray:
+    """``[rows, cols]`` int array: the fewest moves between edge-sharing free cells from the
+    ``R`` cell to each cell (0 at ``R``), -1 for wall cells and cells it cannot reach. A robot
+    cannot cut a corner between two walls that touch diagonally, so this counts the corridor
+    cells on the shortest way, which is what makes a far goal far."""
+    rows, cols = self.shape
+    dist = np.full((rows, cols), -1, np.int64)
+    (start,) = self.cells("R")
+    dist[tuple(start)] = 0
+    frontier = [tuple(start)]
+    while frontier:
+      nxt = []
+      for i, j in frontier:
+        for ni, nj in ((i + 1, j), (i - 1, j), (i, j + 1), (i, j - 1)):
+          if (0 <= ni < rows and 0 <= nj < cols and self.grid[ni][nj] != "#"
+              and dist[ni, nj] < 0):
+            dist[ni, nj] = dist[i, j] + 1
+            nxt.append((ni, nj))
+      frontier = nxt
+    return dist
+
   def is_wall(self, xy: np.ndarray, scale: float) -> np.ndarray:
     """Whether world points ``[..., 2]`` lie inside a wall cell (or outside the grid)."""
     ij = np.floor(np.asarray(xy) / scale + 0.5).astype(np.int64)

@@ -353,9 +353,28 @@ def test_by_goal_cell_groups_episodes_by_nearest_goal_cell():
   table = analysis.goal_table(rows).splitlines()
   assert len(table) == 5
   assert rows[0]["final_x"] == pytest.approx(2.2) and rows[2]["final_x"] == pytest.approx(3.05)
-  assert table[2] == "| (3, 1) | 3, 1 | 2 | 0.50 | 5.0 | 1.05 | 2.20, 1.00 |"
+  assert table[2] == "| (3, 1) | 6 | 3, 1 | 2 | 0.50 | 5.0 | 1.05 | 2.20, 1.00 |"
+  assert [r["path"] for r in rows] == [6, 5, 4]
   with pytest.raises(ValueError, match="'pointmass' has no maze"):
     analysis.by_goal_cell(envs.make("pointmass"), episodes, env_name="pointmass")
+
+
+def test_by_path_length_pools_cells_weighted_by_episodes():
+  rows = [{"path": 3, "episodes": 1, "success": 1.0, "time_at_goal": 40.0, "final_dist": 0.1},
+          {"path": 1, "episodes": 0, "success": float("nan"), "time_at_goal": float("nan"),
+           "final_dist": float("nan")},
+          {"path": 3, "episodes": 3, "success": 0.0, "time_at_goal": 0.0, "final_dist": 2.1},
+          {"path": 2, "episodes": 2, "success": 0.5, "time_at_goal": 10.0, "final_dist": 1.0}]
+  pooled = analysis.by_path_length(rows)
+  assert [(r["path"], r["cells"], r["episodes"]) for r in pooled] == [(1, 1, 0), (2, 1, 2),
+                                                                      (3, 2, 4)]
+  assert np.isnan(pooled[0]["success"])   # no episode drew the path-1 cell
+  # Episode-weighted, not the mean of the two cells' means (0.5, 20.0, 1.1).
+  assert pooled[2]["success"] == 0.25 and pooled[2]["time_at_goal"] == 10.0
+  assert pooled[2]["final_dist"] == pytest.approx(1.6)
+  table = analysis.path_table(pooled).splitlines()
+  assert table[0].startswith("| path (cells) | goal cells | episodes |") and len(table) == 5
+  assert table[4] == "| 3 | 2 | 4 | 0.25 | 10.0 | 1.60 |"
 
 
 def test_episode_ends_groups_by_cause_and_rejects_unknown_codes():

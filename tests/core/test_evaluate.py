@@ -73,12 +73,23 @@ def test_evaluate_by_goal_breaks_success_down_per_goal_cell(workdir):
   rows = [line.split("|")[1:-1] for line in proc.stdout.splitlines()
           if line.startswith("| (")]
   assert [r[0].strip() for r in rows] == ["(3, 1)", "(3, 2)", "(3, 3)"], proc.stdout
-  counts = [int(r[2]) for r in rows]
+  # Moves from the start cell (1, 1) along the U: right twice, down twice, then back left.
+  assert [int(r[1]) for r in rows] == [6, 5, 4], proc.stdout
+  counts = [int(r[3]) for r in rows]
   assert sum(counts) == 24 and min(counts) > 0   # uniform over 3 cells: P(an empty one) < 1e-3
   # The overall success the launcher prints is the episode-weighted mean of the rows.
   overall = float(proc.stdout.split("eval/episode_success_any ")[1].split()[0])
-  per_cell = sum(n * float(r[3]) for n, r in zip(counts, rows)) / 24
+  per_cell = sum(n * float(r[4]) for n, r in zip(counts, rows)) / 24
   assert abs(overall - per_cell) < 0.01, proc.stdout
+  # The pooled table: one row per path length (one cell each here), shortest first, the same
+  # episodes and successes as the cells'.
+  pooled = proc.stdout.split("by path length from the start (cells) in pointmass_u_maze_eval:")
+  assert len(pooled) == 2, proc.stdout
+  path_rows = [line.split("|")[1:-1] for line in pooled[1].splitlines()
+               if line.startswith("| ") and line[2].isdigit()]
+  assert [(int(r[0]), int(r[1]), int(r[2])) for r in path_rows] == [
+      (4, 1, counts[2]), (5, 1, counts[1]), (6, 1, counts[0])], proc.stdout
+  assert [r[3] for r in path_rows] == [rows[2][4], rows[1][4], rows[0][4]]
 
 
 def test_evaluate_by_goal_names_an_env_without_a_maze(workdir):

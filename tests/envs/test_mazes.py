@@ -89,6 +89,19 @@ def test_neighbour_walls_lists_exactly_adjacent_wall_cells(name):
       np.testing.assert_allclose(parked[:, 2], mazes.PARKED_Z * scale)
 
 
+def test_path_lengths_follow_corridors_not_straight_lines():
+  u4 = mazes.get_maze("u4")   # R at (2, 1); its far goal (4, 1) is 2 rows below, 10 moves away
+  paths = u4.path_lengths()
+  assert paths[2, 1] == 0 and paths[1, 1] == 1 and paths[1, 3] == 3
+  assert paths[4, 1] == 10 and paths[5, 3] == 7
+  assert (paths[np.array([[c == "#" for c in row] for row in u4.grid])] == -1).all()
+  # Every goal cell of every layout is reachable from its start.
+  for name in mazes.maze_names():
+    maze = mazes.get_maze(name)
+    cells = maze.cells("G")
+    assert (maze.path_lengths()[cells[:, 0], cells[:, 1]] > 0).all(), name
+
+
 def test_is_wall():
   maze = mazes.get_maze("u")
   assert maze.is_wall(np.array([0.0, 0.0]), 2.0)
