@@ -141,9 +141,9 @@ class Maze:
 
   def path_lengths(self) -> np.ndarray:
     """``[rows, cols]`` int array: the fewest moves between edge-sharing free cells from the
-    ``R`` cell to each cell (0 at ``R``), -1 for wall cells and cells it cannot reach. A robot
-    cannot cut a corner between two walls that touch diagonally, so this counts the corridor
-    cells on the shortest way, which is what makes a far goal far."""
+    ``R`` cell to each cell (0 at ``R``), -1 for wall cells and cells it cannot reach. A
+    diagonal step counts as two moves, so this is the corridor distance -- what makes a goal
+    far in a maze -- not the straight-line one."""
     rows, cols = self.shape
     dist = np.full((rows, cols), -1, np.int64)
     (start,) = self.cells("R")
