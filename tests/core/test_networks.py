@@ -1,6 +1,5 @@
 """Residual trunk structure, initialisation, compile time flat in depth, rematerialisation."""
 
-import time
 
 import haiku as hk
 import jax
@@ -10,7 +9,7 @@ import pytest
 
 import deepcrl_kernels as kernels
 from deepcrl_core import networks as nets
-from tests.conftest import assert_close_to_rounding
+from tests.conftest import assert_close_to_rounding, assert_compile_flat_in_depth
 
 
 def _trunk(depth, width=32, out=8, remat=False, impl="xla"):
@@ -87,32 +86,8 @@ def test_depth_must_be_a_multiple_of_four():
     _trunk(6).init(jax.random.PRNGKey(0), jnp.zeros((1, 3)))
 
 
-def _grad_compile(depth, remat=False):
-  """(seconds to lower and compile the trunk's gradient, lines of the compiled HLO)."""
-  t = _trunk(depth, width=64, out=16, remat=remat)
-  x = jnp.ones((32, 10))
-  params = jax.eval_shape(t.init, jax.random.PRNGKey(0), x)
-  loss = lambda p, x: jnp.sum(t.apply(p, x) ** 2)
-  start = time.perf_counter()
-  compiled = jax.jit(jax.grad(loss)).lower(params, x).compile()
-  return time.perf_counter() - start, len(compiled.as_text().splitlines())
-
-
 def test_compile_time_is_flat_in_depth():
-  # What makes it flat, independent of the machine's load: the compiled program of 64 blocks
-  # is the program of 2 (one scanned block body), not 32 times longer. (1 block is shorter:
-  # XLA simplifies a one-trip scan.)
-  assert _grad_compile(256)[1] < 1.1 * _grad_compile(8)[1]
-  # The time itself, on wall-clock: shallow and deep compiles interleaved so that both see
-  # the same load (CI runs another test worker beside this one); the minimum of each over up
-  # to 5 rounds, stopping once the bound holds.
-  shallow = deep = float("inf")
-  for _ in range(5):
-    shallow = min(shallow, _grad_compile(4)[0])
-    deep = min(deep, _grad_compile(256)[0])
-    if deep < 2.0 * shallow + 0.05:
-      break
-  assert deep < 2.0 * shallow + 0.05, (shallow, deep)
+  assert_compile_flat_in_depth(lambda depth: _trunk(depth, width=64, out=16))
 
 
 @pytest.mark.parametrize("policy", ["block", "nested"])

@@ -1,7 +1,6 @@
 """network.block=simba: the SimbaV2-style hyperspherical trunk (deepcrl_core.networks.SimbaTrunk)."""
 
 import math
-import time
 
 import haiku as hk
 import jax
@@ -10,7 +9,7 @@ import numpy as np
 import pytest
 
 from deepcrl_core import networks as nets
-from tests.conftest import assert_close_to_rounding
+from tests.conftest import assert_close_to_rounding, assert_compile_flat_in_depth
 
 
 def _trunk(depth, width=32, out=8, remat="none", impl="xla"):
@@ -121,28 +120,8 @@ def test_simba_remat_gives_the_same_values_and_gradients(policy):
     jax.tree.map(lambda a, b: assert_close_to_rounding(b, a, terms=32 * 32), g1, g3)
 
 
-def _grad_compile(depth):
-  """(seconds to lower and compile the trunk's gradient, lines of the compiled HLO)."""
-  t = _trunk(depth, width=64, out=16)
-  x = jnp.ones((32, 10))
-  params = jax.eval_shape(t.init, jax.random.PRNGKey(0), x)
-  loss = lambda p, x: jnp.sum(t.apply(p, x) ** 2)
-  start = time.perf_counter()
-  compiled = jax.jit(jax.grad(loss)).lower(params, x).compile()
-  return time.perf_counter() - start, len(compiled.as_text().splitlines())
-
-
 def test_simba_compile_time_is_flat_in_depth():
-  # The program of 64 blocks is the program of 2 (one scanned body), whatever the load; then
-  # the wall-clock, shallow and deep interleaved (same load), the minimum of up to 5 rounds.
-  assert _grad_compile(256)[1] < 1.1 * _grad_compile(8)[1]
-  shallow = deep = float("inf")
-  for _ in range(5):
-    shallow = min(shallow, _grad_compile(4)[0])
-    deep = min(deep, _grad_compile(256)[0])
-    if deep < 2.0 * shallow + 0.05:
-      break
-  assert deep < 2.0 * shallow + 0.05, (shallow, deep)
+  assert_compile_flat_in_depth(lambda depth: _trunk(depth, width=64, out=16))
 
 
 def test_simba_is_xla_only():
