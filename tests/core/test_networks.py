@@ -1,6 +1,5 @@
 """Residual trunk structure, initialisation, compile time flat in depth, rematerialisation."""
 
-
 import haiku as hk
 import jax
 import jax.numpy as jnp
