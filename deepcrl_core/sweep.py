@@ -490,6 +490,45 @@ def device_slots(devices: Sequence[str], parallel: int = 0) -> List[Optional[str
   return [devices[i % len(devices)] if devices else None for i in range(n)]
 
 
+def cpu_sets(n: int, cpus: Optional[Sequence[int]] = None) -> List[Optional[Tuple[int, ...]]]:
+  """CPU children's cores: ``n`` slots' shares of ``cpus`` (default: the CPUs this process may
+  run on), contiguous and as equal as the count allows (8 CPUs, 3 slots: 3, 3, 2); with more
+  slots than CPUs, one CPU each, dealt round-robin. ``[None] * n`` (no pinning) for one slot or
+  where the platform cannot pin (``os.sched_setaffinity`` is Linux-only).
+
+  A pinned JAX child sizes its XLA thread pools to its share, so two children on two cores
+  run side by side instead of each spreading over both."""
+  if cpus is None:
+    if not hasattr(os, "sched_getaffinity") or not hasattr(os, "sched_setaffinity"):
+      return [None] * n
+    cpus = os.sched_getaffinity(0)
+  cpus = sorted(cpus)
+  if n <= 1 or len(cpus) <= 1:
+    return [None] * n
+  if n >= len(cpus):
+    return [(cpus[i % len(cpus)],) for i in range(n)]
+  base, extra = divmod(len(cpus), n)
+  sets, start = [], 0
+  for i in range(n):
+    size = base + (1 if i < extra else 0)
+    sets.append(tuple(cpus[start:start + size]))
+    start += size
+  return sets
+
+
+def format_cpus(cpus: Sequence[int]) -> str:
+  """``(0, 1, 2, 5)`` -> ``"0-2,5"``."""
+  parts, cpus = [], sorted(cpus)
+  i = 0
+  while i < len(cpus):
+    j = i
+    while j + 1 < len(cpus) and cpus[j + 1] == cpus[j] + 1:
+      j += 1
+    parts.append(str(cpus[i]) if i == j else f"{cpus[i]}-{cpus[j]}")
+    i = j + 1
+  return ",".join(parts)
+
+
 def child_env(base: Mapping[str, str], device: Optional[str], shared: bool) -> Dict[str, str]:
   """A child's environment: ``CUDA_VISIBLE_DEVICES=<device>``; when several children share a
   GPU, ``XLA_PYTHON_CLIENT_PREALLOCATE=false`` so none takes 75% of its memory up front."""
@@ -539,6 +578,18 @@ def _set_parent_death_signal():  # in the child, before exec: die with the sweep
     pass
 
 
+def _child_setup(cpus: Optional[Tuple[int, ...]]) -> Callable[[], None]:
+  """The child's setup before exec: die with the sweep; keep to ``cpus`` when given."""
+  def setup():
+    _set_parent_death_signal()
+    if cpus:
+      try:
+        os.sched_setaffinity(0, cpus)
+      except OSError:  # a CPU gone offline since the plan: run unpinned rather than not at all
+        pass
+  return setup
+
+
 class _Stop(Exception):
   """The sweep got SIGINT or SIGTERM."""
 
@@ -552,6 +603,7 @@ class Runner:
   remaining time (minus its last epoch's duration, since a run stops at the first epoch end
   past it); at the limit the children still running get SIGINT (they stop keeping their last
   checkpoint) and, ``grace_s`` later, SIGKILL. SIGINT/SIGTERM to the sweep does the same.
+  ``cpus`` (one entry per slot, ``None``: unpinned) keeps each slot's children to those CPUs.
   ``train_script`` and ``python`` make the child command (tests substitute a fake trainer).
   """
 
@@ -560,9 +612,12 @@ class Runner:
                retry_failed: bool = False, log_fn: Callable[[str], None] = print,
                train_script: str = TRAIN_SCRIPT, python: str = sys.executable,
                env: Optional[Mapping[str, str]] = None, grace_s: float = 30.0,
-               poll_s: float = 0.2):
+               poll_s: float = 0.2, cpus: Optional[Sequence[Optional[Tuple[int, ...]]]] = None):
     self.config_file, self.base_overrides, self.configs = config_file, base_overrides, configs
     self.slots = list(slots)
+    self.cpus = [None] * len(self.slots) if cpus is None else list(cpus)
+    if len(self.cpus) != len(self.slots):
+      raise ValueError(f"cpus has {len(self.cpus)} entries for {len(self.slots)} slots")
     self.budget_s, self.time_limit_s = budget_s, time_limit_s
     self.retry_failed, self.log_fn = retry_failed, log_fn
     self.train_script, self.python = train_script, python
@@ -628,7 +683,7 @@ class Runner:
             slot = free.pop(0)
             max_s = self._max_seconds(st, now, deadline, 1 + len(pending))
             active[slot] = self._start(i, total, r, st, self.slots[slot],
-                                       shared[self.slots[slot]], max_s)
+                                       shared[self.slots[slot]], max_s, self.cpus[slot])
           for slot in list(active):
             p, i, r, st, started, log = active[slot]
             if p.poll() is None:
@@ -675,18 +730,19 @@ class Runner:
       caps.append((deadline - now) / rounds - epoch_s)
     return max(1.0, min(caps)) if caps else None
 
-  def _start(self, i, total, run, st, device, shared, max_s):
+  def _start(self, i, total, run, st, device, shared, max_s, cpus=None):
     os.makedirs(run.workdir, exist_ok=True)
     cmd = self.command(run, max_s)
     log = open(os.path.join(run.workdir, RUN_LOG), "a")
     log.write(f"\n=== sweep call {time.strftime('%Y-%m-%d %H:%M:%S')}"
-              f"{'' if device is None else f' CUDA_VISIBLE_DEVICES={device}'}: "
-              f"{' '.join(cmd)}\n")
+              f"{'' if device is None else f' CUDA_VISIBLE_DEVICES={device}'}"
+              f"{'' if not cpus else f' CPUs {format_cpus(cpus)}'}: {' '.join(cmd)}\n")
     log.flush()
     p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                          env=child_env(self.env, device, shared), start_new_session=True,
-                         preexec_fn=_set_parent_death_signal)
-    where = "" if device is None else f" on GPU {device}"
+                         preexec_fn=_child_setup(cpus))
+    where = ("" if device is None else f" on GPU {device}") + (
+        "" if not cpus else f" on CPUs {format_cpus(cpus)}")
     resume = (f"resuming at epoch {st.epoch}/{st.num_epochs}, {_fmt_s(st.run_wall_s)} used"
               if st.epoch else "new")
     cap = "" if max_s is None else f", max {_fmt_s(max_s)}"
@@ -768,7 +824,8 @@ EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_UNFINISHED = 0, 1, 2, 4
 
 def run_sweep(config_spec: str, grid: str, seeds: Sequence[int], workdir: str, *,
               budget_s: float = 0.0, time_limit_s: float = 0.0,
-              devices: Optional[Sequence[str]] = None, parallel: int = 0, extend: bool = False,
+              devices: Optional[Sequence[str]] = None, parallel: int = 0,
+              pin_cpus: bool = True, extend: bool = False,
               retry_failed: bool = False, dry_run: bool = False, figures: bool = True,
               log_fn: Callable[[str], None] = print, train_script: str = TRAIN_SCRIPT,
               env: Optional[Mapping[str, str]] = None) -> int:
@@ -777,7 +834,10 @@ def run_sweep(config_spec: str, grid: str, seeds: Sequence[int], workdir: str, *
   failed or diverged, 4 runs remain (``time_limit_s``, an interrupt, or a run busy in another
   process): rerun the same call to continue; 130 interrupted. Raises SweepError (nothing run or
   written) for a bad grid, invalid cells, a run directory that holds another config, or a
-  ``workdir`` that holds another sweep."""
+  ``workdir`` that holds another sweep.
+
+  ``pin_cpus``: when the children run on the CPU (no GPU assigned) and several run at once,
+  each slot gets its own share of this process's CPUs (:func:`cpu_sets`)."""
   config_file, base = split_config_spec(config_spec)
   seeds = list(seeds)
   problems = []
@@ -805,10 +865,13 @@ def run_sweep(config_spec: str, grid: str, seeds: Sequence[int], workdir: str, *
     log_fn(f"[sweep] {n}")
   devices = detect_devices(env) if devices is None else list(devices)
   slots = device_slots(devices, parallel)
+  cpus = (cpu_sets(len(slots)) if pin_cpus and not devices else [None] * len(slots))
   runner = Runner(config_file, base, configs, slots=slots, budget_s=budget_s,
                   time_limit_s=time_limit_s, retry_failed=retry_failed, log_fn=log_fn,
-                  train_script=train_script, env=env)
-  where = (f"GPUs {','.join(d for d in slots)}" if devices else "the default device")
+                  train_script=train_script, env=env, cpus=cpus)
+  where = (f"GPUs {','.join(d for d in slots)}" if devices else
+           f"the default device, CPUs {' | '.join(format_cpus(c) for c in cpus)}"
+           if any(cpus) else "the default device")
   log_fn(f"[sweep] {len(cells)} cell(s) x {len(seeds)} seed(s) = {len(runs)} run(s) of "
          f"{config_file}{':' + base if base else ''} into {workdir}; {len(slots)} at a time on "
          f"{where}; budget {f'{budget_s:g}s per run' if budget_s else 'none'}"
@@ -822,7 +885,8 @@ def run_sweep(config_spec: str, grid: str, seeds: Sequence[int], workdir: str, *
   os.makedirs(workdir, exist_ok=True)
   record["calls"] = record["calls"] + [{
       "started": time.strftime("%Y-%m-%d %H:%M:%S"), "budget_s": budget_s,
-      "time_limit_s": time_limit_s, "devices": [d for d in slots]}]
+      "time_limit_s": time_limit_s, "devices": [d for d in slots],
+      "cpus": [None if c is None else list(c) for c in cpus]}]
   write_json(os.path.join(workdir, MANIFEST), record)
   outcomes = runner.run(runs)
   code = write_results(workdir, runs, axes, figures=figures, log_fn=log_fn)

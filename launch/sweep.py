@@ -9,7 +9,8 @@ Each run is a child ``launch/train.py`` process writing ``WORKDIR/runs/<cell>/se
 output in ``train.log`` there); one progress line per run start and end. Rerunning the same
 command skips finished runs and resumes the others from their last checkpoint. With several
 GPUs visible, one child runs per GPU (``CUDA_VISIBLE_DEVICES``); ``--parallel`` and
-``--devices`` override that. The grid is checked for every cell before anything runs (exit 2).
+``--devices`` override that; on a CPU, ``--parallel=2`` runs two children side by side, each
+pinned to its own half of the cores. The grid is checked for every cell before anything runs (exit 2).
 Exit status: 0 all runs done, 1 a run failed or diverged, 2 invalid sweep, 4 runs remain
 (rerun to continue), 130 interrupted. See deepcrl_core/sweep.py for the details.
 """
@@ -37,6 +38,10 @@ _DEVICES = flags.DEFINE_string("devices", None, "GPU ids for the children (e.g. 
                                "Default: CUDA_VISIBLE_DEVICES, else nvidia-smi's GPUs.")
 _PARALLEL = flags.DEFINE_integer("parallel", 0, "Children at once (0 = one per device, at least "
                                  "one); devices are dealt round-robin.")
+_PIN_CPUS = flags.DEFINE_bool("pin_cpus", True, "When children run on the CPU (no GPU) and "
+                               "--parallel > 1: give each its own share of the CPUs (Linux "
+                               "sched_setaffinity) so their XLA thread pools do not contend; "
+                               "--nopin_cpus: every child may use every CPU.")
 _EXTEND = flags.DEFINE_bool("extend", False, "Allow another grid or seeds in an existing sweep "
                             "directory as long as every earlier cell and seed stays.")
 _RETRY = flags.DEFINE_bool("retry_failed", False, "Resume diverged runs too.")
@@ -65,7 +70,7 @@ def main(argv):
     return sweep_lib.run_sweep(
         _CONFIG.value, _GRID.value, seeds, _WORKDIR.value, budget_s=_BUDGET.value,
         time_limit_s=_TIME_LIMIT.value, devices=devices, parallel=_PARALLEL.value,
-        extend=_EXTEND.value, retry_failed=_RETRY.value, dry_run=_DRY_RUN.value,
+        pin_cpus=_PIN_CPUS.value, extend=_EXTEND.value, retry_failed=_RETRY.value, dry_run=_DRY_RUN.value,
         figures=_FIGURES.value, log_fn=lambda s: print(s, flush=True))
   except sweep_lib.SweepError as e:
     cli.exit_with(str(e))

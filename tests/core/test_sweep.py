@@ -332,6 +332,16 @@ def test_device_detection_and_assignment():
     sweep.parse_devices("0,,1")
 
 
+def test_cpu_children_get_disjoint_contiguous_cpu_shares():
+  assert sweep.cpu_sets(3, range(8)) == [(0, 1, 2), (3, 4, 5), (6, 7)]
+  assert sweep.cpu_sets(2, [1, 0]) == [(0,), (1,)]
+  assert sweep.cpu_sets(3, [4, 6]) == [(4,), (6,), (4,)]   # more slots than CPUs: round-robin
+  assert sweep.cpu_sets(1, range(8)) == [None]             # one child: no pinning
+  assert sweep.cpu_sets(2, [0]) == [None, None]            # one CPU: nothing to split
+  assert sweep.format_cpus((0, 1, 2, 5, 7, 8)) == "0-2,5,7-8"
+  assert sweep.format_cpus((3,)) == "3"
+
+
 # --- the scheduler, with a fake trainer --------------------------------------------------------
 
 # Stands in for launch/train.py: records its argv, device and time span, sleeps, then writes the
@@ -350,7 +360,9 @@ FAKE_TRAIN = textwrap.dedent("""
       sys.exit(130)
     with open(os.path.join(workdir, "calls.jsonl"), "a") as f:
       f.write(json.dumps({"argv": sys.argv[1:], "t0": t0, "t1": time.time(),
-                          "device": os.environ.get("CUDA_VISIBLE_DEVICES")}) + "\\n")
+                          "device": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                          "cpus": sorted(os.sched_getaffinity(0))
+                                  if hasattr(os, "sched_getaffinity") else None}) + "\\n")
     n, seed = int(overrides["epochs"]), int(overrides["seed"])
     depth = int(overrides.get("depth", 4))
     with open(os.path.join(workdir, "metrics.csv"), "w", newline="") as f:
@@ -415,6 +427,33 @@ def test_scheduler_one_child_per_device_then_rerun_skips(tmp_path):
   # another grid into the same directory is refused before anything runs
   with pytest.raises(sweep.SweepError, match="another sweep"):
     sweep.run_sweep(f"{POINTMASS}:epochs=3", "depth=4,16", [0, 1], work, **kw)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs Linux CPU affinity and at least 2 usable CPUs")
+@pytest.mark.parametrize("pin", [True, False])
+def test_parallel_cpu_children_are_pinned_to_their_own_cpus(tmp_path, pin):
+  fake = tmp_path / "fake_train.py"
+  fake.write_text(FAKE_TRAIN)
+  lines = []
+  work = str(tmp_path / "sw")
+  code = sweep.run_sweep(f"{POINTMASS}:epochs=1", "depth=4", [0, 1], work, devices=[],
+                         parallel=2, pin_cpus=pin, train_script=str(fake), figures=False,
+                         log_fn=lines.append, env=dict(os.environ, FAKE_SLEEP="0.3"))
+  assert code == sweep.EXIT_OK, "\n".join(lines)
+  runs = sweep.plan_runs(sweep.grid_cells(sweep.parse_grid("depth=4")), [0, 1], work)
+  seen = [set(c["cpus"]) for r in runs for c in _calls(r.workdir)]
+  mine = set(os.sched_getaffinity(0))
+  assert len(seen) == 2
+  if pin:
+    assert seen[0] and seen[1] and not seen[0] & seen[1], seen
+    assert seen[0] | seen[1] == mine
+    assert sum(" on CPUs " in line for line in lines) == 2, lines
+    with open(os.path.join(work, sweep.MANIFEST)) as f:
+      assert sorted(sum(json.load(f)["calls"][-1]["cpus"], [])) == sorted(mine)
+  else:
+    assert seen == [mine, mine]
+    assert not any(" on CPUs " in line for line in lines)
 
 
 def test_time_limit_stops_children_at_their_last_checkpoint(tmp_path):
