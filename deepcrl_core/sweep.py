@@ -496,8 +496,8 @@ def cpu_sets(n: int, cpus: Optional[Sequence[int]] = None) -> List[Optional[Tupl
   slots than CPUs, one CPU each, dealt round-robin. ``[None] * n`` (no pinning) for one slot or
   where the platform cannot pin (``os.sched_setaffinity`` is Linux-only).
 
-  A pinned JAX child sizes its XLA thread pools to its share, so two children on two cores
-  run side by side instead of each spreading over both."""
+  Two children on two cores then each keep to one instead of contending for both
+  (profiling/sweep_parallel_cpu.py measures the difference)."""
   if cpus is None:
     if not hasattr(os, "sched_getaffinity") or not hasattr(os, "sched_setaffinity"):
       return [None] * n

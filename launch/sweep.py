@@ -10,7 +10,8 @@ output in ``train.log`` there); one progress line per run start and end. Rerunni
 command skips finished runs and resumes the others from their last checkpoint. With several
 GPUs visible, one child runs per GPU (``CUDA_VISIBLE_DEVICES``); ``--parallel`` and
 ``--devices`` override that; on a CPU, ``--parallel=2`` runs two children side by side, each
-pinned to its own half of the cores. The grid is checked for every cell before anything runs (exit 2).
+pinned to its own half of the cores. The grid is checked for every cell before anything runs
+(exit 2).
 Exit status: 0 all runs done, 1 a run failed or diverged, 2 invalid sweep, 4 runs remain
 (rerun to continue), 130 interrupted. See deepcrl_core/sweep.py for the details.
 """
@@ -70,8 +71,8 @@ def main(argv):
     return sweep_lib.run_sweep(
         _CONFIG.value, _GRID.value, seeds, _WORKDIR.value, budget_s=_BUDGET.value,
         time_limit_s=_TIME_LIMIT.value, devices=devices, parallel=_PARALLEL.value,
-        pin_cpus=_PIN_CPUS.value, extend=_EXTEND.value, retry_failed=_RETRY.value, dry_run=_DRY_RUN.value,
-        figures=_FIGURES.value, log_fn=lambda s: print(s, flush=True))
+        pin_cpus=_PIN_CPUS.value, extend=_EXTEND.value, retry_failed=_RETRY.value,
+        dry_run=_DRY_RUN.value, figures=_FIGURES.value, log_fn=lambda s: print(s, flush=True))
   except sweep_lib.SweepError as e:
     cli.exit_with(str(e))
 

@@ -5,7 +5,7 @@ its own directory under ``--workdir``:
 
 * ``single``: one run (seed 0) with every CPU;
 * ``pinned``: two runs (seeds 0, 1) at once, ``--parallel=2``, each on its own half of the
-  CPUs (the sweep's default on a CPU);
+  CPUs (what ``--parallel=2`` does on a CPU unless ``--nopin_cpus``);
 * ``unpinned``: the same two runs with ``--nopin_cpus``: both may use every CPU.
 
 For each run it reads ``metrics.csv`` and measures env steps per second of wall-clock from the
