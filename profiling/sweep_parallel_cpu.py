@@ -23,7 +23,6 @@ Bad flags exit with status 2 before anything runs.
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import os
 import platform
@@ -31,6 +30,8 @@ import shutil
 import subprocess
 import sys
 from typing import Dict, List, Sequence
+
+from deepcrl_core import sweep  # starts no JAX backend
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SWEEP = os.path.join(ROOT, "launch", "sweep.py")
@@ -51,8 +52,7 @@ def mode_args(mode: str) -> List[str]:
 def steady_throughput(metrics_csv: str) -> Dict[str, float]:
   """Env steps per second from the end of epoch 1 to the last row; raises ValueError when the
   run logged fewer than two epochs (the budget was too short)."""
-  with open(metrics_csv) as f:
-    rows = [r for r in csv.DictReader(f)]
+  rows = sweep.read_rows(metrics_csv)
   if len(rows) < 2:
     raise ValueError(f"{metrics_csv}: {len(rows)} epoch(s) logged; need >= 2 (raise --budget_s)")
   first, last = rows[0], rows[-1]
@@ -69,12 +69,9 @@ def run_mode(mode: str, config: str, budget_s: float, workdir: str) -> List[Dict
          f"--workdir={out}", "--devices=none", "--nofigures"] + mode_args(mode)
   print(f"[{mode}] {' '.join(cmd[1:])}", flush=True)
   subprocess.run(cmd, check=True, cwd=ROOT)
-  found = []
-  for dirpath, _, files in os.walk(os.path.join(out, "runs")):
-    if "metrics.csv" in files:
-      found.append(os.path.join(dirpath, "metrics.csv"))
-  return [dict(steady_throughput(p), run=os.path.basename(os.path.dirname(p)))
-          for p in sorted(found)]
+  _, runs = sweep.load_plan(out)
+  return [dict(steady_throughput(os.path.join(r.workdir, "metrics.csv")), run=r.label)
+          for r in runs]
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:
