@@ -44,6 +44,7 @@ children get their GPU through ``CUDA_VISIBLE_DEVICES``.
 
 from __future__ import annotations
 
+import copy
 import csv
 import itertools
 import json
@@ -361,14 +362,18 @@ def run_status(workdir: str, num_epochs: int, budget_s: float = 0.0,
   return RunStatus("partial", epoch, num_epochs, wall, row)
 
 
-def stored_config_mismatch(workdir: str, config) -> List[str]:
+def stored_config_mismatch(workdir: str, config, seed: Optional[int] = None) -> List[str]:
   """Fields whose value in ``workdir/config.json`` (written when the run began) differs from
-  ``config``'s (``train.max_seconds`` aside: the sweep sets it per call); [] without one."""
+  ``config``'s with ``seed`` set (the cell's config carries the default seed; each run's child
+  gets its own) (``train.max_seconds`` aside: the sweep sets it per call); [] without one."""
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     return []
   with open(path) as f:
     stored = json.load(f)
+  if seed is not None:
+    config = copy.deepcopy(config)
+    config.seed = seed
   return [f"{name}: run has {a!r}, sweep plans {b!r}" for name, a, b in
           config_lib.stored_differences(stored, config, ignore=("train.max_seconds",))]
 
@@ -853,7 +858,7 @@ def run_sweep(config_spec: str, grid: str, seeds: Sequence[int], workdir: str, *
   runs = plan_runs(cells, seeds, workdir)
   mismatched = []
   for r in runs:
-    diff = stored_config_mismatch(r.workdir, configs[r.cell.name])
+    diff = stored_config_mismatch(r.workdir, configs[r.cell.name], r.seed)
     if diff:
       mismatched.append(f"{r.workdir} was started with another config ({'; '.join(diff[:3])}"
                         f"{'; ...' if len(diff) > 3 else ''}): choose another --workdir")

@@ -267,6 +267,14 @@ def test_stored_config_mismatch(tmp_path):
     json.dump(stored, f)
   assert sweep.stored_config_mismatch(d, cfg) == [
       f"network.width: run has 999, sweep plans {cfg.network.width}"]
+  # the cell's config carries the default seed; each run is judged with its own
+  stored = config_lib.resolved_dict(cfg)
+  stored["seed"] = 1
+  with open(os.path.join(d, "config.json"), "w") as f:
+    json.dump(stored, f)
+  assert sweep.stored_config_mismatch(d, cfg, seed=1) == []
+  assert sweep.stored_config_mismatch(d, cfg, seed=2) == ["seed: run has 1, sweep plans 2"]
+  assert cfg.seed != 1  # the cell's config is left as it was
 
 
 # --- manifest ----------------------------------------------------------------------------------
@@ -365,6 +373,8 @@ FAKE_TRAIN = textwrap.dedent("""
                                   if hasattr(os, "sched_getaffinity") else None}) + "\\n")
     n, seed = int(overrides["epochs"]), int(overrides["seed"])
     depth = int(overrides.get("depth", 4))
+    with open(os.path.join(workdir, "config.json"), "w") as f:  # as train.py does, in part
+      json.dump({"seed": seed, "network": {"depth": depth}}, f)
     with open(os.path.join(workdir, "metrics.csv"), "w", newline="") as f:
       w = csv.writer(f)
       w.writerow(["epoch", "env_steps", "wall_s", "run_wall_s", "critic_loss", "eval/success",
