@@ -364,8 +364,8 @@ def run_status(workdir: str, num_epochs: int, budget_s: float = 0.0,
 
 def stored_config_mismatch(workdir: str, config, seed: Optional[int] = None) -> List[str]:
   """Fields whose value in ``workdir/config.json`` (written when the run began) differs from
-  ``config``'s with ``seed`` set (the cell's config carries the default seed; each run's child
-  gets its own) (``train.max_seconds`` aside: the sweep sets it per call); [] without one."""
+  ``config``'s, ``train.max_seconds`` aside (the sweep sets it per call); [] without one.
+  ``seed``: the run's own, set on a copy of ``config`` first (a cell's config has the default)."""
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     return []
