@@ -3,8 +3,9 @@
 For each task and each fixed policy, runs ``--episodes`` episodes of the task (the episode
 limit of the task; no auto-reset) and groups them by how they ended
 (:func:`deepcrl_core.analysis.episode_ends`: the time limit, or which of the env's termination
-causes, e.g. the ant's torso below or above its healthy height range), with the median length
-of each group. Policies: ``zero`` (every action 0: the robot's own response to its start
+causes, e.g. the ant's torso below or above its healthy height range), with each group's
+success, time at goal and mean and median length: what the paper's metric gives a policy that
+has learnt nothing (e.g. an arm task whose cube starts within the success radius of its goal). Policies: ``zero`` (every action 0: the robot's own response to its start
 state) and ``random`` (uniform in [-1, 1], independently per env and step). A trained policy's
 breakdown (``launch/evaluate.py --workdir=RUN``) next to these says how much of the
 terminating comes from the start state and the physics rather than from the policy.
@@ -98,7 +99,7 @@ def reset_penetration(mj_model, qpos: np.ndarray) -> np.ndarray:
 
 def ends_rows(task: str, env, policy: str, episodes) -> list:
   return [[task, policy, r["end"], r["episodes"], f"{r['share']:.2f}", f"{r['success']:.2f}",
-           f"{r['episode_length']:.0f}", f"{r['median_length']:.0f}"]
+           f"{r['time_at_goal']:.1f}", f"{r['episode_length']:.0f}", f"{r['median_length']:.0f}"]
           for r in analysis.episode_ends(env, episodes)]
 
 
@@ -223,7 +224,8 @@ def main(argv=None) -> int:
     text += ["", f"How {args.episodes} episodes end per task and fixed policy (seed "
              f"{args.seed})", "",
              markdown_table(["task", "policy", "episode ended by", "episodes", "share",
-                             "success", "mean length", "median length"], end_rows)]
+                             "success", "time at goal", "mean length", "median length"],
+                            end_rows)]
   if replay_rows:
     text += ["", "Complete episodes stored in the replay buffer of each run's newest "
              "checkpoint (length in steps; travel = start-to-end distance of the goal "

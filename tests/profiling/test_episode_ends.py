@@ -39,7 +39,7 @@ def test_a_never_terminating_env_runs_every_episode_to_the_limit(tmp_path, capsy
   text = out.read_text()
   assert text == capsys.readouterr().out.split("random: done\n", 1)[1]
   for policy in ("zero", "random"):
-    assert f"| pointmass | {policy} | time limit | 6 | 1.00 | 0.00 | 5 | 5 |" in text
+    assert f"| pointmass | {policy} | time limit | 6 | 1.00 | 0.00 | 0.0 | 5 | 5 |" in text
 
 
 @pytest.mark.parametrize("kwargs, message", [
