@@ -5,8 +5,9 @@ limit of the task; no auto-reset) and groups them by how they ended
 (:func:`deepcrl_core.analysis.episode_ends`: the time limit, or which of the env's termination
 causes, e.g. the ant's torso below or above its healthy height range), with each group's
 success, time at goal and mean and median length: what the paper's metric gives a policy that
-has learnt nothing (e.g. an arm task whose cube starts within the success radius of its goal). Policies: ``zero`` (every action 0: the robot's own response to its start
-state) and ``random`` (uniform in [-1, 1], independently per env and step). A trained policy's
+has learnt nothing (e.g. an arm task whose cube starts within the success radius of its goal).
+Policies: ``zero`` (every action 0: the robot's own response to its start state) and
+``random`` (uniform in [-1, 1], independently per env and step). A trained policy's
 breakdown (``launch/evaluate.py --workdir=RUN``) next to these says how much of the
 terminating comes from the start state and the physics rather than from the policy.
 
